@@ -1,0 +1,167 @@
+/**
+ * Records many kernel dispatches and submits them together.
+ *
+ * Kernel convention (every shader in `shaders/` follows it): `@group(0) @binding(0)` is a
+ * uniform block of 32-bit parameters, bindings 1…n are the storage buffers in the order the
+ * host wrapper passes them. Parameters are u32 words; store floats with {@link f32bits}.
+ *
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import { roundUp } from "./buffers.ts";
+
+/** A whole buffer, or a byte range of one (offset aligned to the storage offset alignment). */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** Workgroup counts (x, y, z). */
+export type Groups = readonly [number, number?, number?];
+
+const f32scratch = new Float32Array(1);
+const u32scratch = new Uint32Array(f32scratch.buffer);
+
+/** The u32 bit pattern of an f32, for parameter blocks. */
+export function f32bits(x: number): number {
+  f32scratch[0] = x;
+  return u32scratch[0];
+}
+
+type Op =
+  | {
+    kind: "dispatch";
+    pipeline: GPUComputePipeline;
+    params: number[];
+    bindings: Binding[];
+    groups: Groups;
+    label: string;
+  }
+  | {
+    kind: "copy";
+    src: GPUBuffer;
+    srcOffset: number;
+    dst: GPUBuffer;
+    dstOffset: number;
+    size: number;
+  }
+  | { kind: "clear"; buffer: GPUBuffer; offset: number; size?: number };
+
+/**
+ * Split a 1-D count of workgroups into (x, y) so neither exceeds the per-dimension limit.
+ * Shaders recover the flat index as `wid.x + wid.y * nx` with `nx` passed as a parameter.
+ */
+export function splitGroups(count: number, maxPerDim = 65535): [number, number] {
+  if (count <= maxPerDim) return [Math.max(1, count), 1];
+  const y = Math.ceil(count / maxPerDim);
+  return [Math.ceil(count / y), y];
+}
+
+/** Records dispatches and copies; {@link submit} sends them in one command buffer. */
+export class Recorder {
+  #ops: Op[] = [];
+  constructor(readonly gpu: Gpu, readonly label = "recorder") {}
+
+  /** Number of recorded dispatches (for benchmarks). */
+  get size(): number {
+    return this.#ops.length;
+  }
+
+  /** Record one dispatch. `params` are u32 words (floats via {@link f32bits}). */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    params: number[],
+    bindings: Binding[],
+    groups: Groups,
+    label = pipeline.label,
+  ): this {
+    if (params.length > 64) throw new RangeError(`too many kernel parameters (${params.length})`);
+    for (const g of groups) {
+      if (g !== undefined && (g < 0 || g > this.gpu.limits.maxComputeWorkgroupsPerDimension)) {
+        throw new RangeError(`dispatch "${label}": workgroup count ${g} out of range`);
+      }
+    }
+    this.#ops.push({ kind: "dispatch", pipeline, params, bindings, groups, label });
+    return this;
+  }
+
+  /** Record a buffer-to-buffer copy (byte offsets and size multiples of 4). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): this {
+    if (size > 0) this.#ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, size });
+    return this;
+  }
+
+  /** Record zero-filling a buffer range. */
+  clear(buffer: GPUBuffer, offset = 0, size?: number): this {
+    this.#ops.push({ kind: "clear", buffer, offset, size });
+    return this;
+  }
+
+  /** Encode and submit everything recorded so far (does not wait for completion). */
+  submit(): void {
+    if (this.#ops.length === 0) return;
+    const { device } = this.gpu;
+    const align = Math.max(256, this.gpu.limits.minUniformBufferOffsetAlignment);
+    const dispatches = this.#ops.filter((o) => o.kind === "dispatch");
+    let uniform: GPUBuffer | undefined;
+    const offsets: number[] = [];
+    if (dispatches.length) {
+      const data = new Uint32Array((dispatches.length * align) / 4);
+      dispatches.forEach((d, i) => {
+        offsets.push(i * align);
+        data.set(d.params, (i * align) / 4);
+      });
+      uniform = device.createBuffer({
+        label: `${this.label}.params`,
+        size: data.byteLength,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      device.queue.writeBuffer(uniform, 0, data);
+    }
+    const enc = device.createCommandEncoder({ label: this.label });
+    let pass: GPUComputePassEncoder | undefined;
+    let di = 0;
+    for (const op of this.#ops) {
+      if (op.kind === "dispatch") {
+        pass ??= enc.beginComputePass({ label: this.label });
+        const entries: GPUBindGroupEntry[] = [{
+          binding: 0,
+          resource: {
+            buffer: uniform!,
+            offset: offsets[di++],
+            size: roundUp(Math.max(4, op.params.length * 4), 16),
+          },
+        }];
+        op.bindings.forEach((b, i) => {
+          const resource = b instanceof GPUBuffer
+            ? { buffer: b }
+            : { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
+          entries.push({ binding: i + 1, resource });
+        });
+        const bindGroup = device.createBindGroup({
+          label: op.label,
+          layout: op.pipeline.getBindGroupLayout(0),
+          entries,
+        });
+        pass.setPipeline(op.pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(op.groups[0], op.groups[1] ?? 1, op.groups[2] ?? 1);
+      } else {
+        if (pass) {
+          pass.end();
+          pass = undefined;
+        }
+        if (op.kind === "copy") {
+          enc.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
+        } else enc.clearBuffer(op.buffer, op.offset, op.size);
+      }
+    }
+    pass?.end();
+    device.queue.submit([enc.finish()]);
+    uniform?.destroy(); // freed once the submitted work completes
+    this.#ops = [];
+  }
+
+  /** Submit and wait until the GPU has finished (one CPU sync). */
+  async flush(): Promise<void> {
+    this.submit();
+    await this.gpu.device.queue.onSubmittedWorkDone();
+  }
+}

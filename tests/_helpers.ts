@@ -1,0 +1,123 @@
+/**
+ * Test helpers: fixture paths (skipping with a message when `../shared/fixtures` is absent),
+ * GPU availability, seeded random numbers and error measures.
+ *
+ * @module
+ */
+import { tryGetGpu } from "../lib/gpu/device.ts";
+import type { Gpu } from "../lib/gpu/device.ts";
+
+/** Absolute path of `../shared/fixtures` beside the project. */
+export const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when the shared fixtures folder is present. */
+export const hasFixtures: boolean = exists(FIXTURES);
+if (!hasFixtures) {
+  console.warn(
+    `SKIP fixture tests: ${FIXTURES} is absent. Place the shared fixtures beside the project ` +
+      `(../shared/fixtures) to run them.`,
+  );
+}
+
+/** Path of a fixture file (relative to `../shared/fixtures`). */
+export function fixture(rel: string): string {
+  return FIXTURES + rel;
+}
+
+/** The GPU, or null (tests that need it use `ignore: !gpu`). Resolved once at import. */
+export const gpu: Gpu | null = await tryGetGpu();
+if (!gpu) {
+  console.warn("SKIP GPU tests: no WebGPU adapter (install mesa-vulkan-drivers or a GPU driver)");
+}
+
+/** A small seeded PRNG (mulberry32); `next()` is uniform in [0, 1). */
+export class Rng {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = seed >>> 0;
+  }
+  next(): number {
+    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Uniform in [lo, hi). */
+  uniform(lo = -1, hi = 1): number {
+    return lo + (hi - lo) * this.next();
+  }
+  /** Standard normal (Box–Muller). */
+  normal(): number {
+    const u = Math.max(this.next(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  /** A Float32Array of `n` values uniform in [lo, hi). */
+  f32(n: number, lo = -1, hi = 1): Float32Array {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
+    return a;
+  }
+  /** An integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+/** max |a − b| over all elements. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new RangeError(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+/** rms(a − b) / rms(b): the relative error used for kernel-vs-reference tests. */
+export function errRatio(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new RangeError(`length ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  if (den === 0) return num === 0 ? 0 : Infinity;
+  return Math.sqrt(num / den);
+}
+
+/**
+ * Assert `a` ≈ `b` within `maxAbs` (max |Δ|) and optionally `rel` (errRatio), printing the
+ * first mismatches on failure.
+ */
+export function assertClose(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  tol: { maxAbs?: number; rel?: number },
+  what = "values",
+): void {
+  const m = maxAbsDiff(a, b);
+  const r = errRatio(a, b);
+  const bad = (tol.maxAbs !== undefined && !(m <= tol.maxAbs)) ||
+    (tol.rel !== undefined && !(r <= tol.rel));
+  if (bad) {
+    const first: string[] = [];
+    for (let i = 0; i < a.length && first.length < 5; i++) {
+      const lim = tol.maxAbs ?? 0;
+      if (!(Math.abs(a[i] - b[i]) <= lim)) first.push(`[${i}] ${a[i]} vs ${b[i]}`);
+    }
+    throw new Error(
+      `${what}: max|Δ| ${m.toExponential(3)} (tol ${tol.maxAbs}), rel ${r.toExponential(3)} ` +
+        `(tol ${tol.rel}); first mismatches: ${first.join("; ")}`,
+    );
+  }
+}
