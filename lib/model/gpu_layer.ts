@@ -1,0 +1,299 @@
+/**
+ * One RWKV-7 layer's forward on the GPU, recorded into a {@link Recorder}, and the per-layer
+ * workspace that holds its named intermediates (the same names as the reference's
+ * `TimeMixCache` / `ChannelMixCache`, so the backward can recompute a layer and read them).
+ *
+ * Workspace layout (one set of buffers, reused by every layer; R = rows capacity ≥ B·T; every
+ * activation is row-major (B·T, width) with row b·T + t):
+ *
+ * | buffer    | shape           | contents                                                   |
+ * | --------- | --------------- | ---------------------------------------------------------- |
+ * | `u`       | (R, C)          | ln1 output                                                 |
+ * | `mix`     | (6, B·T, C)     | mix_r, mix_w, mix_k, mix_v, mix_a, mix_g, packed for B·T   |
+ * | `r`       | (R, C)          | Wr · mix_r                                                 |
+ * | `k0`, `k` | (R, C)          | Wk · mix_k; after the k_a update                           |
+ * | `v0`, `v` | (R, C)          | Wv · mix_v; after the value residual                       |
+ * | `wHidden` | (R, Dw)         | tanh(mix_w · w1)                                           |
+ * | `z`, `d`  | (R, C)          | w0 + wHidden · w2; decay exp(−e^−½ σ(z))                   |
+ * | `aHidden` | (R, Da)         | mix_a · a1                                                 |
+ * | `a`       | (R, C)          | σ(a0 + aHidden · a2)                                       |
+ * | `gHidden` | (R, Dg)         | σ(mix_g · g1)                                              |
+ * | `g`       | (R, C)          | gHidden · g2                                               |
+ * | `vHidden` | (R, Dv)         | mix_v · v1 (layers ≥ 1)                                    |
+ * | `vGate`   | (R, C)          | σ(v0 + vHidden · v2) (layers ≥ 1)                          |
+ * | `kk`      | (R, C)          | per-head normalised k0 ⊙ k_k                               |
+ * | `y`       | (R, C)          | WKV output                                                 |
+ * | `o`, `og` | (R, C)          | GroupNorm(y) + bonus; o ⊙ g                                |
+ * | `xMid`    | (R, C)          | residual after the time mix: x + Wo · og                   |
+ * | `ffnU`    | (R, C)          | ln2 output                                                 |
+ * | `ffnMix`  | (R, C)          | ffnU + (uPrev − ffnU) ⊙ ffn.x_k                            |
+ * | `ffnPre`  | (R, F)          | ffn.key · ffnMix                                           |
+ * | `ffnAct`  | (R, F)          | relu(ffnPre)²                                              |
+ *
+ * `v_first` (layer 0's v, (R, C)) lives outside the workspace because every layer reads it.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { createStorage } from "../gpu/buffers.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Kernels } from "../kernels/kernels.ts";
+import type { GpuState } from "./gpu_state.ts";
+import { type GpuWeights, layerVec } from "./gpu_weights.ts";
+import type { RwkvConfig } from "./types.ts";
+
+const C_WIDE = [
+  "u",
+  "r",
+  "k0",
+  "k",
+  "v0",
+  "v",
+  "z",
+  "d",
+  "a",
+  "g",
+  "vGate",
+  "kk",
+  "y",
+  "o",
+  "og",
+  "xMid",
+  "ffnU",
+  "ffnMix",
+] as const;
+
+/** The named intermediates of one layer's forward; see the module doc for the layout. */
+export type LayerWorkspace =
+  & Record<typeof C_WIDE[number], GPUBuffer>
+  & Record<"mix" | "wHidden" | "aHidden" | "gHidden" | "vHidden" | "ffnPre" | "ffnAct", GPUBuffer>
+  & { rows: number };
+
+/**
+ * Allocate a workspace for up to `rows` = B·T rows.
+ *
+ * @throws {RangeError} when one buffer would exceed a storage binding
+ */
+export function createLayerWorkspace(gpu: Gpu, cfg: RwkvConfig, rows: number): LayerWorkspace {
+  const C = cfg.nEmbd;
+  const widths: Record<string, number> = {
+    mix: 6 * C,
+    wHidden: cfg.dimW,
+    aHidden: cfg.dimA,
+    gHidden: cfg.dimG,
+    vHidden: cfg.dimV,
+    ffnPre: cfg.dimFfn,
+    ffnAct: cfg.dimFfn,
+  };
+  for (const k of C_WIDE) widths[k] = C;
+  const ws: Record<string, GPUBuffer | number> = { rows };
+  for (const [name, width] of Object.entries(widths)) {
+    const bytes = rows * width * 4;
+    if (bytes > gpu.limits.maxStorageBufferBindingSize) {
+      throw new RangeError(
+        `workspace "${name}" needs ${bytes} bytes for B·T = ${rows} rows, more than one storage ` +
+          `binding (${gpu.limits.maxStorageBufferBindingSize}); use fewer tokens per forward`,
+      );
+    }
+    ws[name] = createStorage(gpu, `ws.${name}`, bytes);
+  }
+  return ws as LayerWorkspace;
+}
+
+/** Free a workspace's buffers. */
+export function destroyLayerWorkspace(ws: LayerWorkspace): void {
+  for (const v of Object.values(ws)) if (v instanceof GPUBuffer) v.destroy();
+}
+
+/** What {@link recordLayer} needs besides the layer's own buffers. */
+export interface LayerContext {
+  kernels: Kernels;
+  weights: GpuWeights;
+}
+
+/** Buffers and sizes of one layer's forward. */
+export interface LayerIo {
+  B: number;
+  T: number;
+  /** residual entering the layer (B·T, C) */
+  xIn: GPUBuffer;
+  /** residual leaving the layer (B·T, C); must differ from xIn */
+  xOut: GPUBuffer;
+  /** layer 0's v (B·T, C): written by layer 0, read by the others */
+  vFirst: GPUBuffer;
+  /** carried state, updated in place */
+  state: GpuState;
+}
+
+/**
+ * Record layer `l`'s forward: `xOut = layer(xIn)`, intermediates left in `ws`, state advanced.
+ *
+ * @example
+ * ```ts ignore
+ * recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst, state }, ws);
+ * ```
+ */
+export function recordLayer(
+  ctx: LayerContext,
+  rec: Recorder,
+  l: number,
+  io: LayerIo,
+  ws: LayerWorkspace,
+): void {
+  const rows = io.B * io.T;
+  if (rows > ws.rows) throw new RangeError(`layer ${l}: B·T = ${rows} > workspace rows ${ws.rows}`);
+  if (io.xIn === io.xOut) throw new RangeError(`layer ${l}: xIn and xOut must differ`);
+  if (io.state.B !== io.B) throw new RangeError(`layer ${l}: state B ${io.state.B} ≠ B ${io.B}`);
+  recordTimeMix(ctx, rec, l, io, ws);
+  recordChannelMix(ctx, rec, l, io, ws);
+}
+
+/** Record the time mix of layer l: `ws.xMid = xIn + Wo · (o ⊙ g)`. */
+export function recordTimeMix(
+  ctx: LayerContext,
+  rec: Recorder,
+  l: number,
+  io: LayerIo,
+  ws: LayerWorkspace,
+): void {
+  const { kernels: k, weights } = ctx;
+  const { nEmbd: C, nHead: H, headSize: N } = weights.config;
+  const lw = weights.layers[l];
+  const vecs = lw.vecs, M = io.B * io.T, n = M * C;
+  const vo = (name: Parameters<typeof layerVec>[0]) => layerVec(name, C);
+  k.layerNorm.record(rec, {
+    rows: M,
+    C,
+    x: io.xIn,
+    vecs,
+    wOff: vo("ln1_w"),
+    bOff: vo("ln1_b"),
+    out: ws.u,
+  });
+  const shift = {
+    B: io.B,
+    T: io.T,
+    C,
+    u: ws.u,
+    shift: io.state.att,
+    shiftOff: io.state.shiftOffset(l),
+  };
+  k.tokenShift.mix(rec, { ...shift, nMix: 6, vecs, xOff: vo("x_r"), out: ws.mix });
+  k.tokenShift.store(rec, shift);
+  const mm = k.matmul;
+  const mix = (m: number) => ({ M, x: ws.mix, xOff: m * n });
+  mm.linearMatrix(rec, lw.Wr, { ...mix(0), y: ws.r });
+  mm.linearMatrix(rec, lw.Wk, { ...mix(2), y: ws.k0 });
+  mm.linearMatrix(rec, lw.Wv, { ...mix(3), y: ws.v0 });
+  mm.lowrankMatrix(rec, lw.w1, { ...mix(1), y: ws.wHidden, act: "tanh" });
+  mm.lowrankMatrix(rec, lw.w2, { M, x: ws.wHidden, y: ws.z });
+  mm.lowrankMatrix(rec, lw.a1, { ...mix(4), y: ws.aHidden });
+  mm.lowrankMatrix(rec, lw.a2, { M, x: ws.aHidden, y: ws.a });
+  mm.lowrankMatrix(rec, lw.g1, { ...mix(5), y: ws.gHidden, act: "sigmoid" });
+  mm.lowrankMatrix(rec, lw.g2, { M, x: ws.gHidden, y: ws.g });
+  if (l > 0) {
+    mm.lowrankMatrix(rec, lw.v1!, { ...mix(3), y: ws.vHidden });
+    mm.lowrankMatrix(rec, lw.v2!, { M, x: ws.vHidden, y: ws.vGate });
+  }
+  k.gates.record(rec, {
+    rows: M,
+    C,
+    vecs,
+    w0Off: vo("w0"),
+    a0Off: vo("a0"),
+    v0Off: vo("v0"),
+    layer0: l === 0,
+    z: ws.z,
+    d: ws.d,
+    a: ws.a,
+    vGate: ws.vGate,
+    v0: ws.v0,
+    v: ws.v,
+    vFirst: io.vFirst,
+  });
+  k.keyNorm.record(rec, {
+    rows: M,
+    H,
+    N,
+    vecs,
+    kkOff: vo("k_k"),
+    kaOff: vo("k_a"),
+    k0: ws.k0,
+    a: ws.a,
+    kk: ws.kk,
+    k: ws.k,
+  });
+  k.wkv.record(rec, {
+    B: io.B,
+    T: io.T,
+    H,
+    r: ws.r,
+    d: ws.d,
+    k: ws.k,
+    v: ws.v,
+    kk: ws.kk,
+    a: ws.a,
+    state: io.state.wkv,
+    stateOff: io.state.wkvOffset(l),
+    y: ws.y,
+  });
+  k.groupNormBonus.record(rec, {
+    rows: M,
+    H,
+    N,
+    vecs,
+    lnxW: vo("lnx_w"),
+    lnxB: vo("lnx_b"),
+    rkOff: vo("r_k"),
+    y: ws.y,
+    r: ws.r,
+    k: ws.k,
+    v: ws.v,
+    g: ws.g,
+    o: ws.o,
+    og: ws.og,
+  });
+  mm.linearMatrix(rec, lw.Wo, { M, x: ws.og, res: io.xIn, y: ws.xMid });
+}
+
+/** Record the channel mix of layer l: `xOut = ws.xMid + ffn.value · relu(ffn.key · mix)²`. */
+export function recordChannelMix(
+  ctx: LayerContext,
+  rec: Recorder,
+  l: number,
+  io: LayerIo,
+  ws: LayerWorkspace,
+): void {
+  const { kernels: k, weights } = ctx;
+  const { nEmbd: C, dimFfn: F } = weights.config;
+  const lw = weights.layers[l];
+  const M = io.B * io.T;
+  k.layerNorm.record(rec, {
+    rows: M,
+    C,
+    x: ws.xMid,
+    vecs: lw.vecs,
+    wOff: layerVec("ln2_w", C),
+    bOff: layerVec("ln2_b", C),
+    out: ws.ffnU,
+  });
+  const shift = {
+    B: io.B,
+    T: io.T,
+    C,
+    u: ws.ffnU,
+    shift: io.state.ffn,
+    shiftOff: io.state.shiftOffset(l),
+  };
+  k.tokenShift.mix(rec, {
+    ...shift,
+    nMix: 1,
+    vecs: lw.vecs,
+    xOff: layerVec("ffn_x_k", C),
+    out: ws.ffnMix,
+  });
+  k.tokenShift.store(rec, shift);
+  k.matmul.linearMatrix(rec, lw.ffn_key, { M, x: ws.ffnMix, y: ws.ffnPre });
+  k.channelMix.reluSq(rec, { n: M * F, pre: ws.ffnPre, act: ws.ffnAct });
+  k.matmul.linearMatrix(rec, lw.ffn_value, { M, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
+}

@@ -1,0 +1,311 @@
+/**
+ * The RWKV-7 forward pass on WebGPU (f32): B sequences × T tokens per call, the recurrent state
+ * carried on the GPU, one submit per forward and one readback for the logits asked for.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
+import { Recorder } from "../gpu/recorder.ts";
+import { Kernels } from "../kernels/kernels.ts";
+import {
+  createLayerWorkspace,
+  destroyLayerWorkspace,
+  type LayerWorkspace,
+  recordLayer,
+} from "./gpu_layer.ts";
+import { GpuState } from "./gpu_state.ts";
+import {
+  destroyWeights,
+  type GpuWeights,
+  modelVec,
+  type UploadOptions,
+  uploadWeights,
+} from "./gpu_weights.ts";
+import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
+
+/** Which logits a forward produces: the last token of each sequence, every token, or none. */
+export type LogitsMode = "last" | "all" | "none";
+
+/** Arguments of {@link GpuModel.recordForward}. */
+export interface RecordForwardArgs {
+  B: number;
+  T: number;
+  /** u32 token ids (B, T) starting at element `tokOff`; ids must be < V (not checked here) */
+  tokens: GPUBuffer;
+  tokOff?: number;
+  state: GpuState;
+  logits: LogitsMode;
+  /** where the logits go ((B, V) or (B·T, V)), starting at element `outOff` */
+  out?: GPUBuffer;
+  outOff?: number;
+}
+
+/** A single-sequence stream over a {@link GpuModel} (the `LanguageModel` interface). */
+export interface GpuSession {
+  readonly vocabSize: number;
+  /** Feed tokens; returns the logits after the last one (state advanced). */
+  feed(tokens: number[]): Promise<Float32Array>;
+  /** Read the current state back. */
+  state(): Promise<RwkvState>;
+  /** Free the session's state buffers. */
+  destroy(): void;
+}
+
+/** Model-level buffers: residual ping-pong, v_first, normalised head input, tokens, logits. */
+type BufName = "x0" | "x1" | "vFirst" | "xNorm" | "tokens" | "logits";
+
+/** Longest chunk a session feeds in one forward (bounds the workspace). */
+const SESSION_CHUNK = 512;
+
+/** The model on the GPU: weights, kernels, workspace. */
+export class GpuModel {
+  #ws?: LayerWorkspace;
+  #retired: GPUBuffer[] = [];
+  #bufs: Record<BufName, GPUBuffer | undefined> = {
+    x0: undefined,
+    x1: undefined,
+    vFirst: undefined,
+    xNorm: undefined,
+    tokens: undefined,
+    logits: undefined,
+  };
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly weights: GpuWeights,
+    readonly kernels: Kernels,
+  ) {}
+
+  /**
+   * Upload `weights` and compile the kernels.
+   *
+   * @param options.maxChunkBytes split weight matrices into chunks of at most this many bytes
+   *   (default one storage binding)
+   * @example
+   * ```ts ignore
+   * const model = await GpuModel.create(gpu, weights);
+   * const logits = await model.forward([[34, 105, 110]], model.createState(1));
+   * ```
+   */
+  static async create(
+    gpu: Gpu,
+    weights: RwkvWeights,
+    options: UploadOptions = {},
+  ): Promise<GpuModel> {
+    const kernels = await Kernels.create(gpu, weights.config.headSize);
+    gpu.device.pushErrorScope("out-of-memory");
+    const w = uploadWeights(gpu, weights, options);
+    const err = await gpu.device.popErrorScope();
+    if (err) {
+      destroyWeights(w);
+      throw new Error(`out of GPU memory uploading the weights: ${err.message}`);
+    }
+    return new GpuModel(gpu, w, kernels);
+  }
+
+  /** Sizes of the model. */
+  get config(): RwkvConfig {
+    return this.weights.config;
+  }
+
+  /** A zero state for B sequences. */
+  createState(B = 1): GpuState {
+    return new GpuState(this.gpu, this.config, B);
+  }
+
+  /** A state holding `states` (one per sequence). */
+  uploadState(states: RwkvState[]): GpuState {
+    const s = this.createState(states.length);
+    s.upload(states);
+    return s;
+  }
+
+  /** Read a state back (one CPU sync). */
+  readState(s: GpuState): Promise<RwkvState[]> {
+    return s.read();
+  }
+
+  /** The workspace sized for at least `rows` = B·T rows (grows; never shrinks). */
+  workspace(rows: number): LayerWorkspace {
+    if (!this.#ws || this.#ws.rows < rows) {
+      // Buffers of a smaller workspace may still be referenced by recorded work: retire them.
+      if (this.#ws) {
+        for (const v of Object.values(this.#ws)) if (v instanceof GPUBuffer) this.#retired.push(v);
+      }
+      const cap = Math.max(rows, this.#ws?.rows ?? 0);
+      this.#ws = createLayerWorkspace(this.gpu, this.config, cap);
+      const C = this.config.nEmbd;
+      for (const name of ["x0", "x1", "vFirst"] as const) this.#grow(name, cap * C * 4);
+    }
+    return this.#ws;
+  }
+
+  #grow(name: BufName, bytes: number): GPUBuffer {
+    const cur = this.#bufs[name];
+    if (cur && cur.size >= bytes) return cur;
+    if (cur) this.#retired.push(cur);
+    const b = createStorage(this.gpu, `model.${name}`, bytes);
+    this.#bufs[name] = b;
+    return b;
+  }
+
+  /**
+   * Record a whole forward (embedding, every layer, head) into `rec` without reading back.
+   * The state advances in place when the recording is submitted.
+   *
+   * @returns the buffer holding the logits (`args.out` or an internal one) and their count
+   */
+  recordForward(rec: Recorder, args: RecordForwardArgs): { logits?: GPUBuffer; count: number } {
+    const { B, T, state } = args;
+    if (!Number.isInteger(B) || B < 1) throw new RangeError(`forward: B = ${B}; expected ≥ 1`);
+    if (!Number.isInteger(T) || T < 1) throw new RangeError(`forward: T = ${T}; expected ≥ 1`);
+    if (state.B !== B) throw new RangeError(`forward: state holds ${state.B} sequences, B = ${B}`);
+    const cfg = this.config, C = cfg.nEmbd, M = B * T;
+    const ws = this.workspace(M);
+    const b = this.#bufs as Record<string, GPUBuffer>;
+    this.kernels.embed.record(rec, {
+      rows: M,
+      tokens: args.tokens,
+      tokOff: args.tokOff,
+      emb: this.weights.emb,
+      vecs: this.weights.vecs,
+      wOff: modelVec("ln0_w", C),
+      bOff: modelVec("ln0_b", C),
+      out: b.x0,
+    });
+    const ctx = { kernels: this.kernels, weights: this.weights };
+    for (let l = 0; l < cfg.nLayer; l++) {
+      const [xIn, xOut] = l % 2 === 0 ? [b.x0, b.x1] : [b.x1, b.x0];
+      recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst: b.vFirst, state }, ws);
+    }
+    if (args.logits === "none") return { count: 0 };
+    const xLast = cfg.nLayer % 2 === 0 ? b.x0 : b.x1;
+    const rows = args.logits === "last" ? B : M;
+    const count = rows * cfg.vocabSize;
+    if (count * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
+      throw new RangeError(
+        `forward: ${rows} rows × V ${cfg.vocabSize} logits exceed one storage binding; ` +
+          `ask for logits "last" or feed fewer tokens per call`,
+      );
+    }
+    const xNorm = this.#grow("xNorm", rows * C * 4);
+    this.kernels.layerNorm.record(rec, {
+      rows,
+      C,
+      x: xLast,
+      inRowStep: args.logits === "last" ? T : 1,
+      inRowOff: args.logits === "last" ? T - 1 : 0,
+      vecs: this.weights.vecs,
+      wOff: modelVec("ln_out_w", C),
+      bOff: modelVec("ln_out_b", C),
+      out: xNorm,
+    });
+    const out = args.out ?? this.#grow("logits", count * 4);
+    this.kernels.matmul.linearMatrix(rec, this.weights.head, {
+      M: rows,
+      x: xNorm,
+      y: out,
+      yOff: args.outOff ?? 0,
+    });
+    return { logits: out, count };
+  }
+
+  /**
+   * Upload `tokens` (B × T, all rows the same length) into the model's token buffer.
+   *
+   * @throws {RangeError} for ragged rows or ids outside [0, V)
+   */
+  uploadTokens(tokens: number[][]): GPUBuffer {
+    const B = tokens.length, T = tokens[0]?.length ?? 0;
+    if (B === 0 || T === 0) throw new RangeError("forward: tokens must be a non-empty B × T array");
+    const flat = new Uint32Array(B * T);
+    tokens.forEach((row, bi) => {
+      if (row.length !== T) {
+        throw new RangeError(
+          `forward: sequence ${bi} has ${row.length} tokens, sequence 0 has ${T}`,
+        );
+      }
+      row.forEach((tok, t) => {
+        if (!Number.isInteger(tok) || tok < 0 || tok >= this.config.vocabSize) {
+          throw new RangeError(
+            `forward: token ${tok} at [${bi}][${t}] is outside the vocabulary [0, ${this.config.vocabSize})`,
+          );
+        }
+        flat[bi * T + t] = tok;
+      });
+    });
+    const buf = this.#grow("tokens", flat.byteLength);
+    writeStorage(this.gpu, buf, flat);
+    return buf;
+  }
+
+  /**
+   * Run B sequences of T tokens from `state` (advanced in place).
+   *
+   * @returns logits (B, V) for "last", (B, T, V) for "all", empty for "none"
+   */
+  async forward(
+    tokens: number[][],
+    state: GpuState,
+    opts: { logits?: LogitsMode } = {},
+  ): Promise<Float32Array> {
+    const mode = opts.logits ?? "last";
+    const buf = this.uploadTokens(tokens);
+    const rec = new Recorder(this.gpu, "forward");
+    const { logits, count } = this.recordForward(rec, {
+      B: tokens.length,
+      T: tokens[0].length,
+      tokens: buf,
+      state,
+      logits: mode,
+    });
+    rec.submit();
+    if (!logits) {
+      await this.gpu.device.queue.onSubmittedWorkDone();
+      return new Float32Array(0);
+    }
+    return await readF32(this.gpu, logits, count);
+  }
+
+  /**
+   * A single-sequence session (structurally a `LanguageModel`): `feed` runs tokens and returns
+   * the logits after the last one.
+   */
+  session(initial?: RwkvState): GpuSession {
+    const st = initial ? this.uploadState([initial]) : this.createState(1);
+    const V = this.config.vocabSize;
+    return {
+      vocabSize: V,
+      feed: async (tokens: number[]) => {
+        if (tokens.length === 0) throw new RangeError("feed: at least one token is needed");
+        let logits: Float32Array = new Float32Array(V);
+        for (let i = 0; i < tokens.length; i += SESSION_CHUNK) {
+          const part = tokens.slice(i, i + SESSION_CHUNK);
+          const last = i + SESSION_CHUNK >= tokens.length;
+          if (last) logits = await this.forward([part], st, { logits: "last" });
+          else this.#submitNoLogits(part, st);
+        }
+        return logits;
+      },
+      state: async () => (await st.read())[0],
+      destroy: () => st.destroy(),
+    };
+  }
+
+  #submitNoLogits(tokens: number[], st: GpuState): void {
+    const buf = this.uploadTokens([tokens]);
+    const rec = new Recorder(this.gpu, "forward");
+    this.recordForward(rec, { B: 1, T: tokens.length, tokens: buf, state: st, logits: "none" });
+    rec.submit();
+  }
+
+  /** Free every GPU buffer of the model (states created from it are freed separately). */
+  destroy(): void {
+    destroyWeights(this.weights);
+    if (this.#ws) destroyLayerWorkspace(this.#ws);
+    for (const b of Object.values(this.#bufs)) b?.destroy();
+    for (const b of this.#retired) b.destroy();
+    this.#retired = [];
+  }
+}
