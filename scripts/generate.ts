@@ -1,0 +1,111 @@
+/**
+ * Generate text on WebGPU, streaming tokens as they are sampled.
+ *
+ *     deno task generate --model M [--tokenizer bytes|VOCAB] [--state S] --prompt P
+ *                        [--temperature --top-p --top-k --presence-penalty
+ *                         --frequency-penalty --max-tokens --stop --seed]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { getGpu } from "../lib/gpu/device.ts";
+import { GpuModel } from "../lib/model/gpu_model.ts";
+import { generate } from "../lib/generate/generate.ts";
+import { DEFAULT_MODEL, loadBundle, parseWith, runMain } from "./_cli.ts";
+
+const USAGE =
+  `Usage: deno task generate --prompt P [--model M] [--tokenizer VOCAB|bytes] [--state FILE]
+                          [sampling flags] [--json]
+
+  --model              RWKV-7 checkpoint; default: the embedded model
+  --prompt             the prompt (escape sequences like \\n are interpreted)
+  --tokenizer          vocabulary file or "bytes" (default: bytes when V = 256, else a vocab beside M)
+  --state              a tuned state file (.pth from RWKV-PEFT or web-rwkv safetensors)
+  --temperature        default 1 (0 = greedy)
+  --top-p              default 0.85
+  --top-k              default 0 (off)
+  --presence-penalty   default 0.2
+  --frequency-penalty  default 0.2
+  --penalty-decay      default 0.996
+  --max-tokens         default 256
+  --stop               a stop string (repeatable)
+  --seed               sampling seed (printed when omitted, so a run can be repeated)
+  --json               print one JSON object with the text and statistics at the end`;
+
+const num = z.coerce.number();
+const Args = z.object({
+  model: z.string().default(DEFAULT_MODEL),
+  prompt: z.string({ error: "--prompt is required" }),
+  tokenizer: z.string().optional(),
+  state: z.string().optional(),
+  temperature: num.optional(),
+  "top-p": num.optional(),
+  "top-k": num.optional(),
+  "presence-penalty": num.optional(),
+  "frequency-penalty": num.optional(),
+  "penalty-decay": num.optional(),
+  "max-tokens": num.optional(),
+  stop: z.array(z.string()).default([]),
+  seed: num.optional(),
+  json: z.boolean().default(false),
+});
+
+const unescape = (s: string) =>
+  s.replace(/\\n/g, "\n").replace(/\\t/g, "\t").replace(/\\\\/g, "\\");
+
+await runMain(USAGE, async () => {
+  const str = { type: "string" } as const;
+  const { values } = parseArgs({
+    options: {
+      model: { ...str, short: "m" },
+      prompt: { ...str, short: "p" },
+      tokenizer: str,
+      state: str,
+      temperature: str,
+      "top-p": str,
+      "top-k": str,
+      "presence-penalty": str,
+      "frequency-penalty": str,
+      "penalty-decay": str,
+      "max-tokens": str,
+      stop: { type: "string", multiple: true },
+      seed: str,
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(USAGE);
+  const a = parseWith(Args, values);
+  const b = await loadBundle(a.model, a.tokenizer, a.state);
+  const gpu = await getGpu();
+  const model = await GpuModel.create(gpu, b.model.weights);
+  const session = model.session(b.state);
+  const it = generate(session, b.tokenizer, unescape(a.prompt), {
+    temperature: a.temperature,
+    topP: a["top-p"],
+    topK: a["top-k"],
+    presencePenalty: a["presence-penalty"],
+    frequencyPenalty: a["frequency-penalty"],
+    penaltyDecay: a["penalty-decay"],
+    maxTokens: a["max-tokens"],
+    stop: a.stop.map(unescape),
+    seed: a.seed,
+  });
+  const enc = new TextEncoder();
+  let r = await it.next();
+  while (!r.done) {
+    if (!a.json) await Deno.stdout.write(enc.encode(r.value.text));
+    r = await it.next();
+  }
+  const res = r.value;
+  if (a.json) {
+    console.log(JSON.stringify({ ...res, adapter: gpu.description }));
+  } else {
+    console.error(
+      `\n[${res.tokens.length} tokens, ${res.tokensPerSecond.toFixed(1)} tokens/s, stop: ` +
+        `${res.stopReason}, seed ${res.seed}, adapter: ${gpu.description}]`,
+    );
+  }
+});
