@@ -1,8 +1,38 @@
 /**
  * State tuning of RWKV-7 language models on WebGPU.
  *
+ * ```ts ignore
+ * import { getGpu, GpuModel, loadModel } from "./mod.ts";
+ * const { weights } = await loadModel("RWKV-x070-World-0.1B.pth");
+ * const model = await GpuModel.create(await getGpu(), weights);
+ * ```
+ *
  * @module
  */
 export * from "./lib/gpu/device.ts";
 export * from "./lib/model/types.ts";
+export * from "./lib/model/dtype.ts";
 export * from "./lib/model/safetensors.ts";
+export * from "./lib/model/zip.ts";
+export * from "./lib/model/pickle.ts";
+export * from "./lib/model/pth.ts";
+export * from "./lib/model/load.ts";
+export * from "./lib/model/random.ts";
+export {
+  GpuModel,
+  type GpuSession,
+  type LogitsMode,
+  type RecordForwardArgs,
+} from "./lib/model/gpu_model.ts";
+export { GpuState } from "./lib/model/gpu_state.ts";
+export { refForward } from "./lib/ref/model.ts";
+export * from "./lib/util/rng.ts";
+export * from "./lib/util/progress.ts";
+export * from "./lib/tokenizer/mod.ts";
+export * from "./lib/generate/sampler.ts";
+export * from "./lib/generate/generate.ts";
+export * from "./lib/train/data.ts";
+export * from "./lib/train/synthetic.ts";
+export * from "./lib/train/schedule.ts";
+export * from "./lib/train/state_file.ts";
+export * from "./lib/plot/mod.ts";
