@@ -16,6 +16,7 @@ import {
 } from "./model.ts";
 import { layerNormBackward } from "./norm.ts";
 import { timeMixBackward } from "./time_mix.ts";
+import type { LiftedLayers } from "../ext/types.ts";
 
 /** Gradients of one layer's weights, same names and shapes as {@link LayerWeights}. */
 export type LayerGrads = { [K in keyof LayerWeights]: Float64Array };
@@ -42,6 +43,8 @@ export interface RefBackwardResult {
   dState: RefStateGrad[];
   /** present when `weightGrads` */
   dWeights?: RefWeightGrads;
+  /** when the forward had lifted branches: per layer dL/dŜ0 (H·N·M), or undefined */
+  dLifted?: (Float64Array | undefined)[];
 }
 
 /**
@@ -53,12 +56,18 @@ export interface RefBackwardResult {
  *   caller chain chunks of a long sequence
  * @param options.weightGrads also return every weight gradient (memory: a float64 copy of the
  *   model)
+ * @param options.dFinalLifted gradient of the final lifted state Ŝ_T per layer (zero or
+ *   undefined when omitted)
  */
 export function refBackward(
   weights: RwkvWeights,
   cache: RefModelCache,
   dLogits: ArrayLike<number>,
-  options: { dFinalState?: RefLayerState[]; weightGrads?: boolean } = {},
+  options: {
+    dFinalState?: RefLayerState[];
+    weightGrads?: boolean;
+    dFinalLifted?: (ArrayLike<number> | undefined)[];
+  } = {},
 ): RefBackwardResult {
   const cfg = weights.config;
   const { nEmbd: C, nHead: H, headSize: N, vocabSize: V, nLayer: L } = cfg;
@@ -75,6 +84,8 @@ export function refBackward(
   const dvFirst = new Float64Array(TC); // Σ over layers ≥ 1 of dL/dv_first
   const dState: RefStateGrad[] = new Array(L);
   const blocks: LayerGrads[] = new Array(L);
+  const hasLifted = cache.layers.some((lc) => lc.att.lifted !== undefined);
+  const dLifted: (Float64Array | undefined)[] = new Array(L).fill(undefined);
   for (let l = L - 1; l >= 0; l--) {
     const w = weights.blocks[l], lc = cache.layers[l], fin = options.dFinalState?.[l];
     const cm = channelMixBackward(w, lc.ffn, dx, T, C, cfg.dimFfn, {
@@ -88,14 +99,16 @@ export function refBackward(
       dShiftOut: fin?.att,
       dvFirst: l === 0 ? dvFirst : undefined,
       weightGrads: wg,
+      dLiftedState: options.dFinalLifted?.[l],
     });
+    dLifted[l] = tm.dLiftedS0;
     if (tm.dvFirst) { for (let i = 0; i < TC; i++) dvFirst[i] += tm.dvFirst[i]; }
     dx = new Float64Array(TC);
     for (let i = 0; i < TC; i++) dx[i] = dxMid[i] + tm.dx[i];
     dState[l] = { att: tm.dShift, wkv: tm.dS0, ffn: cm.dShift };
     if (wg) blocks[l] = { ...tm.dWeights!, ...cm.dWeights! };
   }
-  if (!wg) return { dState };
+  if (!wg) return hasLifted ? { dState, dLifted } : { dState };
   // x0 = LN(emb[token]; ln0)
   const l0 = layerNormBackward(dx, cache.emb, weights.ln0_w, T, C, 1e-5, true);
   const emb = new Float64Array(V * C);
@@ -111,7 +124,7 @@ export function refBackward(
     ln_out_b: lo.db!,
     head: lh.dW!,
   };
-  return { dState, dWeights };
+  return hasLifted ? { dState, dWeights, dLifted } : { dState, dWeights };
 }
 
 /** Options of {@link refLossAndGrad} and {@link refBatchLossAndGrad}. */
@@ -120,6 +133,8 @@ export interface RefLossOptions {
   weightGrads?: boolean;
   /** add the L2Wrap term to the logit gradient (see `crossEntropy`); the loss is unchanged */
   l2wrap?: boolean;
+  /** per layer a kernel-upscaled state (SPEC §6) or undefined: adds the lifted branches */
+  lifted?: LiftedLayers;
 }
 
 /** Result of {@link refLossAndGrad} and {@link refBatchLossAndGrad}. */
@@ -132,6 +147,8 @@ export interface RefLossAndGrad {
   dState: RefStateGrad[];
   /** present when `options.weightGrads` */
   dWeights?: RefWeightGrads;
+  /** with `options.lifted`: per layer dL/dŜ0 (H·N·M), or undefined */
+  dLifted?: (Float64Array | undefined)[];
 }
 
 /** One training sequence: position t's logits predict `targets[t]` where `mask[t]` is set. */
@@ -195,7 +212,10 @@ export function refBatchLossAndGrad(
   let acc: RefBackwardResult | undefined;
   for (const s of batch) {
     const T = s.tokens.length;
-    const fwd = refForward(weights, s.tokens, initialState, { keepCache: true });
+    const fwd = refForward(weights, s.tokens, initialState, {
+      keepCache: true,
+      lifted: options.lifted,
+    });
     const ce = crossEntropy(fwd.logits, s.targets, T, V, s.mask, {
       denominator: count,
       l2wrap: options.l2wrap,
@@ -204,7 +224,8 @@ export function refBatchLossAndGrad(
     const g = refBackward(weights, fwd.cache!, ce.dLogits, { weightGrads: options.weightGrads });
     acc = acc ? addGrads(acc, g) : g;
   }
-  return { loss: sum / count, count, dState: acc!.dState, dWeights: acc!.dWeights };
+  const { dState, dWeights, dLifted } = acc!;
+  return { loss: sum / count, count, dState, dWeights, ...(dLifted ? { dLifted } : {}) };
 }
 
 /** Adds every array of `b` into the matching array of `a` (in place) and returns `a`. */

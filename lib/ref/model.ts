@@ -10,6 +10,7 @@ import { type ChannelMixCache, channelMixForward } from "./channel_mix.ts";
 import { linear } from "./linear.ts";
 import { layerNorm } from "./norm.ts";
 import { type TimeMixCache, timeMixForward } from "./time_mix.ts";
+import type { LiftedLayers } from "../ext/types.ts";
 
 /**
  * One layer's state with any numeric arrays (an {@link RwkvState} entry fits; float64 arrays
@@ -60,6 +61,8 @@ export interface RefForwardResult {
   state: RwkvState;
   /** the same state in float64 */
   state64: RefLayerState64[];
+  /** with `options.lifted`: per layer the final lifted state Ŝ_T (H·N·M), or undefined */
+  lifted?: (Float64Array | undefined)[];
   /** present when `keepCache` */
   cache?: RefModelCache;
 }
@@ -71,6 +74,7 @@ export interface RefForwardResult {
  * @param state L layer states (float32 or float64)
  * @param options.lastOnly compute logits for the last token only
  * @param options.keepCache return every intermediate (needed by `refBackward`)
+ * @param options.lifted per layer a kernel-upscaled state (SPEC §6) or undefined; length L
  * @example
  * ```ts ignore
  * const { logits, state } = refForward(weights, [34, 105, 110]);
@@ -80,7 +84,7 @@ export function refForward(
   weights: RwkvWeights,
   tokens: number[],
   state?: RwkvState | RefLayerState[],
-  options: { lastOnly?: boolean; keepCache?: boolean } = {},
+  options: { lastOnly?: boolean; keepCache?: boolean; lifted?: LiftedLayers } = {},
 ): RefForwardResult {
   const cfg = weights.config;
   const { nEmbd: C, nHead: H, headSize: N, vocabSize: V } = cfg;
@@ -103,8 +107,14 @@ export function refForward(
   let vFirst: Float64Array | undefined;
   const state64: RefLayerState64[] = [];
   const layers: LayerCache[] = [];
+  const lifted = options.lifted;
+  if (lifted && lifted.length !== cfg.nLayer) {
+    throw new RangeError(`lifted has ${lifted.length} layers, the model has ${cfg.nLayer}`);
+  }
+  const liftedOut: (Float64Array | undefined)[] = [];
   weights.blocks.forEach((w, l) => {
-    const att = timeMixForward(w, x, s[l].att, s[l].wkv, vFirst, dims);
+    const att = timeMixForward(w, x, s[l].att, s[l].wkv, vFirst, dims, lifted?.[l]);
+    liftedOut.push(att.lifted);
     vFirst = att.vFirst;
     const xMid = new Float64Array(T * C);
     for (let i = 0; i < T * C; i++) xMid[i] = x[i] + att.out[i];
@@ -128,6 +138,7 @@ export function refForward(
     logits,
     state: newState,
     state64,
+    lifted: lifted ? liftedOut : undefined,
     cache: options.keepCache
       ? { tokens: tokens.slice(), emb, x0, layers, xOut: x, xNorm }
       : undefined,

@@ -10,6 +10,8 @@ import { linear, linearBackward, matmul, matmulBackward } from "./linear.ts";
 import { groupNorm, groupNormBackward, layerNorm, layerNormBackward } from "./norm.ts";
 import { shiftMix, shiftMixBackward, tokenShift, tokenShiftBackward } from "./shift.ts";
 import { wkvBackward, wkvForward } from "./wkv.ts";
+import type { LiftedState } from "../ext/types.ts";
+import { liftedBackward, type LiftedCache, liftedForward } from "./lifted.ts";
 
 /** Sizes the time mix needs. */
 export interface TimeMixDims {
@@ -74,8 +76,10 @@ export interface TimeMixCache {
   alpha: Float64Array;
   /** β = kk ⊙ a */
   beta: Float64Array;
-  /** WKV output before GroupNorm */
+  /** GroupNorm input: the WKV output, plus the lifted branch's increment when present */
   y: Float64Array;
+  /** the lifted branch's intermediates (SPEC §6), when the layer has one */
+  lifted?: LiftedCache;
   /** GroupNorm output plus the bonus term, before the gate */
   o: Float64Array;
 }
@@ -87,8 +91,10 @@ export interface TimeMixCache {
  * @param shift ln1 output of the token before this sequence (C)
  * @param s0 wkv state (H·N·N)
  * @param vFirst layer 0's v (T, C), or undefined when this is layer 0
+ * @param lifted this layer's kernel-upscaled state (SPEC §6), absent for none: its output
+ *   `Ŝ_t q_t` is added to the WKV output before GroupNorm
  * @returns the residual increment `Wo·(o ⊙ g)` (T, C), layer-0 v, new shift (C) and wkv state
- *   (H·N·N, float64), cache
+ *   (H·N·N, float64), the final lifted state Ŝ_T (H·N·M) when `lifted`, cache
  */
 export function timeMixForward(
   w: LayerWeights,
@@ -97,11 +103,13 @@ export function timeMixForward(
   s0: ArrayLike<number>,
   vFirst: Float64Array | undefined,
   dims: TimeMixDims,
+  lifted?: LiftedState,
 ): {
   out: Float64Array;
   vFirst: Float64Array;
   shift: Float64Array;
   state: Float64Array;
+  lifted?: Float64Array;
   cache: TimeMixCache;
 } {
   const { T, H, N } = dims;
@@ -159,6 +167,8 @@ export function timeMixForward(
   }
   const s0f = Float64Array.from(s0);
   const { y, state } = wkvForward({ r, d, k, v, alpha, beta }, s0f, T, H, N);
+  const lf = lifted ? liftedForward({ kk, r, d, a }, lifted, T, H, N) : undefined;
+  if (lf) { for (let i = 0; i < T * C; i++) y[i] += lf.y[i]; }
   const o = groupNorm(y, w.lnx_w, w.lnx_b, T, H, N, N * 1e-5);
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < H; h++) {
@@ -173,9 +183,9 @@ export function timeMixForward(
   const out = linear(og, w.Wo, T, C, C);
   const cache: TimeMixCache = {
     ...{ x, s0: s0f, vFirst: vFirstIn, u, uPrev, mix, r, k0, k, v0, v, wHidden, z, d },
-    ...{ aHidden, a, gHidden, g, vGate, vHidden, kk, alpha, beta, y, o },
+    ...{ aHidden, a, gHidden, g, vGate, vHidden, kk, alpha, beta, y, o, lifted: lf?.cache },
   };
-  return { out, vFirst, shift: u.slice((T - 1) * C), state, cache };
+  return { out, vFirst, shift: u.slice((T - 1) * C), state, lifted: lf?.state, cache };
 }
 
 /** Weight gradients of the time mix: the {@link LayerGrads} fields it owns. */
@@ -192,6 +202,8 @@ export interface TimeMixGrads {
   dShift: Float64Array;
   /** dL/dS0 (H·N·N) */
   dS0: Float64Array;
+  /** dL/dŜ0 (H·N·M), when the layer has a lifted branch */
+  dLiftedS0?: Float64Array;
   /** dL/d(v_first) (T, C), layers ≥ 1 only: add it to layer 0's `options.dvFirst` */
   dvFirst?: Float64Array;
   /** present when `options.weightGrads` */
@@ -207,6 +219,7 @@ export interface TimeMixGrads {
  * @param options.dShiftOut gradient of the outgoing shift state (C), zero when omitted
  * @param options.dvFirst layer 0 only: the summed `dvFirst` of all later layers (T, C)
  * @param options.weightGrads also return the weight gradients
+ * @param options.dLiftedState gradient of the final lifted state Ŝ_T (H·N·M), zero when omitted
  */
 export function timeMixBackward(
   w: LayerWeights,
@@ -218,6 +231,7 @@ export function timeMixBackward(
     dShiftOut?: ArrayLike<number>;
     dvFirst?: ArrayLike<number>;
     weightGrads?: boolean;
+    dLiftedState?: ArrayLike<number>;
   } = {},
 ): TimeMixGrads {
   const { T, H, N } = dims;
@@ -244,9 +258,17 @@ export function timeMixBackward(
     dk[i] += wk.dk[i];
     dv[i] += wk.dv[i];
   }
+  // the lifted branch reads kk, r, d, a
+  const lb = c.lifted && liftedBackward(c.lifted, gn.dx, T, H, N, options.dLiftedState);
+  const da = lb ? lb.da : new Float64Array(TC);
+  if (lb) {
+    for (let i = 0; i < TC; i++) {
+      dr[i] += lb.dr[i];
+      wk.dd[i] += lb.dd[i];
+    }
+  }
   // α, β, k_a update, kk normalisation → k0 and a
-  const da = new Float64Array(TC);
-  const key = keyBackward(w, c, dk, wk.dalpha, wk.dbeta, da, T, H, N);
+  const key = keyBackward(w, c, dk, wk.dalpha, wk.dbeta, da, T, H, N, lb?.dkk);
   // decay: d = exp(−e^(−1/2) σ(z))  ⇒  ∂d/∂z = −e^(−1/2) d σ(z)(1 − σ(z))
   const dz = new Float64Array(TC);
   for (let i = 0; i < TC; i++) {
@@ -284,6 +306,7 @@ export function timeMixBackward(
   const dShift = tokenShiftBackward(duPrev, du, T, C);
   const ln = layerNormBackward(du, c.x, w.ln1_w, T, C, 1e-5, wg);
   const result: TimeMixGrads = { dx: ln.dx, dShift, dS0: wk.dS0, dvFirst: vr.dvFirst };
+  if (lb) result.dLiftedS0 = lb.dS0;
   if (wg) {
     const zeros = (a?: ArrayLike<number>) => (a ? new Float64Array(a.length) : undefined);
     result.dWeights = {
@@ -341,6 +364,7 @@ function bonusBackward(
  * `kk = q / max(‖q‖, 1e-12)` with `q = k0 ⊙ k_k` per head. Accumulates dL/da into `da`.
  *
  * @param dk gradient of the modified k (T, C)
+ * @param dkkExtra gradient reaching kk by other paths (the lifted branch) (T, C)
  * @returns dk0 (T, C), dk_k (C), dk_a (C)
  */
 function keyBackward(
@@ -353,6 +377,7 @@ function keyBackward(
   T: number,
   H: number,
   N: number,
+  dkkExtra?: Float64Array,
 ): { dk0: Float64Array; dk_k: Float64Array; dk_a: Float64Array } {
   const C = H * N;
   const dk0 = new Float64Array(T * C), dk_k = new Float64Array(C), dk_a = new Float64Array(C);
@@ -364,6 +389,7 @@ function keyBackward(
       for (let j = 0; j < N; j++) {
         const i = o + j, ch = h * N + j;
         dkk[j] = -dalpha[i] + dbeta[i] * c.a[i];
+        if (dkkExtra) dkk[j] += dkkExtra[i];
         da[i] += dbeta[i] * c.kk[i] + dk[i] * c.k0[i] * w.k_a[ch];
         dk0[i] = dk[i] * (1 + (c.a[i] - 1) * w.k_a[ch]);
         dk_a[ch] += dk[i] * c.k0[i] * (c.a[i] - 1);

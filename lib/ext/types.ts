@@ -1,0 +1,188 @@
+/**
+ * Types and option schemas of the paper's extensions (SPEC §6): the kernel-upscaled ("lifted")
+ * state and decorrelated backpropagation (DBP).
+ *
+ * Letters: `H` heads, `N` head size, `M` lifted features per head (default 4N). Layouts, all
+ * row-major and float64 in the reference:
+ * - lifted state Ŝ: (H, N, M), `[h][value i][feature m]`, feature fastest (like S's key);
+ * - mixing matrix R: (H, M, M), `[h][row][col]`, so `z = R φ` per head;
+ * - support vectors: (H, M, N), `[h][m][j]`;
+ * - γ: (H).
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** Feature map φ: Gaussian RBF over support vectors, or the identity (M = N, for the limit test). */
+export type FeatureMap = "gaussian" | "identity";
+
+/**
+ * One layer's lifted branch: the trained Ŝ0 and the fixed (or DBP-updated) parts.
+ *
+ * With `featureMap: "gaussian"`, `φ(u)_m = exp(−γ_h ‖u − c_{h,m}‖²)`. With `"identity"`,
+ * `φ(u) = u` and `M` must equal `N` (`support`/`gamma` are not read).
+ * With `headMeans: true` the edit uses the head means (`d̄` geometric, `ā` arithmetic):
+ * `Ŝ_t = Ŝ_{t−1}(d̄ I − ā e eᵀ)`. With `false` (needs M = N) it uses the per-channel d and a:
+ * `Ŝ_t = Ŝ_{t−1}(diag(d) − e (e ⊙ a)ᵀ)` — with the identity map and R = I this is exactly the
+ * homogeneous part of the WKV recurrence, so the branch is a second copy of S0.
+ */
+export interface LiftedState {
+  /** M, features per head */
+  M: number;
+  featureMap: FeatureMap;
+  headMeans: boolean;
+  /** Ŝ0, (H, N, M): the trained tensor */
+  s0: ArrayLike<number>;
+  /** R, (H, M, M) */
+  R: ArrayLike<number>;
+  /** support vectors c, (H, M, N); gaussian map only */
+  support?: ArrayLike<number>;
+  /** γ per head, (H); gaussian map only */
+  gamma?: ArrayLike<number>;
+  /**
+   * Not in SPEC §6 (off by default): read with `q = ‖r‖ · R φ(r / ‖r‖)` instead of `R φ(r)`, so
+   * the Gaussian features see r on the unit sphere where the support vectors (from unit kk)
+   * live. Equal to the SPEC read for the identity map (φ linear), so the identity limit holds.
+   */
+  normalisedRead?: boolean;
+}
+
+/** Per-layer lifted branches of a model: `undefined` where a layer has none. */
+export type LiftedLayers = (LiftedState | undefined)[];
+
+/** A number schema that must satisfy `ok`; the message quotes the bad value. */
+function ranged(name: string, expected: string, ok: (v: number) => boolean) {
+  return z.number({ error: (iss) => `${name} must be a number, got ${JSON.stringify(iss.input)}` })
+    .refine(ok, { error: (iss) => `${name} must be ${expected}, got ${iss.input}` });
+}
+
+/** Options of the lifted state with every default filled in. */
+export interface LiftedConfig {
+  /** Add the lifted branch. Default false. */
+  enabled: boolean;
+  /** Which layers get a branch: "all" or layer indices. Default "all". */
+  layers: "all" | number[];
+  /** M = featureRatio · N (an integer). Default 4. The identity map needs 1. */
+  featureRatio: number;
+  /** φ. Default "gaussian". */
+  featureMap: FeatureMap;
+  /** Head-mean d̄, ā in the edit (true) or per-channel d, a (false, needs M = N). Default true. */
+  headMeans: boolean;
+  /** Support-vector selection over the calibration kk vectors. Default "kmeans" (k-means++). */
+  support: "kmeans" | "random";
+  /** Lloyd iterations after the k-means++ seeding. Default 5. */
+  kmeansIters: number;
+  /** Calibration sequences taken from the training data. Default 8. */
+  calibrationSequences: number;
+  /** Most vector pairs the median heuristic looks at (a seeded sample above). Default 20000. */
+  medianPairs: number;
+  /** R at the start: identity, or Nyström whitening (K_MM + ridge·I)^(−1/2). Default "identity". */
+  rInit: "identity" | "nystrom";
+  /** Ridge added to K_MM's diagonal before the inverse square root. Default 1e-3. */
+  nystromRidge: number;
+  /** Seed of support selection and pair sampling. Default 0. */
+  seed: number;
+  /** Read with q = ‖r‖ R φ(r/‖r‖) (not in SPEC §6; see {@link LiftedState}). Default false. */
+  normalisedRead: boolean;
+}
+
+/** Lifted-state options as a caller writes them. */
+export type LiftedConfigInput = Partial<LiftedConfig>;
+
+const int = (name: string, min: number) =>
+  ranged(name, `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
+
+/**
+ * Lifted-state options (SPEC §6, "Kernel-upscaled state"); defaults in {@link DEFAULT_LIFTED}.
+ *
+ * @example
+ * ```ts
+ * import { LiftedConfigSchema } from "./types.ts";
+ * const c = LiftedConfigSchema.parse({ enabled: true });
+ * console.assert(c.featureRatio === 4 && c.headMeans && c.featureMap === "gaussian");
+ * ```
+ */
+export const LiftedConfigSchema: z.ZodType<LiftedConfig, LiftedConfigInput> = z.object({
+  enabled: z.boolean().default(false),
+  layers: z.union([z.literal("all"), z.array(int("layers[i]", 0))]).default("all"),
+  featureRatio: ranged("featureRatio", "> 0", (v) => v > 0).default(4),
+  featureMap: z.enum(["gaussian", "identity"]).default("gaussian"),
+  headMeans: z.boolean().default(true),
+  support: z.enum(["kmeans", "random"]).default("kmeans"),
+  kmeansIters: int("kmeansIters", 0).default(5),
+  calibrationSequences: int("calibrationSequences", 1).default(8),
+  medianPairs: int("medianPairs", 1).default(20000),
+  rInit: z.enum(["identity", "nystrom"]).default("identity"),
+  nystromRidge: ranged("nystromRidge", "≥ 0", (v) => v >= 0).default(1e-3),
+  seed: int("seed", 0).default(0),
+  normalisedRead: z.boolean().default(false),
+}).strict().refine(
+  (c) => c.featureMap === "gaussian" || (c.featureRatio === 1 && c.rInit === "identity"),
+  { error: 'featureMap "identity" needs featureRatio 1 and rInit "identity"' },
+);
+
+/** The lifted-state defaults (disabled, M = 4N, Gaussian, head means, k-means++, R = I). */
+export const DEFAULT_LIFTED: LiftedConfig = LiftedConfigSchema.parse({});
+
+/** DBP options with every default filled in. */
+export interface DbpConfig {
+  /** Move R after each optimiser step (only acts with the lifted state). Default true. */
+  enabled: boolean;
+  /** η_R. Default 1e-3. */
+  lr: number;
+  /** κ in [0, 1]: weight of the whitening (diagonal) term. Default 0.5. */
+  kappa: number;
+  /** Vectors per head used for C each step; 0 = all the step's kk and r vectors. Default 0. */
+  sample: number;
+  /** Seed of the sampling. Default 0. */
+  seed: number;
+}
+
+/** DBP options as a caller writes them. */
+export type DbpConfigInput = Partial<DbpConfig>;
+
+/**
+ * DBP options (SPEC §6, "Decorrelated backpropagation"); defaults in {@link DEFAULT_DBP}.
+ *
+ * @example
+ * ```ts
+ * import { DbpConfigSchema } from "./types.ts";
+ * console.assert(DbpConfigSchema.parse({}).kappa === 0.5);
+ * ```
+ */
+export const DbpConfigSchema: z.ZodType<DbpConfig, DbpConfigInput> = z.object({
+  enabled: z.boolean().default(true),
+  lr: ranged("lr", "≥ 0", (v) => v >= 0).default(1e-3),
+  kappa: ranged("kappa", "in [0, 1]", (v) => v >= 0 && v <= 1).default(0.5),
+  sample: int("sample", 0).default(0),
+  seed: int("seed", 0).default(0),
+}).strict();
+
+/** The DBP defaults (on, η_R 1e-3, κ 0.5, all vectors). */
+export const DEFAULT_DBP: DbpConfig = DbpConfigSchema.parse({});
+
+/**
+ * Validate a lifted state against the model shape.
+ *
+ * @throws {RangeError} naming the bad field, its length and the expected one
+ */
+export function checkLiftedState(s: LiftedState, H: number, N: number, where = "lifted"): void {
+  const { M } = s;
+  if (!Number.isInteger(M) || M < 1) throw new RangeError(`${where}.M = ${M}: expected ≥ 1`);
+  const need = (name: string, a: ArrayLike<number> | undefined, n: number) => {
+    if (!a || a.length !== n) {
+      throw new RangeError(`${where}.${name} has length ${a?.length}, expected ${n}`);
+    }
+  };
+  need("s0", s.s0, H * N * M);
+  need("R", s.R, H * M * M);
+  if (s.featureMap === "gaussian") {
+    need("support", s.support, H * M * N);
+    need("gamma", s.gamma, H);
+  } else if (M !== N) {
+    throw new RangeError(`${where}: featureMap "identity" needs M = N = ${N}, got M = ${M}`);
+  }
+  if (!s.headMeans && M !== N) {
+    throw new RangeError(`${where}: headMeans false needs M = N = ${N}, got M = ${M}`);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * Host wrapper of `shaders/matmul_dw.wgsl`: weight gradients `out (+)= Aᵀ · Bm` and per-channel
+ * column sums. Only used when weight gradients are on.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipeline.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { checkDim, flatGroups, needElems } from "./common.ts";
+
+/** A strided (rows, cols) view of a buffer. */
+export interface View {
+  buffer: GPUBuffer;
+  off?: number;
+  /** elements between rows (default: the view's column count) */
+  stride?: number;
+}
+
+/** Weight-gradient pipelines; create once with {@link MatmulDwKernel.create}. */
+export class MatmulDwKernel {
+  private constructor(
+    private readonly pipe: GPUComputePipeline,
+    private readonly colPipe: GPUComputePipeline,
+  ) {}
+
+  /** Fetch (compile) the pipelines. */
+  static async create(gpu: Gpu): Promise<MatmulDwKernel> {
+    return new MatmulDwKernel(
+      await getPipeline(gpu, { shader: "matmul_dw", entryPoint: "main" }),
+      await getPipeline(gpu, { shader: "matmul_dw", entryPoint: "colsum" }),
+    );
+  }
+
+  /**
+   * Record `out[p, q] (+)= Σ_r A[r, p] · Bm[r, q]`: A (R, P), Bm (R, Q), out (P, Q).
+   * Linear W [out, in]: A = dy, Bm = x. Low-rank M [in, out]: A = x, Bm = dy.
+   */
+  outer(
+    rec: Recorder,
+    R: number,
+    P: number,
+    Q: number,
+    A: View,
+    Bm: View,
+    out: View,
+    accumulate = true,
+  ): void {
+    const name = "matmul_dw";
+    checkDim(name, "R", R);
+    checkDim(name, "P", P);
+    checkDim(name, "Q", Q);
+    const [aOff, aStride] = [A.off ?? 0, A.stride ?? P];
+    const [bOff, bStride] = [Bm.off ?? 0, Bm.stride ?? Q];
+    const [oOff, oStride] = [out.off ?? 0, out.stride ?? Q];
+    needElems(name, "A (R, P)", A.buffer, aOff + (R - 1) * aStride + P);
+    needElems(name, "Bm (R, Q)", Bm.buffer, bOff + (R - 1) * bStride + Q);
+    needElems(name, "out (P, Q)", out.buffer, oOff + (P - 1) * oStride + Q);
+    const params = [R, P, Q, aOff, aStride, bOff, bStride, oOff, oStride, accumulate ? 1 : 0, 0];
+    const groups = [Math.ceil(Q / 32), Math.ceil(P / 32)] as const;
+    rec.dispatch(this.pipe, params, [A.buffer, Bm.buffer, out.buffer], groups, name);
+  }
+
+  /**
+   * Record `out[q] (+)= Σ_r A[r, q] (· Bm[r, q])` for q < Q: the gradient of a per-channel
+   * vector. Without `Bm` the plain column sum.
+   */
+  colsum(
+    rec: Recorder,
+    R: number,
+    Q: number,
+    A: View,
+    Bm: View | undefined,
+    out: View,
+    accumulate = true,
+  ): void {
+    const name = "matmul_dw.colsum";
+    checkDim(name, "R", R);
+    checkDim(name, "Q", Q);
+    const [aOff, aStride] = [A.off ?? 0, A.stride ?? Q];
+    const b = Bm ?? A;
+    const [bOff, bStride] = [b.off ?? 0, b.stride ?? Q];
+    needElems(name, "A (R, Q)", A.buffer, aOff + (R - 1) * aStride + Q);
+    needElems(name, "Bm (R, Q)", b.buffer, bOff + (R - 1) * bStride + Q);
+    needElems(name, "out (Q)", out.buffer, (out.off ?? 0) + Q);
+    const { groups, nx } = flatGroups(Q);
+    const mode = (accumulate ? 1 : 0) | (Bm ? 2 : 0);
+    const params = [R, 0, Q, aOff, aStride, bOff, bStride, out.off ?? 0, 0, mode, nx];
+    rec.dispatch(this.colPipe, params, [A.buffer, b.buffer, out.buffer], groups, name);
+  }
+}

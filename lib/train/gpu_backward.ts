@@ -1,0 +1,299 @@
+/**
+ * The whole-model backward on WebGPU down to dL/dS0 (state tuning), all recorded into one
+ * {@link Recorder} with no CPU sync until a result is read:
+ *
+ * 1. forward from the initial state, saving only each layer's input residual (L + 1 buffers of
+ *    (B·T, C) plus v_first: activation memory grows with L by one (B·T, C) buffer per layer);
+ * 2. ln_out + head + masked cross-entropy and its backward, one block of rows at a time;
+ * 3. for l = L−1 … 0: recompute layer l into the shared workspace (the forward's own
+ *    `recordLayer`), then back-propagate through the channel mix, the time mix and the WKV
+ *    recurrence into dL/dS0 (and dL/d shift states) of that layer.
+ *
+ * Right-padded batches: positions past a sequence's end must have mask 0; causality then keeps
+ * them out of every gradient.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { createStorage, readF32 } from "../gpu/buffers.ts";
+import { Recorder } from "../gpu/recorder.ts";
+import { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
+import { HeadCeKernel } from "../kernels/head_ce.ts";
+import { NormBackwardKernel } from "../kernels/norm_backward.ts";
+import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
+import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
+import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
+import { recordLayer } from "../model/gpu_layer.ts";
+import type { GpuModel } from "../model/gpu_model.ts";
+import { GpuState } from "../model/gpu_state.ts";
+import { modelVec } from "../model/gpu_weights.ts";
+import {
+  type BackwardKernels,
+  createGradWorkspace,
+  destroyGradWorkspace,
+  type GradWorkspace,
+  recordLayerBackward,
+} from "./gpu_layer_backward.ts";
+
+/** The initial state: per sequence (a {@link GpuState}, not modified), or one S0 per layer. */
+export type InitialState =
+  | { kind: "state"; state: GpuState }
+  | {
+    kind: "shared";
+    /** (L, H, N, N) wkv states shared by every sequence; token-shift states are zero */
+    wkv: GPUBuffer;
+  };
+
+/** Arguments of {@link GpuBackward.record}. */
+export interface LossAndGradArgs {
+  B: number;
+  T: number;
+  /** (B, T) u32 token ids (< V, not checked here) */
+  tokens: GPUBuffer;
+  /** (B, T) u32 next-token targets */
+  targets: GPUBuffer;
+  /** (B, T) f32: positions with a non-zero mask count; the loss is their mean */
+  mask: GPUBuffer;
+  init: InitialState;
+  /** add the L2Wrap term to the logit gradient (loss unchanged) */
+  l2wrap?: boolean;
+}
+
+/** Where {@link GpuBackward.record} leaves its results (valid once the recording ran). */
+export interface GradBuffers {
+  /** (4): [loss, counted positions, Σ nll, ·] */
+  stats: GPUBuffer;
+  /** (L, B, H, N, N) dL/dS0 per sequence */
+  dS0: GPUBuffer;
+  /** (L, H, N, N) dL/dS0 summed over the batch (the gradient of a shared S0) */
+  dS0Sum: GPUBuffer;
+  /** (L, B, C) dL/d(time-mix shift state), dL/d(channel-mix shift state) */
+  dShiftAtt: GPUBuffer;
+  dShiftFfn: GPUBuffer;
+}
+
+interface Buffers extends GradBuffers {
+  B: number;
+  T: number;
+  xs: GPUBuffer[];
+  vFirst: GPUBuffer;
+  dvFirst: GPUBuffer;
+  xNorm: GPUBuffer;
+  dx: GPUBuffer;
+  nll: GPUBuffer;
+  logits: GPUBuffer;
+  work: GpuState;
+  grad: GradWorkspace;
+}
+
+/** The model backward; create once per model with {@link GpuBackward.create}. */
+export class GpuBackward {
+  #bufs?: Buffers;
+
+  private constructor(
+    readonly model: GpuModel,
+    private readonly k: BackwardKernels,
+    private readonly ce: HeadCeKernel,
+  ) {}
+
+  /**
+   * Compile the backward kernels for `model`.
+   *
+   * @example
+   * ```ts ignore
+   * const bwd = await GpuBackward.create(model);
+   * const { loss, dS0Sum } = await bwd.lossAndGrad({ B, T, tokens, targets, mask, init });
+   * ```
+   */
+  static async create(model: GpuModel): Promise<GpuBackward> {
+    const gpu = model.gpu, N = model.config.headSize;
+    const k: BackwardKernels = {
+      matmul: model.kernels.matmul,
+      norm: await NormBackwardKernel.create(gpu),
+      timeMix: await TimeMixBackwardKernel.create(gpu),
+      channelMix: await ChannelMixBackwardKernel.create(gpu),
+      shift: await TokenShiftBackwardKernel.create(gpu),
+      wkv: await Wkv7BackwardKernel.create(gpu, [N]),
+    };
+    return new GpuBackward(model, k, await HeadCeKernel.create(gpu, model.kernels.matmul));
+  }
+
+  #buffers(B: number, T: number): Buffers {
+    if (this.#bufs && this.#bufs.B === B && this.#bufs.T === T) return this.#bufs;
+    this.destroy();
+    const gpu: Gpu = this.model.gpu, cfg = this.model.config;
+    const { nLayer: L, nEmbd: C, nHead: H, headSize: N, vocabSize: V } = cfg;
+    const rows = B * T, rc = rows * C * 4;
+    const buf = (label: string, bytes: number) => createStorage(gpu, `bwd.${label}`, bytes);
+    this.#bufs = {
+      B,
+      T,
+      stats: buf("stats", 16),
+      dS0: buf("dS0", L * B * H * N * N * 4),
+      dS0Sum: buf("dS0Sum", L * H * N * N * 4),
+      dShiftAtt: buf("dShiftAtt", L * B * C * 4),
+      dShiftFfn: buf("dShiftFfn", L * B * C * 4),
+      xs: Array.from({ length: L + 1 }, (_, l) => buf(`x${l}`, rc)),
+      vFirst: buf("vFirst", rc),
+      dvFirst: buf("dvFirst", rc),
+      xNorm: buf("xNorm", rc),
+      dx: buf("dx", rc),
+      nll: buf("nll", rows * 4),
+      logits: this.ce.createLogits(rows, V),
+      work: new GpuState(gpu, cfg, B, "bwd.work"),
+      grad: createGradWorkspace(gpu, cfg, this.k.wkv, B, T),
+    };
+    return this.#bufs;
+  }
+
+  /** Record loss and gradients; returns where they will be. Reuses buffers for equal B, T. */
+  record(rec: Recorder, a: LossAndGradArgs): GradBuffers {
+    const cfg = this.model.config, C = cfg.nEmbd, L = cfg.nLayer;
+    for (const [n, v] of [["B", a.B], ["T", a.T]] as const) {
+      if (!Number.isInteger(v) || v < 1) {
+        throw new RangeError(`backward: ${n} = ${v}; expected ≥ 1`);
+      }
+    }
+    if (a.init.kind === "state" && a.init.state.B !== a.B) {
+      throw new RangeError(`backward: initial state holds ${a.init.state.B} sequences, B = ${a.B}`);
+    }
+    const b = this.#buffers(a.B, a.T), rows = a.B * a.T, w = this.model.weights;
+    const ws = this.model.workspace(rows);
+    const ctx = { kernels: this.model.kernels, weights: w };
+    this.#loadInitial(rec, a, b);
+    this.model.kernels.embed.record(rec, {
+      rows,
+      tokens: a.tokens,
+      emb: w.emb,
+      vecs: w.vecs,
+      wOff: modelVec("ln0_w", C),
+      bOff: modelVec("ln0_b", C),
+      out: b.xs[0],
+    });
+    const io = (l: number) => ({
+      B: a.B,
+      T: a.T,
+      xIn: b.xs[l],
+      xOut: b.xs[l + 1],
+      vFirst: b.vFirst,
+      state: b.work,
+    });
+    for (let l = 0; l < L; l++) recordLayer(ctx, rec, l, io(l), ws);
+    this.#head(rec, a, b);
+    this.#loadInitial(rec, a, b);
+    rec.clear(b.dvFirst);
+    const s0 = a.init.kind === "state" ? a.init.state.wkv : a.init.wkv;
+    const NN = cfg.nHead * cfg.headSize * cfg.headSize;
+    for (let l = L - 1; l >= 0; l--) {
+      recordLayer(ctx, rec, l, io(l), ws);
+      recordLayerBackward(this.k, w, rec, l, ws, b.grad, {
+        xIn: b.xs[l],
+        dx: b.dx,
+        vFirst: b.vFirst,
+        dvFirst: b.dvFirst,
+        s0,
+        s0Off: a.init.kind === "state" ? a.init.state.wkvOffset(l) : l * NN,
+        sharedS0: a.init.kind === "shared",
+        dS0: b.dS0,
+        dShiftAtt: b.dShiftAtt,
+        dShiftFfn: b.dShiftFfn,
+      });
+      this.k.wkv.sumBatch(rec, {
+        B: a.B,
+        n: NN,
+        src: b.dS0,
+        srcOff: l * a.B * NN,
+        dst: b.dS0Sum,
+        outOff: l * NN,
+      });
+    }
+    const { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn } = b;
+    return { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn };
+  }
+
+  /** Copy (or broadcast) the initial state into the working state the forward advances. */
+  #loadInitial(rec: Recorder, a: LossAndGradArgs, b: Buffers): void {
+    if (a.init.kind === "state") {
+      const s = a.init.state;
+      for (const key of ["att", "wkv", "ffn"] as const) {
+        rec.copy(s[key], 0, b.work[key], 0, s[key].size);
+      }
+      return;
+    }
+    const { nLayer: L, nHead: H, headSize: N } = this.model.config;
+    const bytes = H * N * N * 4;
+    rec.clear(b.work.att);
+    rec.clear(b.work.ffn);
+    for (let l = 0; l < L; l++) {
+      for (let s = 0; s < a.B; s++) {
+        rec.copy(
+          a.init.wkv,
+          l * bytes,
+          b.work.wkv,
+          (b.work.wkvOffset(l) + s * H * N * N) * 4,
+          bytes,
+        );
+      }
+    }
+  }
+
+  /** ln_out, head, cross-entropy and their backward: b.dx = dL/d(last residual). */
+  #head(rec: Recorder, a: LossAndGradArgs, b: Buffers): void {
+    const w = this.model.weights, C = this.model.config.nEmbd, rows = a.B * a.T;
+    const xLast = b.xs[this.model.config.nLayer];
+    const ln = { vecs: w.vecs, wOff: modelVec("ln_out_w", C) };
+    this.model.kernels.layerNorm.record(rec, {
+      rows,
+      C,
+      x: xLast,
+      ...ln,
+      bOff: modelVec("ln_out_b", C),
+      out: b.xNorm,
+    });
+    this.ce.record(rec, {
+      rows,
+      xNorm: b.xNorm,
+      head: w.head,
+      targets: a.targets,
+      mask: a.mask,
+      logits: b.logits,
+      dx: b.grad.du,
+      stats: b.stats,
+      nll: b.nll,
+      l2wrap: a.l2wrap,
+    });
+    this.k.norm.record(rec, { rows, G: 1, S: C, x: xLast, dy: b.grad.du, ...ln, dx: b.dx });
+  }
+
+  /**
+   * Run {@link record}, submit, and read the loss and the batch-summed dL/dS0 back (one sync).
+   *
+   * @returns loss, counted positions and dS0Sum (L, H, N, N)
+   */
+  async lossAndGrad(
+    a: LossAndGradArgs,
+  ): Promise<{ loss: number; count: number; dS0Sum: Float32Array; bufs: GradBuffers }> {
+    const gpu = this.model.gpu, cfg = this.model.config;
+    const rec = new Recorder(gpu, "backward");
+    const bufs = this.record(rec, a);
+    rec.submit();
+    const stats = await readF32(gpu, bufs.stats, 4);
+    const n = cfg.nLayer * cfg.nHead * cfg.headSize * cfg.headSize;
+    const dS0Sum = await readF32(gpu, bufs.dS0Sum, n);
+    return { loss: stats[0], count: stats[1], dS0Sum, bufs };
+  }
+
+  /** Free the backward's buffers (the model's are its own). */
+  destroy(): void {
+    const b = this.#bufs;
+    if (!b) return;
+    for (const x of [b.stats, b.dS0, b.dS0Sum, b.dShiftAtt, b.dShiftFfn, ...b.xs, b.vFirst]) {
+      x.destroy();
+    }
+    for (
+      const x of [b.dvFirst, b.xNorm, b.dx, b.nll, b.logits, b.work.att, b.work.wkv, b.work.ffn]
+    ) x.destroy();
+    destroyGradWorkspace(b.grad);
+    this.#bufs = undefined;
+  }
+}

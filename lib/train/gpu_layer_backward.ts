@@ -1,0 +1,264 @@
+/**
+ * One RWKV-7 layer's backward on the GPU (state path: gradients of activations and of the
+ * initial state; no weight gradients), recorded into a {@link Recorder}. The layer's forward
+ * intermediates must already be in the workspace (the caller recomputes the layer first).
+ *
+ * Residual structure: `xMid = x + att(x)`, `xOut = xMid + ffn(xMid)`, so
+ * `dxMid = dxOut + ffnBackward(dxOut)` and `dx = dxMid + attBackward(dxMid)`.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { createStorage } from "../gpu/buffers.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
+import type { MatmulKernel } from "../kernels/matmul.ts";
+import type { NormBackwardKernel } from "../kernels/norm_backward.ts";
+import type { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
+import type { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
+import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
+import type { LayerWorkspace } from "../model/gpu_layer.ts";
+import { type GpuWeights, layerVec } from "../model/gpu_weights.ts";
+import type { RwkvConfig } from "../model/types.ts";
+
+/** The compiled backward kernels. */
+export interface BackwardKernels {
+  matmul: MatmulKernel;
+  norm: NormBackwardKernel;
+  timeMix: TimeMixBackwardKernel;
+  channelMix: ChannelMixBackwardKernel;
+  shift: TokenShiftBackwardKernel;
+  wkv: Wkv7BackwardKernel;
+}
+
+const GRAD_C = ["dxMid", "du", "dog", "dgn", "dyw", "dg", "dr", "dk", "dv", "dd", "dkk"] as const;
+
+/** Gradient scratch of one layer's backward, reused by every layer (rows ≥ B·T). */
+export type GradWorkspace =
+  & Record<typeof GRAD_C[number] | "da" | "dvpre" | "tmp", GPUBuffer>
+  & Record<"dmix" | "dF" | "dHidden" | "wkvScratch", GPUBuffer>
+  & { rows: number; B: number; T: number };
+
+/** Allocate the gradient scratch for B sequences of T tokens. */
+export function createGradWorkspace(
+  gpu: Gpu,
+  cfg: RwkvConfig,
+  wkv: Wkv7BackwardKernel,
+  B: number,
+  T: number,
+): GradWorkspace {
+  const rows = B * T, C = cfg.nEmbd;
+  const D = Math.max(cfg.dimW, cfg.dimA, cfg.dimG, cfg.dimV, 1);
+  const g: Record<string, GPUBuffer | number> = { rows, B, T };
+  const buf = (name: string, width: number) => {
+    g[name] = createStorage(gpu, `grad.${name}`, rows * width * 4);
+  };
+  for (const n of [...GRAD_C, "da", "dvpre", "tmp"]) buf(n, C);
+  buf("dmix", 6 * C);
+  buf("dF", cfg.dimFfn);
+  buf("dHidden", D);
+  g.wkvScratch = wkv.createScratch(B, T, cfg.nHead, cfg.headSize, "grad.wkvScratch");
+  return g as GradWorkspace;
+}
+
+/** Free a gradient workspace. */
+export function destroyGradWorkspace(g: GradWorkspace): void {
+  for (const v of Object.values(g)) if (v instanceof GPUBuffer) v.destroy();
+}
+
+/** What one layer's backward reads and writes besides the workspaces. */
+export interface LayerBackwardIo {
+  /** residual entering the layer (B·T, C) (the saved forward input) */
+  xIn: GPUBuffer;
+  /** in: dL/d(layer output); out: dL/d(layer input) (B·T, C) */
+  dx: GPUBuffer;
+  /** layer 0's v (B·T, C) */
+  vFirst: GPUBuffer;
+  /** Σ over later layers of dL/dv_first (B·T, C); layers ≥ 1 add, layer 0 consumes */
+  dvFirst: GPUBuffer;
+  /** initial wkv state, (B, H, N, N) per sequence at `s0Off`, or (H, N, N) when shared */
+  s0: GPUBuffer;
+  s0Off: number;
+  sharedS0: boolean;
+  /** (L, B, H, N, N) dL/dS0 per sequence, written at layer l's block */
+  dS0: GPUBuffer;
+  /** (L, B, C) dL/d(incoming shift states), written at layer l's block */
+  dShiftAtt: GPUBuffer;
+  dShiftFfn: GPUBuffer;
+}
+
+/** Record layer l's backward: `io.dx` goes from dL/dxOut to dL/dxIn; dS0 and dShift written. */
+export function recordLayerBackward(
+  k: BackwardKernels,
+  w: GpuWeights,
+  rec: Recorder,
+  l: number,
+  ws: LayerWorkspace,
+  g: GradWorkspace,
+  io: LayerBackwardIo,
+): void {
+  channelMixBackward(k, w, rec, l, ws, g, io);
+  timeMixOutputBackward(k, w, rec, l, ws, g, io);
+  timeMixInputBackward(k, w, rec, l, ws, g, io);
+}
+
+function channelMixBackward(
+  k: BackwardKernels,
+  w: GpuWeights,
+  rec: Recorder,
+  l: number,
+  ws: LayerWorkspace,
+  g: GradWorkspace,
+  io: LayerBackwardIo,
+): void {
+  const { nEmbd: C, dimFfn: F } = w.config;
+  const lw = w.layers[l], M = g.rows, { B, T } = g;
+  k.matmul.lowrankMatrix(rec, lw.ffn_value, { M, x: io.dx, y: g.dF });
+  k.channelMix.reluSq(rec, M * F, ws.ffnPre, g.dF);
+  k.matmul.lowrankMatrix(rec, lw.ffn_key, { M, x: g.dF, y: g.dmix });
+  k.shift.record(rec, {
+    B,
+    T,
+    C,
+    nMix: 1,
+    dmix: g.dmix,
+    vecs: lw.vecs,
+    xOff: layerVec("ffn_x_k", C),
+    du: g.du,
+    dshift: io.dShiftFfn,
+    shiftOff: l * B * C,
+  });
+  rec.copy(io.dx, 0, g.dxMid, 0, M * C * 4);
+  k.norm.record(rec, {
+    rows: M,
+    G: 1,
+    S: C,
+    x: ws.xMid,
+    dy: g.du,
+    vecs: lw.vecs,
+    wOff: layerVec("ln2_w", C),
+    dx: g.dxMid,
+    accumulate: true,
+  });
+}
+
+/** From dxMid through Wo, the gate, bonus, GroupNorm, WKV and the key / decay gates. */
+function timeMixOutputBackward(
+  k: BackwardKernels,
+  w: GpuWeights,
+  rec: Recorder,
+  l: number,
+  ws: LayerWorkspace,
+  g: GradWorkspace,
+  io: LayerBackwardIo,
+): void {
+  const { nEmbd: C, nHead: H, headSize: N } = w.config;
+  const lw = w.layers[l], M = g.rows, vecs = lw.vecs;
+  k.matmul.lowrankMatrix(rec, lw.Wo, { M, x: g.dxMid, y: g.dog });
+  k.timeMix.gateBonus(rec, {
+    rows: M,
+    H,
+    N,
+    vecs,
+    rkOff: layerVec("r_k", C),
+    ...{ dog: g.dog, o: ws.o, g: ws.g, r: ws.r, k: ws.k, v: ws.v },
+    ...{ dgn: g.dgn, dg: g.dg, dr: g.dr, dk: g.dk, dv: g.dv },
+  });
+  k.norm.record(rec, {
+    rows: M,
+    G: H,
+    S: N,
+    x: ws.y,
+    dy: g.dgn,
+    vecs,
+    wOff: layerVec("lnx_w", C),
+    dx: g.dyw,
+    eps: N * 1e-5,
+  });
+  k.wkv.record(rec, {
+    B: g.B,
+    T: g.T,
+    H,
+    N,
+    ...{ r: ws.r, d: ws.d, k: ws.k, v: ws.v, kk: ws.kk, a: ws.a, dy: g.dyw },
+    ...{ s0: io.s0, s0Off: io.s0Off, sharedS0: io.sharedS0 },
+    ...{ dr: g.dr, dd: g.dd, dk: g.dk, dv: g.dv, dkk: g.dkk, da: g.da, accumulate: true },
+    ...{ ds0: io.dS0, ds0Off: l * g.B * H * N * N, scratch: g.wkvScratch },
+  });
+  k.timeMix.keyDecay(rec, {
+    rows: M,
+    H,
+    N,
+    vecs,
+    kkOff: layerVec("k_k", C),
+    kaOff: layerVec("k_a", C),
+    ...{ dkk: g.dkk, k0: ws.k0, kk: ws.kk, a: ws.a, z: ws.z, d: ws.d },
+    ...{ dk: g.dk, da: g.da, dd: g.dd },
+  });
+}
+
+/** From dr, dk0, dv, da_pre, dz, dg back through the projections, the mixes and ln1. */
+function timeMixInputBackward(
+  k: BackwardKernels,
+  w: GpuWeights,
+  rec: Recorder,
+  l: number,
+  ws: LayerWorkspace,
+  g: GradWorkspace,
+  io: LayerBackwardIo,
+): void {
+  const { nEmbd: C } = w.config;
+  const lw = w.layers[l], M = g.rows, n = M * C, mm = k.matmul, tm = k.timeMix;
+  const slot = (m: number) => ({ y: g.dmix, yOff: m * n });
+  // decay path: z = w0 + tanh(mix_w · w1) · w2
+  mm.linearMatrix(rec, lw.w2, { M, x: g.dd, y: g.dHidden });
+  tm.act(rec, "tanh", M * w.config.dimW, ws.wHidden, g.dHidden);
+  mm.linearMatrix(rec, lw.w1, { M, x: g.dHidden, ...slot(1) });
+  // in-context rate: a = σ(a0 + (mix_a · a1) · a2)
+  mm.linearMatrix(rec, lw.a2, { M, x: g.da, y: g.dHidden });
+  mm.linearMatrix(rec, lw.a1, { M, x: g.dHidden, ...slot(4) });
+  // output gate: g = σ(mix_g · g1) · g2
+  mm.linearMatrix(rec, lw.g2, { M, x: g.dg, y: g.dHidden });
+  tm.act(rec, "sigmoid", M * w.config.dimG, ws.gHidden, g.dHidden);
+  mm.linearMatrix(rec, lw.g1, { M, x: g.dHidden, ...slot(5) });
+  // value residual, then v0 = Wv · mix_v
+  if (l === 0) {
+    tm.value(rec, { n, dv: g.dv, dvFirst: io.dvFirst });
+    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, ...slot(3) });
+  } else {
+    tm.value(rec, {
+      n,
+      ...{ dv: g.dv, dvFirst: io.dvFirst, vGate: ws.vGate, vFirst: io.vFirst },
+      ...{ v0: ws.v0, dvpre: g.dvpre },
+    });
+    mm.linearMatrix(rec, lw.v2!, { M, x: g.dvpre, y: g.dHidden });
+    mm.linearMatrix(rec, lw.v1!, { M, x: g.dHidden, y: g.tmp });
+    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, res: g.tmp, ...slot(3) });
+  }
+  mm.lowrankMatrix(rec, lw.Wr, { M, x: g.dr, ...slot(0) });
+  mm.lowrankMatrix(rec, lw.Wk, { M, x: g.dk, ...slot(2) });
+  k.shift.record(rec, {
+    B: g.B,
+    T: g.T,
+    C,
+    nMix: 6,
+    dmix: g.dmix,
+    vecs: lw.vecs,
+    xOff: layerVec("x_r", C),
+    du: g.du,
+    dshift: io.dShiftAtt,
+    shiftOff: l * g.B * C,
+  });
+  rec.copy(g.dxMid, 0, io.dx, 0, n * 4);
+  k.norm.record(rec, {
+    rows: M,
+    G: 1,
+    S: C,
+    x: io.xIn,
+    dy: g.du,
+    vecs: lw.vecs,
+    wOff: layerVec("ln1_w", C),
+    dx: io.dx,
+    accumulate: true,
+  });
+}
