@@ -57,7 +57,16 @@ export function splitGroups(count: number, maxPerDim = 65535): [number, number] 
 /** Records dispatches and copies; {@link submit} sends them in one command buffer. */
 export class Recorder {
   #ops: Op[] = [];
-  constructor(readonly gpu: Gpu, readonly label = "recorder") {}
+  #profile?: { query: GPUQuerySet; resolve: GPUBuffer; labels: string[] };
+  /**
+   * @param profile time every dispatch with timestamp queries (each dispatch then gets its own
+   *   compute pass; needs the `timestamp-query` feature); read them with {@link timings}
+   */
+  constructor(readonly gpu: Gpu, readonly label = "recorder", readonly profile = false) {
+    if (profile && !gpu.hasTimestamps) {
+      throw new Error("Recorder profiling needs the timestamp-query feature, absent on this adapter");
+    }
+  }
 
   /** Number of recorded dispatches (for benchmarks). */
   get size(): number {
@@ -118,8 +127,33 @@ export class Recorder {
     const enc = device.createCommandEncoder({ label: this.label });
     let pass: GPUComputePassEncoder | undefined;
     let di = 0;
+    if (this.profile) {
+      this.#profile?.query.destroy();
+      this.#profile?.resolve.destroy();
+      const count = Math.max(2, dispatches.length * 2);
+      this.#profile = {
+        query: device.createQuerySet({ label: `${this.label}.timestamps`, type: "timestamp", count }),
+        resolve: device.createBuffer({
+          label: `${this.label}.timestamps`,
+          size: count * 8,
+          usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        }),
+        labels: dispatches.map((d) => d.label),
+      };
+    }
     for (const op of this.#ops) {
       if (op.kind === "dispatch") {
+        if (this.#profile) {
+          pass?.end();
+          pass = enc.beginComputePass({
+            label: op.label,
+            timestampWrites: {
+              querySet: this.#profile.query,
+              beginningOfPassWriteIndex: 2 * di,
+              endOfPassWriteIndex: 2 * di + 1,
+            },
+          });
+        }
         pass ??= enc.beginComputePass({ label: this.label });
         const entries: GPUBindGroupEntry[] = [{
           binding: 0,
@@ -154,9 +188,36 @@ export class Recorder {
       }
     }
     pass?.end();
+    if (this.#profile) {
+      const n = this.#profile.labels.length * 2;
+      if (n > 0) enc.resolveQuerySet(this.#profile.query, 0, n, this.#profile.resolve, 0);
+    }
     device.queue.submit([enc.finish()]);
     uniform?.destroy(); // freed once the submitted work completes
     this.#ops = [];
+  }
+
+  /**
+   * Per-dispatch GPU times of the last {@link submit} of a profiling recorder, in submission
+   * order (one CPU sync).
+   */
+  async timings(): Promise<{ label: string; ms: number }[]> {
+    const p = this.#profile;
+    if (!p) throw new Error("timings() needs a Recorder created with profile = true, then submit()");
+    const n = p.labels.length * 2;
+    if (n === 0) return [];
+    const staging = this.gpu.device.createBuffer({
+      label: "timestamps.read",
+      size: n * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.copyBufferToBuffer(p.resolve, 0, staging, 0, n * 8);
+    this.gpu.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(staging.getMappedRange().slice(0));
+    staging.destroy();
+    return p.labels.map((label, i) => ({ label, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
   }
 
   /** Submit and wait until the GPU has finished (one CPU sync). */
