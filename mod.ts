@@ -43,5 +43,12 @@ export * from "./lib/eval/report.ts";
 export * from "./lib/eval/metrics.ts";
 export { type RunningServer, type ServerOptions, startServer } from "./lib/serve/server.ts";
 export * from "./lib/train/tune.ts";
-export * from "./lib/train/skills_eval.ts";
+export { skillAccuracy, skillAccuracyGpu, type SkillEval } from "./lib/train/skills_eval.ts";
 export * from "./lib/generate/greedy.ts";
+export {
+  createGradWeights,
+  GpuBackward,
+  type GpuBackwardOptions,
+} from "./lib/train/gpu_backward.ts";
+export * from "./lib/train/pretrain.ts";
+export * from "./lib/train/pretrain_gpu.ts";

@@ -6,6 +6,11 @@
 // takes A = x, Bm = dy. Each invocation owns a 4 × 4 tile of out; no workgroup barriers (slow on
 // llvmpipe). Also `colsum`: out[q] (+)= Σ_r A[r, q] · (Bm[r, q] when mode bit 1), the gradient
 // of a per-channel vector (biases, mixing coefficients, norm weights).
+//
+// The embedding, for one row chunk [rowStart, rowStart + rows) of emb [V, C] at a time:
+//   emb_gather:  out[r, c] = emb[tokens[r], c]            (tokens in the chunk only)
+//   emb_scatter: dEmb[tokens[r], c] += dx[r, c] over r    (one invocation per channel walks the
+//                rows in order: deterministic, no atomics)
 
 struct Params {
   R: u32,
@@ -70,4 +75,40 @@ fn colsum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let o = p.outOff + q;
   if ((p.mode & 1u) != 0u) { s += dw[o]; }
   dw[o] = s;
+}
+
+// ---- embedding gather / scatter ----
+struct EmbParams {
+  M: u32, // rows (B·T)
+  C: u32,
+  rowStart: u32, // first vocabulary row of this chunk
+  rows: u32, // vocabulary rows in this chunk
+  nx: u32, // workgroups along x
+}
+
+@group(0) @binding(0) var<uniform> ep: EmbParams;
+@group(0) @binding(1) var<storage, read> eTokens: array<u32>; // (M)
+@group(0) @binding(2) var<storage, read> eSrc: array<f32>; // emb chunk (rows, C) | dx (M, C)
+@group(0) @binding(3) var<storage, read_write> eDst: array<f32>; // (M, C) | dEmb chunk (rows, C)
+
+@compute @workgroup_size(64)
+fn emb_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = (wid.x + wid.y * ep.nx) * 64u + li;
+  if (i >= ep.M * ep.C) { return; }
+  let tok = eTokens[i / ep.C];
+  if (tok < ep.rowStart || tok >= ep.rowStart + ep.rows) { return; }
+  eDst[i] = eSrc[(tok - ep.rowStart) * ep.C + i % ep.C];
+}
+
+@compute @workgroup_size(64)
+fn emb_scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let c = (wid.x + wid.y * ep.nx) * 64u + li;
+  if (c >= ep.C) { return; }
+  for (var r = 0u; r < ep.M; r++) {
+    let tok = eTokens[r];
+    if (tok >= ep.rowStart && tok < ep.rowStart + ep.rows) {
+      let o = (tok - ep.rowStart) * ep.C + c;
+      eDst[o] = eDst[o] + eSrc[r * ep.C + c];
+    }
+  }
 }

@@ -18,6 +18,11 @@
 //                                layer 0 (v = v_first = v0): dv += dv_first
 //   act (per element):           in place dh ← dh ⊙ f'(·) from the activated value h:
 //                                tanh 1 − h², sigmoid h (1 − h)
+//
+// Weight gradients only (per row and head; the host column-sums the products):
+//   dw_rk:   out = ds · r ⊙ k                 (Σ over rows = dL/dr_k)
+//   dw_key:  before key_decay, with its inputs: out[0 … n) = dq ⊙ k0 (Σ = dL/dk_k),
+//            out[n … 2n) = dk ⊙ k0 ⊙ (a − 1) (Σ = dL/dk_a)
 
 struct Params {
   rows: u32, // B · T
@@ -156,5 +161,63 @@ fn act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
     acG[i] *= 1.0 - h * h;
   } else {
     acG[i] *= h * (1.0 - h);
+  }
+}
+
+// ---- dw_rk ----
+@group(0) @binding(1) var<storage, read> rkDog: array<f32>; // dL/d(o ⊙ g)
+@group(0) @binding(2) var<storage, read> rkG: array<f32>; // g
+@group(0) @binding(3) var<storage, read> rkV: array<f32>; // v
+@group(0) @binding(4) var<storage, read> rkR: array<f32>; // r
+@group(0) @binding(5) var<storage, read> rkK: array<f32>; // k
+@group(0) @binding(6) var<storage, read_write> rkOut: array<f32>; // (rows, C) ds · r ⊙ k
+
+@compute @workgroup_size(64)
+fn dw_rk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let jb = job(wid, li);
+  if (jb >= p.rows * p.H) { return; }
+  let base = jb * p.N;
+  var ds = 0.0;
+  for (var j = 0u; j < p.N; j++) {
+    let i = base + j;
+    ds += rkDog[i] * rkG[i] * rkV[i];
+  }
+  for (var j = 0u; j < p.N; j++) {
+    let i = base + j;
+    rkOut[i] = ds * rkR[i] * rkK[i];
+  }
+}
+
+// ---- dw_key ----
+@group(0) @binding(1) var<storage, read> wkVecs: array<f32>; // k_k at off0
+@group(0) @binding(2) var<storage, read> wkDkk: array<f32>; // from the WKV backward
+@group(0) @binding(3) var<storage, read> wkK0: array<f32>; // k before the k_a update
+@group(0) @binding(4) var<storage, read> wkKk: array<f32>; // kk
+@group(0) @binding(5) var<storage, read> wkDk: array<f32>; // dk (before key_decay)
+@group(0) @binding(6) var<storage, read> wkA: array<f32>; // a
+@group(0) @binding(7) var<storage, read_write> wkOut: array<f32>; // (2, rows, C) products
+
+@compute @workgroup_size(64)
+fn dw_key(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let jb = job(wid, li);
+  if (jb >= p.rows * p.H) { return; }
+  let base = jb * p.N;
+  let hb = p.off0 + (jb % p.H) * p.N;
+  var n2 = 0.0;
+  var dot = 0.0;
+  for (var j = 0u; j < p.N; j++) {
+    let q = wkK0[base + j] * wkVecs[hb + j];
+    n2 += q * q;
+    dot += wkKk[base + j] * wkDkk[base + j];
+  }
+  let norm = sqrt(n2);
+  let floored = norm <= 1e-12;
+  let invN = 1.0 / max(norm, 1e-12);
+  for (var j = 0u; j < p.N; j++) {
+    let i = base + j;
+    var dq = wkDkk[i] * invN;
+    if (!floored) { dq -= wkKk[i] * dot * invN; }
+    wkOut[i] = dq * wkK0[i];
+    wkOut[p.n + i] = wkDk[i] * wkK0[i] * (wkA[i] - 1.0);
   }
 }

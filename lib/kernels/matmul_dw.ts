@@ -1,6 +1,7 @@
 /**
- * Host wrapper of `shaders/matmul_dw.wgsl`: weight gradients `out (+)= Aᵀ · Bm` and per-channel
- * column sums. Only used when weight gradients are on.
+ * Host wrapper of `shaders/matmul_dw.wgsl`: weight gradients `out (+)= Aᵀ · Bm` (also over a
+ * chunked {@link GpuMatrix}), per-channel column sums, and the embedding's gather / scatter-add.
+ * Only used when weight gradients are on.
  *
  * @module
  */
@@ -8,6 +9,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, flatGroups, needElems } from "./common.ts";
+import type { GpuMatrix } from "./matmul.ts";
 
 /** A strided (rows, cols) view of a buffer. */
 export interface View {
@@ -22,14 +24,62 @@ export class MatmulDwKernel {
   private constructor(
     private readonly pipe: GPUComputePipeline,
     private readonly colPipe: GPUComputePipeline,
+    private readonly gatherPipe: GPUComputePipeline,
+    private readonly scatterPipe: GPUComputePipeline,
   ) {}
 
   /** Fetch (compile) the pipelines. */
   static async create(gpu: Gpu): Promise<MatmulDwKernel> {
+    const pipe = (entryPoint: string) => getPipeline(gpu, { shader: "matmul_dw", entryPoint });
     return new MatmulDwKernel(
-      await getPipeline(gpu, { shader: "matmul_dw", entryPoint: "main" }),
-      await getPipeline(gpu, { shader: "matmul_dw", entryPoint: "colsum" }),
+      await pipe("main"),
+      await pipe("colsum"),
+      await pipe("emb_gather"),
+      await pipe("emb_scatter"),
     );
+  }
+
+  /**
+   * Record the gradient of a chunked weight, `dW (+)= Aᵀ · Bm` chunk by chunk: A (R, W.rows),
+   * Bm (R, W.cols), dW shaped like W. Linear W [out, in]: A = dy, Bm = x. Low-rank M [in, out]:
+   * A = x, Bm = dy.
+   */
+  matrix(rec: Recorder, R: number, dW: GpuMatrix, A: View, Bm: View, accumulate = true): void {
+    for (const ch of dW.chunks) {
+      const a = { buffer: A.buffer, off: (A.off ?? 0) + ch.rowStart, stride: A.stride ?? dW.rows };
+      const b = { buffer: Bm.buffer, off: Bm.off ?? 0, stride: Bm.stride ?? dW.cols };
+      this.outer(rec, R, ch.rows, dW.cols, a, b, { buffer: ch.buffer }, accumulate);
+    }
+  }
+
+  /** Record `out[r] = emb[tokens[r]]` for M rows: out (M, C). */
+  embGather(rec: Recorder, M: number, tokens: GPUBuffer, emb: GpuMatrix, out: GPUBuffer): void {
+    const name = "matmul_dw.emb_gather", C = emb.cols;
+    checkDim(name, "M", M);
+    needElems(name, "tokens (M)", tokens, M);
+    needElems(name, "out (M, C)", out, M * C);
+    const { groups, nx } = flatGroups(M * C);
+    for (const ch of emb.chunks) {
+      const params = [M, C, ch.rowStart, ch.rows, nx];
+      rec.dispatch(this.gatherPipe, params, [tokens, ch.buffer, out], groups, name);
+    }
+  }
+
+  /**
+   * Record `dEmb[tokens[r]] += dx[r]` over M rows (rows in order per channel: deterministic).
+   *
+   * @param dEmb [V, C], chunked like the embedding
+   */
+  embScatter(rec: Recorder, M: number, tokens: GPUBuffer, dx: GPUBuffer, dEmb: GpuMatrix): void {
+    const name = "matmul_dw.emb_scatter", C = dEmb.cols;
+    checkDim(name, "M", M);
+    needElems(name, "tokens (M)", tokens, M);
+    needElems(name, "dx (M, C)", dx, M * C);
+    const { groups, nx } = flatGroups(C);
+    for (const ch of dEmb.chunks) {
+      const params = [M, C, ch.rowStart, ch.rows, nx];
+      rec.dispatch(this.scatterPipe, params, [tokens, dx, ch.buffer], groups, name);
+    }
   }
 
   /**

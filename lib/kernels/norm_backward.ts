@@ -30,6 +30,8 @@ export interface NormBackwardArgs {
   eps?: number;
   /** (rows, G·S) also store x̂ here (for weight gradients) */
   xhat?: GPUBuffer;
+  /** dispatch label (default "norm_backward") */
+  label?: string;
 }
 
 /** LayerNorm / GroupNorm backward, one invocation per (row, group). */
@@ -61,6 +63,6 @@ export class NormBackwardKernel {
     const mode = (a.accumulate ? 1 : 0) | (a.xhat ? 2 : 0);
     const params = [a.rows, a.G, a.S, a.wOff, f32bits(a.eps ?? 1e-5), mode, nx];
     const bindings = [a.x, a.dy, a.vecs, a.dx, a.xhat ?? this.dummy];
-    rec.dispatch(this.pipe, params, bindings, groups, name);
+    rec.dispatch(this.pipe, params, bindings, groups, a.label ?? name);
   }
 }

@@ -11,7 +11,9 @@ import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, flatGroups, needElems } from "./common.ts";
 
-type Entry = "gate_bonus" | "key_decay" | "value" | "act";
+type Entry = "gate_bonus" | "key_decay" | "value" | "act" | "dw_rk" | "dw_key";
+const ENTRIES = ["gate_bonus", "key_decay", "value", "act"] as const;
+const DW_ENTRIES = ["dw_rk", "dw_key"] as const;
 
 /** Buffers of {@link TimeMixBackwardKernel.gateBonus}; all (rows, C). */
 export interface GateBonusArgs {
@@ -60,15 +62,15 @@ export interface KeyDecayArgs {
 /** Time-mix backward pipelines; create once with {@link TimeMixBackwardKernel.create}. */
 export class TimeMixBackwardKernel {
   private constructor(
-    private readonly pipes: Record<Entry, GPUComputePipeline>,
+    private readonly pipes: Partial<Record<Entry, GPUComputePipeline>>,
     private readonly dummy: GPUBuffer,
     private readonly dummyW: GPUBuffer,
   ) {}
 
-  /** Fetch the pipelines. */
-  static async create(gpu: Gpu): Promise<TimeMixBackwardKernel> {
-    const pipes = {} as Record<Entry, GPUComputePipeline>;
-    for (const e of ["gate_bonus", "key_decay", "value", "act"] as const) {
+  /** Fetch the pipelines (the `dw_*` ones only with `weightGrads`). */
+  static async create(gpu: Gpu, weightGrads = false): Promise<TimeMixBackwardKernel> {
+    const pipes: Partial<Record<Entry, GPUComputePipeline>> = {};
+    for (const e of weightGrads ? [...ENTRIES, ...DW_ENTRIES] : ENTRIES) {
       pipes[e] = await getPipeline(gpu, { shader: "time_mix_backward", entryPoint: e });
     }
     const unused = (l: string) => createStorage(gpu, `time_mix_backward.${l}`, 16);
@@ -92,7 +94,9 @@ export class TimeMixBackwardKernel {
     }
     const { groups, nx } = flatGroups(a.rows * a.H);
     const params = [a.rows, a.H, a.N, extra[0], extra[1], n, nx];
-    rec.dispatch(this.pipes[entry], params, Object.values(bufs), groups, name);
+    const pipe = this.pipes[entry];
+    if (!pipe) throw new RangeError(`${name}: create the kernel with weightGrads = true`);
+    rec.dispatch(pipe, params, Object.values(bufs), groups, name);
   }
 
   /** Record the output-gate and bonus-term backward (per row and head). */
@@ -135,6 +139,31 @@ export class TimeMixBackwardKernel {
   }
 
   /**
+   * Weight gradients: record `out = ds · r ⊙ k` per row and head (ds = Σ_j dog g v over the
+   * head), whose column sum is dL/dr_k. All (rows, C).
+   */
+  rkProducts(
+    rec: Recorder,
+    a: { rows: number; H: number; N: number } & Record<"dog" | "g" | "v" | "r" | "k", GPUBuffer>,
+    out: GPUBuffer,
+  ): void {
+    const { dog, g, v, r, k } = a;
+    this.#perHead("dw_rk", rec, a, [0, 0], { dog, g, v, r, k, out });
+  }
+
+  /**
+   * Weight gradients: before {@link keyDecay}, with the same inputs, record the products whose
+   * column sums are dL/dk_k (`out[0, n)`) and dL/dk_a (`out[n, 2n)`), n = rows·C.
+   */
+  keyProducts(rec: Recorder, a: KeyDecayArgs, out: GPUBuffer): void {
+    const name = "time_mix_backward.dw_key", n = a.rows * a.H * a.N;
+    needElems(name, "vecs", a.vecs, a.kkOff + a.H * a.N);
+    needElems(name, "out (2, rows, C)", out, 2 * n);
+    const { vecs, dkk, k0, kk, dk, a: av } = a;
+    this.#perHead("dw_key", rec, a, [a.kkOff, 0], { vecs, dkk, k0, kk, dk, a: av, out });
+  }
+
+  /**
    * Record the value-residual backward over n = B·T·C elements. Layer 0 (`vGate` omitted):
    * dv += dvFirst. Layers ≥ 1: dv ← dv0, dvFirst += dv ⊙ vGate, dvpre written.
    */
@@ -162,7 +191,7 @@ export class TimeMixBackwardKernel {
       if (b !== u && b !== this.dummyW) needElems(name, `${b.label} (B·T, C)`, b, a.n);
     }
     const { groups, nx } = flatGroups(a.n);
-    rec.dispatch(this.pipes.value, [0, 0, 0, layer0 ? 1 : 0, 0, a.n, nx], bufs, groups, name);
+    rec.dispatch(this.pipes.value!, [0, 0, 0, layer0 ? 1 : 0, 0, a.n, nx], bufs, groups, name);
   }
 
   /** Record `g ← g ⊙ f'(h)` in place over n elements, h the activated value. */
@@ -173,6 +202,6 @@ export class TimeMixBackwardKernel {
     needElems(name, "g", g, n);
     const { groups, nx } = flatGroups(n);
     const params = [0, 0, 0, kind === "tanh" ? 1 : 2, 0, n, nx];
-    rec.dispatch(this.pipes.act, params, [h, g], groups, name);
+    rec.dispatch(this.pipes.act!, params, [h, g], groups, name);
   }
 }

@@ -1,5 +1,6 @@
 /**
- * Host wrapper of `shaders/token_shift_backward.wgsl`: backward of the token-shift mixes.
+ * Host wrapper of `shaders/token_shift_backward.wgsl`: backward of the token-shift mixes, and
+ * (weight gradients only) the gradients of the mixing coefficients x_m.
  *
  * @module
  */
@@ -26,13 +27,56 @@ export interface TokenShiftBackwardArgs {
   shiftOff?: number;
 }
 
+/** Arguments of {@link TokenShiftBackwardKernel.mixWeights}. */
+export interface MixWeightsArgs {
+  B: number;
+  T: number;
+  C: number;
+  nMix: number;
+  /** (nMix, B, T, C) gradients of the mixes */
+  dmix: GPUBuffer;
+  /** (B, T, C) the norm output u the mixes read */
+  u: GPUBuffer;
+  /** (·, B, C) incoming shift state at element `shiftOff`; omitted = zero */
+  shift?: GPUBuffer;
+  shiftOff?: number;
+  /** gradient of x_m accumulated at `outOff + m·C` */
+  out: GPUBuffer;
+  outOff: number;
+}
+
 /** Token-shift mix backward, one invocation per (b, t, c). */
 export class TokenShiftBackwardKernel {
-  private constructor(private readonly pipe: GPUComputePipeline) {}
+  private constructor(
+    private readonly pipe: GPUComputePipeline,
+    private readonly wPipe?: GPUComputePipeline,
+  ) {}
 
-  /** Fetch the pipeline. */
-  static async create(gpu: Gpu): Promise<TokenShiftBackwardKernel> {
-    return new TokenShiftBackwardKernel(await getPipeline(gpu, { shader: "token_shift_backward" }));
+  /** Fetch the pipelines (`dw_mix`, the x_m gradients, only with `weightGrads`). */
+  static async create(gpu: Gpu, weightGrads = false): Promise<TokenShiftBackwardKernel> {
+    const pipe = (entryPoint: string) =>
+      getPipeline(gpu, { shader: "token_shift_backward", entryPoint });
+    return new TokenShiftBackwardKernel(
+      await pipe("main"),
+      weightGrads ? await pipe("dw_mix") : undefined,
+    );
+  }
+
+  /** Record `out[x_m] += Σ_{b,t} dmix_m ⊙ (uPrev − u)` (the mixing coefficients' gradients). */
+  mixWeights(rec: Recorder, a: MixWeightsArgs): void {
+    const name = "token_shift_backward.dw_mix";
+    if (!this.wPipe) throw new RangeError(`${name}: create the kernel with weightGrads = true`);
+    for (const [k, v] of [["B", a.B], ["T", a.T], ["C", a.C], ["nMix", a.nMix]] as const) {
+      checkDim(name, k, v);
+    }
+    const n = a.B * a.T * a.C, shiftOff = a.shiftOff ?? 0;
+    needElems(name, "dmix (nMix, B, T, C)", a.dmix, a.nMix * n);
+    needElems(name, "u (B, T, C)", a.u, n);
+    if (a.shift) needElems(name, "shift (·, B, C)", a.shift, shiftOff + a.B * a.C);
+    needElems(name, "out", a.out, a.outOff + a.nMix * a.C);
+    const { groups, nx } = flatGroups(a.nMix * a.C);
+    const params = [a.B, a.T, a.C, a.nMix, shiftOff, a.shift ? 1 : 0, a.outOff, nx];
+    rec.dispatch(this.wPipe, params, [a.dmix, a.u, a.shift ?? a.u, a.out], groups, name);
   }
 
   /** Record `du` and `dshift` from the mixes' gradients. */

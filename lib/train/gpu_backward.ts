@@ -9,6 +9,13 @@
  *    `recordLayer`), then back-propagate through the channel mix, the time mix and the WKV
  *    recurrence into dL/dS0 (and dL/d shift states) of that layer.
  *
+ * With `GpuBackward.create(model, { weightGrads: true })` the same recording also produces the
+ * gradient of every weight ({@link GradBuffers.dWeights}: a {@link GpuWeights}-shaped set of
+ * buffers, same chunks and packed `vecs` layout as the model's, so an optimiser steps buffer i of
+ * `allBuffers(dWeights)` against buffer i of `allBuffers(model.weights)`), summed over the batch
+ * without float atomics (deterministic). Off (the default, state tuning) it allocates no
+ * gradient buffer and records exactly the state-tuning dispatches.
+ *
  * Right-padded batches: positions past a sequence's end must have mask 0; causality then keeps
  * them out of every gradient.
  *
@@ -19,6 +26,8 @@ import { createStorage, readF32 } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
 import { HeadCeKernel } from "../kernels/head_ce.ts";
+import type { GpuMatrix } from "../kernels/matmul.ts";
+import { MatmulDwKernel } from "../kernels/matmul_dw.ts";
 import { NormBackwardKernel } from "../kernels/norm_backward.ts";
 import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
@@ -26,14 +35,58 @@ import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordLayer } from "../model/gpu_layer.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { GpuState } from "../model/gpu_state.ts";
-import { modelVec } from "../model/gpu_weights.ts";
+import {
+  allBuffers,
+  type GpuLayerWeights,
+  type GpuWeights,
+  modelVec,
+} from "../model/gpu_weights.ts";
 import {
   type BackwardKernels,
   createGradWorkspace,
   destroyGradWorkspace,
   type GradWorkspace,
   recordLayerBackward,
+  recordNormAffine,
 } from "./gpu_layer_backward.ts";
+
+/** Options of {@link GpuBackward.create}. */
+export interface GpuBackwardOptions {
+  /**
+   * Also compute the gradient of every weight (pretraining). Off (default) costs nothing: no
+   * gradient buffer is allocated and no weight-gradient dispatch is recorded.
+   */
+  weightGrads?: boolean;
+}
+
+/**
+ * Zeroed gradient buffers shaped like `w` (same matrices, chunks and packed vectors; labels
+ * prefixed `dW.`).
+ */
+export function createGradWeights(gpu: Gpu, w: GpuWeights): GpuWeights {
+  const like = (b: GPUBuffer) => createStorage(gpu, `dW.${b.label}`, b.size);
+  const mx = (m: GpuMatrix): GpuMatrix => ({
+    ...m,
+    chunks: m.chunks.map((c) => ({ rowStart: c.rowStart, rows: c.rows, buffer: like(c.buffer) })),
+  });
+  const layers = w.layers.map((lw): GpuLayerWeights => {
+    const out = { vecs: like(lw.vecs) } as GpuLayerWeights;
+    for (const [k, v] of Object.entries(lw)) {
+      if (k !== "vecs" && v) (out as unknown as Record<string, GpuMatrix>)[k] = mx(v as GpuMatrix);
+    }
+    return out;
+  });
+  const out: GpuWeights = {
+    config: w.config,
+    emb: mx(w.emb),
+    head: mx(w.head),
+    vecs: like(w.vecs),
+    layers,
+    bytes: 0,
+  };
+  out.bytes = allBuffers(out).reduce((s, b) => s + b.size, 0);
+  return out;
+}
 
 /** The initial state: per sequence (a {@link GpuState}, not modified), or one S0 per layer. */
 export type InitialState =
@@ -57,6 +110,11 @@ export interface LossAndGradArgs {
   init: InitialState;
   /** add the L2Wrap term to the logit gradient (loss unchanged) */
   l2wrap?: boolean;
+  /**
+   * weight gradients only: add into the existing dW buffers (gradient accumulation over several
+   * recordings) instead of zeroing them first
+   */
+  accumulateWeightGrads?: boolean;
 }
 
 /** Where {@link GpuBackward.record} leaves its results (valid once the recording ran). */
@@ -70,6 +128,8 @@ export interface GradBuffers {
   /** (L, B, C) dL/d(time-mix shift state), dL/d(channel-mix shift state) */
   dShiftAtt: GPUBuffer;
   dShiftFfn: GPUBuffer;
+  /** with `weightGrads`: dL/dW of every weight, shaped like the model's {@link GpuWeights} */
+  dWeights?: GpuWeights;
 }
 
 interface Buffers extends GradBuffers {
@@ -94,33 +154,41 @@ export class GpuBackward {
     readonly model: GpuModel,
     private readonly k: BackwardKernels,
     private readonly ce: HeadCeKernel,
+    /** the weight gradients (allocated once) when `weightGrads` is on */
+    readonly dWeights?: GpuWeights,
   ) {}
 
   /**
-   * Compile the backward kernels for `model`.
+   * Compile the backward kernels for `model` (and allocate the weight gradients when asked).
    *
+   * @param options.weightGrads also produce every weight's gradient ({@link GradBuffers.dWeights})
    * @example
    * ```ts ignore
    * const bwd = await GpuBackward.create(model);
    * const { loss, dS0Sum } = await bwd.lossAndGrad({ B, T, tokens, targets, mask, init });
+   * const full = await GpuBackward.create(model, { weightGrads: true }); // pretraining
    * ```
    */
-  static async create(model: GpuModel): Promise<GpuBackward> {
+  static async create(model: GpuModel, options: GpuBackwardOptions = {}): Promise<GpuBackward> {
     const gpu = model.gpu, N = model.config.headSize;
+    const dw = options.weightGrads ? await MatmulDwKernel.create(gpu) : undefined;
     const k: BackwardKernels = {
       matmul: model.kernels.matmul,
       norm: await NormBackwardKernel.create(gpu),
-      timeMix: await TimeMixBackwardKernel.create(gpu),
+      timeMix: await TimeMixBackwardKernel.create(gpu, dw !== undefined),
       channelMix: await ChannelMixBackwardKernel.create(gpu),
-      shift: await TokenShiftBackwardKernel.create(gpu),
+      shift: await TokenShiftBackwardKernel.create(gpu, dw !== undefined),
       wkv: await Wkv7BackwardKernel.create(gpu, [N]),
+      ...(dw ? { dw } : {}),
     };
-    return new GpuBackward(model, k, await HeadCeKernel.create(gpu, model.kernels.matmul));
+    const ce = await HeadCeKernel.create(gpu, model.kernels.matmul, dw);
+    const dW = dw ? createGradWeights(gpu, model.weights) : undefined;
+    return new GpuBackward(model, k, ce, dW);
   }
 
   #buffers(B: number, T: number): Buffers {
     if (this.#bufs && this.#bufs.B === B && this.#bufs.T === T) return this.#bufs;
-    this.destroy();
+    this.#destroyBuffers();
     const gpu: Gpu = this.model.gpu, cfg = this.model.config;
     const { nLayer: L, nEmbd: C, nHead: H, headSize: N, vocabSize: V } = cfg;
     const rows = B * T, rc = rows * C * 4;
@@ -141,7 +209,7 @@ export class GpuBackward {
       nll: buf("nll", rows * 4),
       logits: this.ce.createLogits(rows, V),
       work: new GpuState(gpu, cfg, B, "bwd.work"),
-      grad: createGradWorkspace(gpu, cfg, this.k.wkv, B, T),
+      grad: createGradWorkspace(gpu, cfg, this.k.wkv, B, T, this.dWeights !== undefined),
     };
     return this.#bufs;
   }
@@ -160,6 +228,8 @@ export class GpuBackward {
     const b = this.#buffers(a.B, a.T), rows = a.B * a.T, w = this.model.weights;
     const ws = this.model.workspace(rows);
     const ctx = { kernels: this.model.kernels, weights: w };
+    const dW = this.dWeights;
+    if (dW && !a.accumulateWeightGrads) { for (const x of allBuffers(dW)) rec.clear(x); }
     this.#loadInitial(rec, a, b);
     this.model.kernels.embed.record(rec, {
       rows,
@@ -183,6 +253,7 @@ export class GpuBackward {
     this.#loadInitial(rec, a, b);
     rec.clear(b.dvFirst);
     const s0 = a.init.kind === "state" ? a.init.state.wkv : a.init.wkv;
+    const st = a.init.kind === "state" ? a.init.state : undefined;
     const NN = cfg.nHead * cfg.headSize * cfg.headSize;
     for (let l = L - 1; l >= 0; l--) {
       recordLayer(ctx, rec, l, io(l), ws);
@@ -197,6 +268,8 @@ export class GpuBackward {
         dS0: b.dS0,
         dShiftAtt: b.dShiftAtt,
         dShiftFfn: b.dShiftFfn,
+        ...(dW ? { dW: dW.layers[l] } : {}),
+        ...(dW && st ? { shift0: { att: st.att, ffn: st.ffn, off: st.shiftOffset(l) } } : {}),
       });
       this.k.wkv.sumBatch(rec, {
         B: a.B,
@@ -207,8 +280,31 @@ export class GpuBackward {
         outOff: l * NN,
       });
     }
+    if (dW) this.#embedding(rec, a, b, dW);
     const { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn } = b;
-    return { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn };
+    return { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn, ...(dW ? { dWeights: dW } : {}) };
+  }
+
+  /** Weight gradients of ln0 and the embedding from b.dx = dL/dx0, x0 = LN(emb[token]; ln0). */
+  #embedding(rec: Recorder, a: LossAndGradArgs, b: Buffers, dW: GpuWeights): void {
+    const w = this.model.weights, C = this.model.config.nEmbd, rows = a.B * a.T;
+    const g = b.grad, dw = this.k.dw!;
+    dw.embGather(rec, rows, a.tokens, w.emb, g.dxMid);
+    const [wOff, bOff] = [modelVec("ln0_w", C), modelVec("ln0_b", C)];
+    this.k.norm.record(rec, {
+      rows,
+      G: 1,
+      S: C,
+      x: g.dxMid,
+      dy: b.dx,
+      vecs: w.vecs,
+      wOff,
+      dx: g.du,
+      xhat: g.wScratch,
+      label: "norm_backward.dw_ln0", // only weight gradients need dL/d(emb[token])
+    });
+    recordNormAffine(dw, rec, rows, C, b.dx, g.wScratch!, dW.vecs, wOff, bOff);
+    dw.embScatter(rec, rows, a.tokens, g.du, dW.emb);
   }
 
   /** Copy (or broadcast) the initial state into the working state the forward advances. */
@@ -261,8 +357,14 @@ export class GpuBackward {
       stats: b.stats,
       nll: b.nll,
       l2wrap: a.l2wrap,
+      ...(this.dWeights ? { dHead: this.dWeights.head } : {}),
     });
-    this.k.norm.record(rec, { rows, G: 1, S: C, x: xLast, dy: b.grad.du, ...ln, dx: b.dx });
+    const xhat = b.grad.wScratch;
+    this.k.norm.record(rec, { rows, G: 1, S: C, x: xLast, dy: b.grad.du, ...ln, dx: b.dx, xhat });
+    if (this.dWeights) {
+      const [wOff, bOff] = [modelVec("ln_out_w", C), modelVec("ln_out_b", C)];
+      recordNormAffine(this.k.dw!, rec, rows, C, b.grad.du, xhat!, this.dWeights.vecs, wOff, bOff);
+    }
   }
 
   /**
@@ -283,8 +385,13 @@ export class GpuBackward {
     return { loss: stats[0], count: stats[1], dS0Sum, bufs };
   }
 
-  /** Free the backward's buffers (the model's are its own). */
+  /** Free the backward's buffers, weight gradients included (the model's are its own). */
   destroy(): void {
+    this.#destroyBuffers();
+    for (const x of this.dWeights ? allBuffers(this.dWeights) : []) x.destroy();
+  }
+
+  #destroyBuffers(): void {
     const b = this.#bufs;
     if (!b) return;
     for (const x of [b.stats, b.dS0, b.dS0Sum, b.dShiftAtt, b.dShiftFfn, ...b.xs, b.vFirst]) {
