@@ -12,7 +12,10 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { tinyConfig } from "../lib/model/random.ts";
+import { randomWeights, tinyConfig } from "../lib/model/random.ts";
+import { getGpu } from "../lib/gpu/device.ts";
+import { GpuModel } from "../lib/model/gpu_model.ts";
+import { pretrainGpu } from "../lib/train/pretrain_gpu.ts";
 import { tensorsFromWeights } from "../lib/model/load.ts";
 import { serializeSafetensors } from "../lib/model/safetensors.ts";
 import { pretrain } from "../lib/train/pretrain.ts";
@@ -28,6 +31,8 @@ const USAGE = `Usage: deno task pretrain-default [--steps N] [--batch B] [--seed
   --batch   sequences per step (default 16)
   --seed    seed of the weights and the corpus (default 0)
   --layers  L (default 2);  --width  C (default 64, head size 64)
+  --engine  cpu (default: the float64 reference backward, what made the committed model) or
+            gpu (the WebGPU backward with weight gradients; same losses, faster on a real GPU)
   --out     weights path (default models/default.safetensors)`;
 
 const Args = z.object({
@@ -37,6 +42,7 @@ const Args = z.object({
   layers: z.coerce.number().int().positive().default(2),
   width: z.coerce.number().int().positive().multipleOf(64).default(64),
   out: z.string().default("models/default.safetensors"),
+  engine: z.enum(["cpu", "gpu"]).default("cpu"),
 });
 
 await runMain(USAGE, async () => {
@@ -48,6 +54,7 @@ await runMain(USAGE, async () => {
       layers: { type: "string" },
       width: { type: "string" },
       out: { type: "string" },
+      engine: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -69,11 +76,15 @@ await runMain(USAGE, async () => {
   const enc = new TextEncoder();
   const items = corpus.trim().split("\n").map((l) => [...enc.encode(JSON.parse(l).text)]);
   const t0 = performance.now();
-  const { weights, history } = pretrain(
-    config,
-    (step, B) => items.slice(step * B, (step + 1) * B),
-    { steps: a.steps, batch: a.batch, seed: a.seed },
-  );
+  const source = (step: number, B: number) => items.slice(step * B, (step + 1) * B);
+  const opts = { steps: a.steps, batch: a.batch, seed: a.seed };
+  const { weights, history } = a.engine === "cpu"
+    ? pretrain(config, source, opts)
+    : await pretrainGpu(
+      await GpuModel.create(await getGpu(), randomWeights(config, a.seed)),
+      source,
+      opts,
+    );
   const minutes = (performance.now() - t0) / 60000;
   const accuracy: Record<string, number> = {};
   for (const s of SKILLS) accuracy[s] = skillAccuracy(weights, s, 50, 12345, true);
@@ -91,7 +102,9 @@ await runMain(USAGE, async () => {
     recipe: {
       script: "scripts/pretrain_default.ts",
       corpus: `pretrainCorpus(${a.steps * a.batch}, seed ${a.seed}) from lib/train/synthetic.ts`,
-      engine: "cpu reference backward (lib/ref, float64, weight gradients on)",
+      engine: a.engine === "cpu"
+        ? "cpu reference backward (lib/ref, float64, weight gradients on)"
+        : "WebGPU backward with weight gradients (lib/train/pretrain_gpu.ts)",
       optimizer: "Adam β 0.9/0.99, lr 3e-3 → 1e-4 cosine, 50 warmup steps, clip 1",
       steps: a.steps,
       batch: a.batch,
