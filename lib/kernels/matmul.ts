@@ -1,15 +1,21 @@
 /**
- * Host wrapper of `shaders/matmul.wgsl` and `shaders/matmul_vec4.wgsl` (used when the shapes are
- * 4-aligned): `x · Wᵀ` (Linear, W [out, in]) and `x · M` (low-rank, M [in, out]),
- * register-blocked, plus {@link GpuMatrix}, a weight matrix split into row chunks
- * so that no chunk exceeds one storage binding.
+ * Host wrapper of `shaders/matmul_vec4.wgsl` (register-tiled, used when the shapes are 4-aligned;
+ * tiles chosen per adapter by `tune.ts`) and `shaders/matmul.wgsl` (any shape): `x · Wᵀ` (Linear,
+ * W [out, in]) and `x · M` (low-rank, M [in, out]), plus {@link GpuMatrix}, a weight matrix split
+ * into row chunks so that no chunk exceeds one storage binding.
+ *
+ * Products with few rows (T = 1 generation) use the smallest compiled row tile (1, 2, 4 or 8 rows)
+ * that covers M, so no work is spent on clamped rows.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipeline.ts";
-import type { Recorder } from "../gpu/recorder.ts";
+import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
+import { Recorder, splitGroups } from "../gpu/recorder.ts";
 import { checkDim, needElems } from "./common.ts";
+import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
+
+export { defaultTuning, type MatmulTuning, type Tile, type TuneMode } from "./tune.ts";
 
 /**
  * A row-major matrix (`rows` × `cols`) on the GPU, split into consecutive row chunks, each its own
@@ -57,18 +63,74 @@ export interface MatmulArgs {
 }
 
 const TRS = [1, 2, 4] as const;
+/** Row tiles compiled besides the tuned one, for few-row products (T = 1 generation). */
+const SMALL_ROWS = [1, 2, 4, 8] as const;
 
-/** Pipelines of `matmul.wgsl`; create once with {@link MatmulKernel.create}. */
+type Entry = "linear" | "lowrank";
+
+/** Options of {@link MatmulKernel.create}. */
+export interface MatmulOptions {
+  /**
+   * Tile choice: "auto" (default) uses a probe result remembered or cached for this adapter,
+   * else {@link defaultTuning} (no start-up cost); "probe" probes once when nothing is cached
+   * (`deno task bench` does); "off" uses the defaults; "force" re-probes. `tuning` wins.
+   */
+  tune?: TuneMode;
+  /** Use these tiles (tests, benchmarks). */
+  tuning?: MatmulTuning;
+}
+
+/**
+ * Expand the `matmul_vec4.wgsl` template for one entry and tile: keep that entry's section,
+ * repeat `//@rows` / `//@cols` lines and substitute `$i`, `$j`, `TRu`, `TCu`.
+ */
+export function expandTile(src: string, entry: Entry, TR: number, TC: number): string {
+  const out: string[] = [];
+  let skip = false;
+  for (const line of src.split("\n")) {
+    const sec = /^\/\/@(begin|end) (\w+)/.exec(line.trim());
+    if (sec) {
+      skip = sec[1] === "begin" && sec[2] !== entry;
+      continue;
+    }
+    if (skip) continue;
+    if (line.trim().startsWith("//")) {
+      out.push(line); // comments (the header describes the tags) are kept once
+      continue;
+    }
+    const rows = line.includes("//@rows"), cols = line.includes("//@cols");
+    const body = line.replace(/\s*\/\/@(rows|cols)/g, "").replaceAll("TRu", `${TR}u`)
+      .replaceAll("TCu", `${TC}u`);
+    for (let i = 0; i < (rows ? TR : 1); i++) {
+      for (let j = 0; j < (cols ? TC : 1); j++) {
+        out.push(body.replaceAll("$i", String(i)).replaceAll("$j", String(j)));
+      }
+    }
+  }
+  return out.join("\n");
+}
+
+/** Pipelines of `matmul.wgsl` and the tiled `matmul_vec4.wgsl`; create once with {@link MatmulKernel.create}. */
 export class MatmulKernel {
   private constructor(
-    private readonly pipes: Record<"linear" | "lowrank", Map<number, GPUComputePipeline>>,
-    private readonly vec4: Record<string, GPUComputePipeline>,
+    private readonly gpu: Gpu,
+    private readonly pipes: Record<Entry, Map<number, GPUComputePipeline>>,
+    private readonly tiled: Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>,
+    /** the tiles in use and where they came from */
+    readonly tuning: MatmulTuning,
   ) {}
 
-  /** Fetch (compile) the pipelines. */
-  static async create(gpu: Gpu): Promise<MatmulKernel> {
+  /**
+   * Fetch (compile) the pipelines, choosing the tiles per adapter (see {@link MatmulOptions}).
+   *
+   * @example
+   * ```ts ignore
+   * const mm = await MatmulKernel.create(gpu, { tune: "off" });
+   * ```
+   */
+  static async create(gpu: Gpu, options: MatmulOptions = {}): Promise<MatmulKernel> {
     const pipes = { linear: new Map(), lowrank: new Map() } as Record<
-      "linear" | "lowrank",
+      Entry,
       Map<number, GPUComputePipeline>
     >;
     for (const entry of ["linear", "lowrank"] as const) {
@@ -79,11 +141,24 @@ export class MatmulKernel {
         );
       }
     }
-    const vec4: Record<string, GPUComputePipeline> = {};
-    for (const entry of ["linear_r4", "linear_r1", "lowrank_r4", "lowrank_r1"]) {
-      vec4[entry] = await getPipeline(gpu, { shader: "matmul_vec4", entryPoint: entry });
+    const tuning = options.tuning ??
+      await tuneMatmul(
+        gpu,
+        options.tune ?? "auto",
+        (entry, tile, s) => timeTile(gpu, entry, tile, s),
+      );
+    const tiled = { linear: [], lowrank: [] } as Record<
+      Entry,
+      { tile: Tile; pipe: GPUComputePipeline }[]
+    >;
+    for (const entry of ["linear", "lowrank"] as const) {
+      const t = tuning[entry];
+      const tiles = [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t];
+      for (const tile of tiles) {
+        tiled[entry].push({ tile, pipe: await tilePipeline(gpu, entry, tile) });
+      }
     }
-    return new MatmulKernel(pipes, vec4);
+    return new MatmulKernel(gpu, pipes, tiled, tuning);
   }
 
   /** Record `y = act(x · Wᵀ (+ y) (+ res))` with W (Nc, K). */
@@ -170,20 +245,66 @@ export class MatmulKernel {
     const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
     const params = [a.M, a.K, a.Nc, xOff, xStride, yOff, yStride, resOff, resStride, mode, wStride];
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
-    const whole16 = a.x.size % 16 === 0 && a.w.size % 16 === 0;
+    // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
     const aligned = entry === "linear"
-      ? a.K % 4 === 0 && xOff % 4 === 0 && xStride % 4 === 0 && wStride % 4 === 0
-      : a.Nc % 4 === 0 && wStride % 4 === 0;
-    if (whole16 && aligned) {
-      // matmul_vec4.wgsl: 4×4 tiles (1×4 for fewer than 4 rows), vec4 loads
-      const r4 = a.M >= 4;
-      const groups = [Math.ceil(a.Nc / 4 / 64), r4 ? Math.ceil(a.M / 4) : a.M] as const;
-      const pipe = this.vec4[`${entry}_${r4 ? "r4" : "r1"}`];
-      rec.dispatch(pipe, params, bufs, groups, `${name}.vec4`);
+      ? a.K % 4 === 0 && xOff % 4 === 0 && xStride % 4 === 0 && wStride % 4 === 0 &&
+        a.x.size % 16 === 0 && a.w.size % 16 === 0
+      : a.Nc % 4 === 0 && wStride % 4 === 0 && a.w.size % 16 === 0;
+    if (aligned) {
+      // the smallest compiled row tile that covers M, else the tuned one
+      const cands = this.tiled[entry];
+      const { tile, pipe } = cands.find((c) => c.tile.TR >= a.M) ?? cands[cands.length - 1];
+      const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
+      const tiles = Math.ceil(a.M / tile.TR) * Math.ceil(a.Nc / cols);
+      const [gx, gy] = splitGroups(
+        Math.ceil(tiles / tile.WG),
+        this.gpu.limits.maxComputeWorkgroupsPerDimension,
+      );
+      params.push(gx);
+      rec.dispatch(pipe, params, bufs, [gx, gy], `${name}.${tile.TR}x${tile.TC}`);
       return;
     }
     const TR = a.M >= 4 ? 4 : a.M >= 2 ? 2 : 1;
     const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.M / TR)] as const;
     rec.dispatch(this.pipes[entry].get(TR)!, params, bufs, groups, name);
   }
+}
+
+const tileSource = new Map<string, string>();
+
+/** The compiled pipeline of one template expansion (cached by the pipeline cache). */
+function tilePipeline(gpu: Gpu, entry: Entry, tile: Tile): Promise<GPUComputePipeline> {
+  const id = `${entry}.${tile.TR}x${tile.TC}`;
+  let code = tileSource.get(id);
+  if (code === undefined) {
+    code = expandTile(shaderSource("matmul_vec4"), entry, tile.TR, tile.TC);
+    tileSource.set(id, code);
+  }
+  return getPipeline(gpu, {
+    shader: `matmul_vec4.${id}`,
+    entryPoint: entry,
+    constants: { WG: tile.WG },
+    code,
+  });
+}
+
+/** Seconds per dispatch of one tile on one shape (wall time over 8 dispatches in one submit). */
+async function timeTile(
+  gpu: Gpu,
+  entry: Entry,
+  tile: Tile,
+  s: { M: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
+): Promise<number> {
+  const pipe = await tilePipeline(gpu, entry, tile);
+  const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
+  const tiles = Math.ceil(s.M / tile.TR) * Math.ceil(s.N / cols);
+  const [gx, gy] = splitGroups(Math.ceil(tiles / tile.WG));
+  const wStride = entry === "linear" ? s.K : s.N;
+  const params = [s.M, s.K, s.N, 0, s.K, 0, s.N, 0, s.N, 0, wStride, gx];
+  const rec = new Recorder(gpu, "matmul.tune");
+  const n = 8;
+  for (let i = 0; i < n; i++) rec.dispatch(pipe, params, [s.x, s.w, s.x, s.y], [gx, gy]);
+  const t0 = performance.now();
+  await rec.flush();
+  return (performance.now() - t0) / 1000 / n;
 }
