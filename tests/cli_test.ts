@@ -1,0 +1,104 @@
+/**
+ * The JSON outputs other tools rely on: `logits --json`, `state-grad --json`, `info --json`,
+ * run as real subprocesses.
+ */
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { loadModel } from "../lib/model/load.ts";
+import { refLossAndGrad } from "../lib/ref/backward.ts";
+import { assertClose, fixture, gpu, hasFixtures } from "./_helpers.ts";
+
+const MODEL = fixture("models/tiny-rwkv7-834K.safetensors");
+
+async function run(
+  script: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `scripts/${script}`, ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const o = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
+}
+
+Deno.test({
+  name: "logits --json prints {tokens, logits} after the last token, matching the reference",
+  ignore: !gpu || !hasFixtures,
+  fn: async () => {
+    const r = await run("logits.ts", ["--model", MODEL, "--text", '"in', "--json"]);
+    assertEquals(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assertEquals(Object.keys(j).sort(), ["logits", "tokens"]);
+    assertEquals(j.tokens, [34, 105, 110]);
+    const expected = JSON.parse(
+      await Deno.readTextFile(fixture("models/tiny-rwkv7-834K.expected-logits.json")),
+    );
+    assertClose(j.logits, expected.logits, { maxAbs: 1e-4 }, "logits");
+  },
+});
+
+Deno.test({
+  name: "state-grad --json prints {loss, grads[layer][H·N·N]} equal to the reference",
+  ignore: !gpu || !hasFixtures,
+  fn: async () => {
+    const r = await run("state_grad.ts", [
+      "--model",
+      MODEL,
+      "--tokens",
+      "72,101,108,108,111",
+      "--json",
+    ]);
+    assertEquals(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    const { weights } = await loadModel(MODEL);
+    const ref = refLossAndGrad(weights, [72, 101, 108, 108], [101, 108, 108, 111]);
+    assertClose([j.loss], [ref.loss], { maxAbs: 1e-5 }, "loss");
+    assertEquals(j.grads.length, 12);
+    for (let l = 0; l < 12; l++) {
+      assertEquals(j.grads[l].length, 64 * 64);
+      assertClose(j.grads[l], ref.dState[l].wkv, { rel: 1e-4 }, `layer ${l}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "CLI errors: missing file, bad token list, wrong state file",
+  ignore: !hasFixtures,
+  fn: async () => {
+    let r = await run("logits.ts", ["--model", "/nonexistent.pth", "--tokens", "1"]);
+    assertEquals(r.code, 1);
+    assertStringIncludes(r.err, "/nonexistent.pth");
+    r = await run("logits.ts", ["--model", MODEL, "--tokens", "1,x"]);
+    assertEquals(r.code, 2);
+    assertStringIncludes(r.err, "--tokens must be comma-separated");
+    const { serializeState } = await import("../lib/train/state_file.ts");
+    const tmp = await Deno.makeTempFile({ suffix: ".pth" });
+    await Deno.writeFile(
+      tmp,
+      serializeState([new Float32Array(2 * 64 * 64)], { nHead: 2, headSize: 64 }, "peft", "f32"),
+    );
+    r = await run("logits.ts", ["--model", MODEL, "--tokens", "1", "--state", tmp]);
+    assertEquals(r.code, 1);
+    assertStringIncludes(
+      r.err,
+      "has time_state for 1 layers (up to blocks.0) but the model has 12",
+    );
+  },
+});
+
+Deno.test({
+  name: "info --json reports the inferred config and parameter count",
+  ignore: !hasFixtures,
+  fn: async () => {
+    const r = await run("info.ts", ["--model", MODEL, "--json"]);
+    assertEquals(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assertEquals(j.config.nLayer, 12);
+    assertEquals(j.config.vocabSize, 256);
+    assert(j.params > 800_000);
+  },
+});
