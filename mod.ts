@@ -52,3 +52,7 @@ export {
 } from "./lib/train/gpu_backward.ts";
 export * from "./lib/train/pretrain.ts";
 export * from "./lib/train/pretrain_gpu.ts";
+export * from "./lib/ext/types.ts";
+export * from "./lib/ext/support.ts";
+export * from "./lib/ext/dbp.ts";
+export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/ext/gpu_lifted.ts";

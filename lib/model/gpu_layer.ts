@@ -22,7 +22,7 @@
  * | `vHidden` | (R, Dv)         | mix_v · v1 (layers ≥ 1)                                    |
  * | `vGate`   | (R, C)          | σ(v0 + vHidden · v2) (layers ≥ 1)                          |
  * | `kk`      | (R, C)          | per-head normalised k0 ⊙ k_k                               |
- * | `y`       | (R, C)          | WKV output                                                 |
+ * | `y`       | (R, C)          | WKV output (plus the lifted branch's, SPEC §6, when given) |
  * | `o`, `og` | (R, C)          | GroupNorm(y) + bonus; o ⊙ g                                |
  * | `xMid`    | (R, C)          | residual after the time mix: x + Wo · og                   |
  * | `ffnU`    | (R, C)          | ln2 output                                                 |
@@ -38,6 +38,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Kernels } from "../kernels/kernels.ts";
+import type { GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
 import type { GpuState } from "./gpu_state.ts";
 import { type GpuWeights, layerVec } from "./gpu_weights.ts";
 import type { RwkvConfig } from "./types.ts";
@@ -123,6 +124,11 @@ export interface LayerIo {
   vFirst: GPUBuffer;
   /** carried state, updated in place */
   state: GpuState;
+  /**
+   * kernel-upscaled state (SPEC §6): layers of `set` that have a branch add it to the WKV
+   * output; `state` (B sequences) is advanced in place. Omitted: no branch.
+   */
+  lifted?: { set: GpuLifted; state: GpuLiftedState };
 }
 
 /**
@@ -237,6 +243,11 @@ export function recordTimeMix(
     stateOff: io.state.wkvOffset(l),
     y: ws.y,
   });
+  const lifted = io.lifted;
+  if (lifted?.set.layers[l]) {
+    const v = { B: io.B, T: io.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a };
+    lifted.set.recordForward(rec, l, { ...v, y: ws.y, state: lifted.state });
+  }
   k.groupNormBonus.record(rec, {
     rows: M,
     H,

@@ -8,6 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
+import { type GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
 import {
   createLayerWorkspace,
   destroyLayerWorkspace,
@@ -39,6 +40,11 @@ export interface RecordForwardArgs {
   /** where the logits go ((B, V) or (B·T, V)), starting at element `outOff` */
   out?: GPUBuffer;
   outOff?: number;
+  /**
+   * the lifted state (SPEC §6) to advance with `state` when the model has a lifted set
+   * ({@link GpuModel.setLifted}); default: the one the model keeps for `state`
+   */
+  liftedState?: GpuLiftedState;
 }
 
 /** A single-sequence stream over a {@link GpuModel} (the `LanguageModel` interface). */
@@ -62,6 +68,8 @@ const SESSION_CHUNK = 512;
 export class GpuModel {
   #ws?: LayerWorkspace;
   #retired: GPUBuffer[] = [];
+  #lifted?: GpuLifted;
+  #liftedStates = new WeakMap<GpuState, GpuLiftedState>();
   #bufs: Record<BufName, GPUBuffer | undefined> = {
     x0: undefined,
     x1: undefined,
@@ -107,6 +115,50 @@ export class GpuModel {
   /** Sizes of the model. */
   get config(): RwkvConfig {
     return this.weights.config;
+  }
+
+  /**
+   * Attach a kernel-upscaled state (SPEC §6) to every later forward, or detach it (undefined).
+   * Each {@link GpuState} then carries a lifted state too, starting from the set's Ŝ0 at its
+   * first forward (see {@link liftedState}). The set stays the caller's to destroy.
+   *
+   * @example
+   * ```ts ignore
+   * model.setLifted(await GpuLifted.create(gpu, model.config, (await tuneState(...)).lifted!));
+   * const s = model.session(tunedS0); // generation with the tuned S0 and Ŝ0
+   * ```
+   */
+  setLifted(set?: GpuLifted): void {
+    this.#lifted = set;
+    this.#liftedStates = new WeakMap();
+  }
+
+  /** The attached lifted set, if any. */
+  get lifted(): GpuLifted | undefined {
+    return this.#lifted;
+  }
+
+  /**
+   * The lifted state that travels with `state` (created from Ŝ0 on first use; undefined
+   * without a lifted set). `GpuState.reset` does not touch it: call {@link resetLifted}.
+   */
+  liftedState(state: GpuState): GpuLiftedState | undefined {
+    if (!this.#lifted) return undefined;
+    let ls = this.#liftedStates.get(state);
+    if (!ls) {
+      ls = new GpuLiftedState(this.#lifted, state.B, "model.liftedState");
+      this.#liftedStates.set(state, ls);
+    }
+    return ls;
+  }
+
+  /** Put `state`'s lifted state back to Ŝ0 (the start of a sequence). */
+  resetLifted(state: GpuState): void {
+    const ls = this.#liftedStates.get(state);
+    if (!ls) return;
+    const rec = new Recorder(this.gpu, "model.resetLifted");
+    ls.recordReset(rec);
+    rec.submit();
   }
 
   /** A zero state for B sequences. */
@@ -175,9 +227,11 @@ export class GpuModel {
       out: b.x0,
     });
     const ctx = { kernels: this.kernels, weights: this.weights };
+    const ls = this.#lifted && (args.liftedState ?? this.liftedState(state));
+    const lifted = ls ? { lifted: { set: this.#lifted!, state: ls } } : {};
     for (let l = 0; l < cfg.nLayer; l++) {
       const [xIn, xOut] = l % 2 === 0 ? [b.x0, b.x1] : [b.x1, b.x0];
-      recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst: b.vFirst, state }, ws);
+      recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst: b.vFirst, state, ...lifted }, ws);
     }
     if (args.logits === "none") return { count: 0 };
     const xLast = cfg.nLayer % 2 === 0 ? b.x0 : b.x1;
@@ -289,7 +343,10 @@ export class GpuModel {
         return logits;
       },
       state: async () => (await st.read())[0],
-      destroy: () => st.destroy(),
+      destroy: () => {
+        this.#liftedStates.get(st)?.destroy();
+        st.destroy();
+      },
     };
   }
 

@@ -33,6 +33,7 @@ import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordLayer } from "../model/gpu_layer.ts";
+import { type DbpRows, type GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { GpuState } from "../model/gpu_state.ts";
 import {
@@ -115,6 +116,12 @@ export interface LossAndGradArgs {
    * recordings) instead of zeroing them first
    */
   accumulateWeightGrads?: boolean;
+  /**
+   * kernel-upscaled state (SPEC §6): the branches of `set`, every sequence starting from the
+   * set's Ŝ0 (shared by the batch, whatever `init` is); {@link GradBuffers.dLifted} gets
+   * dL/dŜ0. With `dbp`, each lifted layer's DBP covariance of the listed vectors is recorded.
+   */
+  lifted?: { set: GpuLifted; dbp?: DbpRows };
 }
 
 /** Where {@link GpuBackward.record} leaves its results (valid once the recording ran). */
@@ -130,6 +137,8 @@ export interface GradBuffers {
   dShiftFfn: GPUBuffer;
   /** with `weightGrads`: dL/dW of every weight, shaped like the model's {@link GpuWeights} */
   dWeights?: GpuWeights;
+  /** with `lifted`: dL/dŜ0 summed over the batch, laid out like the set's `s0` */
+  dLifted?: GPUBuffer;
 }
 
 interface Buffers extends GradBuffers {
@@ -144,6 +153,8 @@ interface Buffers extends GradBuffers {
   logits: GPUBuffer;
   work: GpuState;
   grad: GradWorkspace;
+  /** lifted work state and dŜ0 of the set last used with these B, T */
+  lifted?: { set: GpuLifted; work: GpuLiftedState; dLifted: GPUBuffer };
 }
 
 /** The model backward; create once per model with {@link GpuBackward.create}. */
@@ -230,6 +241,7 @@ export class GpuBackward {
     const ctx = { kernels: this.model.kernels, weights: w };
     const dW = this.dWeights;
     if (dW && !a.accumulateWeightGrads) { for (const x of allBuffers(dW)) rec.clear(x); }
+    const lifted = this.#lifted(a, b);
     this.#loadInitial(rec, a, b);
     this.model.kernels.embed.record(rec, {
       rows,
@@ -247,8 +259,12 @@ export class GpuBackward {
       xOut: b.xs[l + 1],
       vFirst: b.vFirst,
       state: b.work,
+      ...(lifted ? { lifted: { set: lifted.set, state: lifted.work } } : {}),
     });
-    for (let l = 0; l < L; l++) recordLayer(ctx, rec, l, io(l), ws);
+    for (let l = 0; l < L; l++) {
+      recordLayer(ctx, rec, l, io(l), ws);
+      if (a.lifted?.dbp && lifted?.set.layers[l]) lifted.set.recordCovariance(rec, l, a.lifted.dbp);
+    }
     this.#head(rec, a, b);
     this.#loadInitial(rec, a, b);
     rec.clear(b.dvFirst);
@@ -270,6 +286,7 @@ export class GpuBackward {
         dShiftFfn: b.dShiftFfn,
         ...(dW ? { dW: dW.layers[l] } : {}),
         ...(dW && st ? { shift0: { att: st.att, ffn: st.ffn, off: st.shiftOffset(l) } } : {}),
+        ...(lifted ? { lifted: { set: lifted.set, dLifted: lifted.dLifted } } : {}),
       });
       this.k.wkv.sumBatch(rec, {
         B: a.B,
@@ -282,7 +299,29 @@ export class GpuBackward {
     }
     if (dW) this.#embedding(rec, a, b, dW);
     const { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn } = b;
-    return { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn, ...(dW ? { dWeights: dW } : {}) };
+    return {
+      ...{ stats, dS0, dS0Sum, dShiftAtt, dShiftFfn },
+      ...(dW ? { dWeights: dW } : {}),
+      ...(lifted ? { dLifted: lifted.dLifted } : {}),
+    };
+  }
+
+  /** The lifted work state and dŜ0 buffer for `a.lifted` (kept while the set and B stay). */
+  #lifted(a: LossAndGradArgs, b: Buffers): Buffers["lifted"] {
+    const set = a.lifted?.set;
+    if (!set) return undefined;
+    if (b.lifted?.set !== set) {
+      if (b.lifted) {
+        b.lifted.work.destroy();
+        b.lifted.dLifted.destroy();
+      }
+      b.lifted = {
+        set,
+        work: new GpuLiftedState(set, a.B, "bwd.liftedWork"),
+        dLifted: createStorage(this.model.gpu, "bwd.dLifted", set.size * 4),
+      };
+    }
+    return b.lifted;
   }
 
   /** Weight gradients of ln0 and the embedding from b.dx = dL/dx0, x0 = LN(emb[token]; ln0). */
@@ -309,6 +348,7 @@ export class GpuBackward {
 
   /** Copy (or broadcast) the initial state into the working state the forward advances. */
   #loadInitial(rec: Recorder, a: LossAndGradArgs, b: Buffers): void {
+    if (a.lifted && b.lifted) b.lifted.work.recordReset(rec);
     if (a.init.kind === "state") {
       const s = a.init.state;
       for (const key of ["att", "wkv", "ffn"] as const) {
@@ -374,7 +414,14 @@ export class GpuBackward {
    */
   async lossAndGrad(
     a: LossAndGradArgs,
-  ): Promise<{ loss: number; count: number; dS0Sum: Float32Array; bufs: GradBuffers }> {
+  ): Promise<{
+    loss: number;
+    count: number;
+    dS0Sum: Float32Array;
+    /** with `a.lifted`: dL/dŜ0 in the layout of the set's `s0` */
+    dLifted?: Float32Array;
+    bufs: GradBuffers;
+  }> {
     const gpu = this.model.gpu, cfg = this.model.config;
     const rec = new Recorder(gpu, "backward");
     const bufs = this.record(rec, a);
@@ -382,7 +429,9 @@ export class GpuBackward {
     const stats = await readF32(gpu, bufs.stats, 4);
     const n = cfg.nLayer * cfg.nHead * cfg.headSize * cfg.headSize;
     const dS0Sum = await readF32(gpu, bufs.dS0Sum, n);
-    return { loss: stats[0], count: stats[1], dS0Sum, bufs };
+    const out = { loss: stats[0], count: stats[1], dS0Sum, bufs };
+    if (!bufs.dLifted || !a.lifted) return out;
+    return { ...out, dLifted: await readF32(gpu, bufs.dLifted, a.lifted.set.size) };
   }
 
   /** Free the backward's buffers, weight gradients included (the model's are its own). */
@@ -401,6 +450,8 @@ export class GpuBackward {
       const x of [b.dvFirst, b.xNorm, b.dx, b.nll, b.logits, b.work.att, b.work.wkv, b.work.ffn]
     ) x.destroy();
     destroyGradWorkspace(b.grad);
+    b.lifted?.work.destroy();
+    b.lifted?.dLifted.destroy();
     this.#bufs = undefined;
   }
 }

@@ -26,6 +26,7 @@ import type { KeyDecayArgs, TimeMixBackwardKernel } from "../kernels/time_mix_ba
 import type { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import type { LayerWorkspace } from "../model/gpu_layer.ts";
+import type { GpuLifted } from "../ext/gpu_lifted.ts";
 import {
   type GpuLayerWeights,
   type GpuWeights,
@@ -112,6 +113,12 @@ export interface LayerBackwardIo {
   dW?: GpuLayerWeights;
   /** incoming shift states (·, B, C) at element `off` (read for the x_m gradients); omitted = 0 */
   shift0?: { att: GPUBuffer; ffn: GPUBuffer; off: number };
+  /**
+   * the lifted branch (SPEC §6) of layers of `set` that have one, from the set's shared Ŝ0:
+   * its gradients join dr, dd, dkk, da and dL/dŜ0 (batch sum) goes to `dLifted` (the layout of
+   * `set.s0`). The layer's lifted features must be the ones of the recomputed forward.
+   */
+  lifted?: { set: GpuLifted; dLifted: GPUBuffer };
 }
 
 /** Record norm affine gradients: `vecs[wOff] += Σ dy ⊙ x̂`, `vecs[bOff] += Σ dy` over rows. */
@@ -263,6 +270,12 @@ function timeMixOutputBackward(
     ...{ dr: g.dr, dd: g.dd, dk: g.dk, dv: g.dv, dkk: g.dkk, da: g.da, accumulate: true },
     ...{ ds0: io.dS0, ds0Off: l * g.B * H * N * N, scratch: g.wkvScratch },
   });
+  if (io.lifted?.set.layers[l]) {
+    io.lifted.set.recordBackward(rec, l, {
+      ...{ B: g.B, T: g.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, dy: g.dyw },
+      ...{ dkk: g.dkk, dr: g.dr, dd: g.dd, da: g.da, dLifted: io.lifted.dLifted },
+    });
+  }
   const kd: KeyDecayArgs = {
     rows: M,
     H,

@@ -23,6 +23,14 @@ import { type Batch, type Dataset, type Example, makeBatch } from "./data.ts";
 import { learningRate } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { type DbpRows, GpuLifted, loadLifted, saveLifted } from "../ext/gpu_lifted.ts";
+import {
+  type DbpConfig,
+  type DbpConfigInput,
+  DbpConfigSchema,
+  type LiftedLayers,
+} from "../ext/types.ts";
+import { Rng } from "../util/rng.ts";
 
 /** Options of {@link tuneState} (defaults: the established recipe of SPEC §5). */
 export const TuneOptionsSchema = z.object({
@@ -54,12 +62,35 @@ export const TuneOptionsSchema = z.object({
   /** Start from these per-layer states instead of zeros. */
   initialStates: z.array(z.instanceof(Float32Array)).optional(),
 });
+/**
+ * The kernel-upscaled state and DBP in {@link tuneState} (SPEC §6): Ŝ0 of every lifted layer is
+ * trained with S0 by the same Adam (shared gradient clipping); R moves only by DBP.
+ */
+export interface TuneLiftedOptions {
+  /**
+   * the lifted layers (from `initLiftedLayers`), or a set already on the GPU (trained in place
+   * and left to the caller to destroy)
+   */
+  layers: LiftedLayers | GpuLifted;
+  /**
+   * DBP after each step ({@link DbpConfigSchema} options; `{}` = the defaults). Omitted or
+   * false: R fixed and no decorrelation loss recorded. `{ enabled: false }`: R fixed, losses
+   * recorded. Sampling (`sample` > 0) draws one sample of the step's kk and r vectors for every
+   * layer and head (the CPU reference draws per head).
+   */
+  dbp?: DbpConfigInput | false;
+  /** Ŝ0's learning rate relative to S0's. Default 1. */
+  lrScale?: number;
+}
+
 /** Tuning options (input form). */
 export type TuneOptions = z.input<typeof TuneOptionsSchema> & {
   /** Stop early (the state so far is returned and checkpointed). */
   signal?: AbortSignal;
   /** Called after every step with its history row. */
   onStep?: (row: HistoryRow) => void;
+  /** Train a kernel-upscaled state too (SPEC §6); see {@link TuneLiftedOptions}. */
+  lifted?: TuneLiftedOptions;
 };
 
 /** One row of the training history. */
@@ -71,6 +102,10 @@ export interface HistoryRow {
   gradNorm: number;
   tokensPerSecond: number;
   elapsedMs: number;
+  /** with DBP: ‖offdiag(C)‖² / M² of the step's features (before R moved), mean over layers and heads */
+  decorrelationLoss?: number;
+  /** with DBP: the same over correlation coefficients (scale-free), mean over layers and heads */
+  correlationLoss?: number;
 }
 
 /** Result of {@link tuneState}. */
@@ -81,6 +116,8 @@ export interface TuneResult {
   /** Step count reached (equals the planned steps unless aborted). */
   steps: number;
   stopReason: "done" | "aborted";
+  /** with `options.lifted`: the tuned lifted layers (Ŝ0 and R read back) */
+  lifted?: LiftedLayers;
 }
 
 /** Training stopped on a non-finite loss or gradient. */
@@ -98,6 +135,10 @@ export class NonFiniteError extends Error {
  * ```ts ignore
  * const ds = buildDataset(text, tokenizer, { valSplit: 0.1 });
  * const { states, history } = await tuneState(model, ds, { steps: 100 });
+ * // with the kernel-upscaled state and DBP (SPEC §6):
+ * const layers = initLiftedLayers(weights, calib, LiftedConfigSchema.parse({ enabled: true }));
+ * const res = await tuneState(model, ds, { steps: 100, lifted: { layers, dbp: {} } });
+ * model.setLifted(await GpuLifted.create(gpu, model.config, res.lifted!));
  * ```
  */
 export async function tuneState(
@@ -123,7 +164,8 @@ export async function tuneState(
   const g = createStorage(gpu, "tune.grad", n * 4);
   const norm = createStorage(gpu, "tune.norm", 8);
   const adam = await AdamKernel.create(gpu);
-  const partials = adam.createPartials(1);
+  const partials = adam.createPartials(2);
+  const lift = options.lifted ? await setupLifted(model, options.lifted) : undefined;
   const bwd = await GpuBackward.create(model);
   const sum = await Wkv7BackwardKernel.create(gpu, [cfg.headSize]);
   const statsBuf = createStorage(gpu, "tune.stats", 16 * o.gradAccum);
@@ -142,6 +184,7 @@ export async function tuneState(
       writeStorage(gpu, m, ck.m);
       writeStorage(gpu, v, ck.v);
     }
+    if (lift) await lift.resume(o.outDir);
   }
   writeStorage(gpu, s0, init);
 
@@ -154,6 +197,7 @@ export async function tuneState(
     ];
     const ck: Checkpoint = { step, s0: S, m: M, v: Vv, history, config: cfg, options: o };
     await saveCheckpoint(o.outDir, ck);
+    await lift?.save(o.outDir);
   };
 
   const progress = createProgress({
@@ -175,20 +219,27 @@ export async function tuneState(
       const ts = performance.now();
       const rec = new Recorder(gpu, `tune.step${step}`);
       let tokens = 0;
+      const examples = Array.from(
+        { length: o.gradAccum },
+        (_, a) => order.batch(step * o.gradAccum + a, o.batch).map((i) => ds.train[i]),
+      );
+      const batches = examples.map(makeBatch);
+      const rows = lift?.dbpRows(examples, batches, step);
       for (let a = 0; a < o.gradAccum; a++) {
-        const batch = makeBatch(
-          order.batch(step * o.gradAccum + a, o.batch).map((i) => ds.train[i]),
-        );
+        const batch = batches[a];
         tokens += batch.count;
         const bufs = bwd.record(rec, {
           ...uploadBatch(model, batch, a),
           init: { kind: "shared", wkv: s0 },
           l2wrap: o.l2wrap,
+          ...(lift ? { lifted: { set: lift.set, dbp: rows?.[a] } } : {}),
         });
         sum.sumBatch(rec, { B: 1, n, src: bufs.dS0Sum, dst: g, accumulate: a > 0 });
+        if (lift) lift.set.recordAdd(rec, bufs.dLifted!, lift.g, a > 0);
         rec.copy(bufs.stats, 0, statsBuf, a * 16, 16);
       }
-      adam.gradNorm(rec, [{ buffer: g, n }], partials, norm, o.clip * o.gradAccum);
+      const grads = [{ buffer: g, n }, ...(lift ? [{ buffer: lift.g, n: lift.set.size }] : [])];
+      adam.gradNorm(rec, grads, partials, norm, o.clip * o.gradAccum);
       rec.submit();
       const stats = await readF32(gpu, statsBuf, 4 * o.gradAccum);
       const nrm = await readF32(gpu, norm, 2);
@@ -205,11 +256,9 @@ export async function tuneState(
       }
       const lr = learningRate(sched, step);
       const upd = new Recorder(gpu, "tune.adam");
-      adam.step(upd, { buffer: s0, n }, { buffer: g, n }, m, v, {
-        lr,
-        step: step + 1,
-        clip: o.clip > 0 ? norm : undefined,
-      });
+      const clip = o.clip > 0 ? norm : undefined;
+      adam.step(upd, { buffer: s0, n }, { buffer: g, n }, m, v, { lr, step: step + 1, clip });
+      lift?.step(upd, adam, lr, step + 1, clip);
       upd.submit();
       const row: HistoryRow = {
         step: step + 1,
@@ -219,9 +268,11 @@ export async function tuneState(
         tokensPerSecond: tokens / ((performance.now() - ts) / 1000),
         elapsedMs: performance.now() - t0,
       };
+      if (lift?.dbp) Object.assign(row, await lift.set.readDbpLosses());
+      delete (row as { perLayer?: unknown }).perLayer;
       const last = step + 1 === totalSteps;
       if (ds.val.length && ((o.valEvery && (step + 1) % o.valEvery === 0) || last)) {
-        row.valLoss = await validationLoss(model, bwd, s0, ds.val, o.batch);
+        row.valLoss = await validationLoss(model, bwd, s0, ds.val, o.batch, lift?.set);
       }
       history.push(row);
       options.onStep?.(row);
@@ -235,18 +286,20 @@ export async function tuneState(
   }
   await save(step);
   const flat = await readF32(gpu, s0, n);
+  const lifted = lift ? await lift.set.read() : undefined;
+  lift?.destroy();
   for (const b of [s0, m, v, g, norm, partials, statsBuf]) b.destroy();
   for (const b of batchBuffers.get(model) ?? []) b.destroy();
   batchBuffers.delete(model);
   bwd.destroy();
   const per = n / cfg.nLayer;
   const states = Array.from({ length: cfg.nLayer }, (_, l) => flat.slice(l * per, (l + 1) * per));
-  return { states, history, steps: step, stopReason };
+  return { states, history, steps: step, stopReason, ...(lifted ? { lifted } : {}) };
 }
 
 /** Callbacks are not schema fields. */
 function stripCallbacks(o: TuneOptions): Record<string, unknown> {
-  const { signal: _s, onStep: _c, ...rest } = o;
+  const { signal: _s, onStep: _c, lifted: _l, ...rest } = o;
   return rest;
 }
 
@@ -303,6 +356,7 @@ async function validationLoss(
   s0: GPUBuffer,
   val: Example[],
   B: number,
+  lifted?: GpuLifted,
 ): Promise<number> {
   let sum = 0, count = 0;
   for (let i = 0; i < val.length; i += B) {
@@ -311,6 +365,7 @@ async function validationLoss(
     const bufs = bwd.record(rec, {
       ...uploadBatch(model, batch, 0),
       init: { kind: "shared", wkv: s0 },
+      ...(lifted ? { lifted: { set: lifted } } : {}),
     });
     rec.submit();
     const st = await readF32(model.gpu, bufs.stats, 2);
@@ -328,4 +383,90 @@ export function lossFigure(history: HistoryRow[], title = "state tuning") {
   };
   if (val.length) curves.validation = { x: val.map((h) => h.step), y: val.map((h) => h.valLoss!) };
   return lineFigure(curves, { title, xLabel: "step", yLabel: "loss" });
+}
+
+/** Name of the lifted part of a checkpoint folder (SPEC §6; Adam moments are not kept). */
+export const LIFTED_FILE = "lifted.safetensors";
+
+/** The lifted state's share of a tuning run: the set, its Adam buffers and DBP. */
+interface LiftedRun {
+  set: GpuLifted;
+  g: GPUBuffer;
+  dbp?: DbpConfig;
+  /** per micro-batch, the vectors DBP measures (undefined without DBP) */
+  dbpRows(examples: Example[][], batches: Batch[], step: number): DbpRows[] | undefined;
+  step(rec: Recorder, adam: AdamKernel, lr: number, step: number, clip?: GPUBuffer): void;
+  save(dir: string): Promise<void>;
+  resume(dir: string): Promise<void>;
+  destroy(): void;
+}
+
+async function setupLifted(model: GpuModel, opt: TuneLiftedOptions): Promise<LiftedRun> {
+  const gpu = model.gpu;
+  const own = !(opt.layers instanceof GpuLifted);
+  const set = opt.layers instanceof GpuLifted
+    ? opt.layers
+    : await GpuLifted.create(gpu, model.config, opt.layers);
+  const n = set.size;
+  const [g, m, v] = ["grad", "m", "v"].map((k) => createStorage(gpu, `tune.lifted.${k}`, n * 4));
+  const dbp = opt.dbp === undefined || opt.dbp === false
+    ? undefined
+    : DbpConfigSchema.parse(opt.dbp);
+  const idx: GPUBuffer[] = [];
+  let count = 0;
+  const lrScale = opt.lrScale ?? 1;
+  return {
+    set,
+    g,
+    dbp,
+    dbpRows(examples, batches, step) {
+      if (!dbp) return undefined;
+      // every real position's kk (kind 0) and r (kind 1), padding excluded
+      let all: [number, number][] = [];
+      batches.forEach((b, a) => {
+        examples[a].forEach((ex, bi) => {
+          for (let t = 0; t < ex.ids.length - 1; t++) {
+            all.push([a, (bi * b.T + t) * 2], [a, (bi * b.T + t) * 2 + 1]);
+          }
+        });
+      });
+      if (dbp.sample > 0 && dbp.sample < all.length) {
+        all = new Rng(dbp.seed * 1_000_003 + step).shuffle(all).slice(0, dbp.sample);
+      }
+      count = all.length;
+      return batches.map((_, a) => {
+        const list = Uint32Array.from(all.filter((x) => x[0] === a).map((x) => x[1]));
+        if (!idx[a] || idx[a].size < list.byteLength) {
+          idx[a]?.destroy();
+          idx[a] = createStorage(gpu, `tune.dbpIdx${a}`, Math.max(256, list.byteLength));
+        }
+        writeStorage(gpu, idx[a], list);
+        return { idx: idx[a], n: list.length, accumulate: a > 0 };
+      });
+    },
+    step(rec, adam, lr, step, clip) {
+      adam.step(rec, { buffer: set.s0, n }, { buffer: g, n }, m, v, {
+        lr: lr * lrScale,
+        step,
+        clip,
+      });
+      if (dbp && count > 0) {
+        set.recordDbp(rec, { count, lr: dbp.lr, kappa: dbp.kappa, enabled: dbp.enabled });
+      }
+    },
+    async save(dir) {
+      await saveLifted(`${dir}/${LIFTED_FILE}`, await set.read(), model.config.nHead);
+    },
+    async resume(dir) {
+      try {
+        set.write(await loadLifted(`${dir}/${LIFTED_FILE}`));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    },
+    destroy() {
+      for (const b of [g, m, v, ...idx]) b.destroy();
+      if (own) set.destroy();
+    },
+  };
 }
