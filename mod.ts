@@ -56,3 +56,7 @@ export * from "./lib/ext/types.ts";
 export * from "./lib/ext/support.ts";
 export * from "./lib/ext/dbp.ts";
 export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/ext/gpu_lifted.ts";
+export * from "./lib/tts/guide.ts";
+export * from "./lib/tts/local_guide.ts";
+export * from "./lib/tts/http_guide.ts";
+export * from "./lib/tts/tts.ts";
