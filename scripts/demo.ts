@@ -82,12 +82,14 @@ await runMain(USAGE, async () => {
   console.log(`model ${a.model}: L${cfg.nLayer} C${cfg.nEmbd} H${cfg.nHead}; ${describeGpu(gpu)}`);
   const model = await GpuModel.create(gpu, loaded.weights);
 
+  const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
+  console.log(`model on the GPU after ${secs()} s`);
   const testSeed = 1_000_000 + a.seed;
   const ceiling = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, true);
   const before = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false);
   console.log(
     `skill "${a.skill}", ${a["test-items"]} held-out items: accuracy with the instruction line ` +
-      `${pct(ceiling.accuracy)}; without it, untuned: ${pct(before.accuracy)}`,
+      `${pct(ceiling.accuracy)}; without it, untuned: ${pct(before.accuracy)} (${secs()} s)`,
   );
 
   const rows = skillRows(a.skill, a["train-items"], a.seed, false);
@@ -109,6 +111,7 @@ await runMain(USAGE, async () => {
     outDir: `${a.out}/checkpoint`,
     saveEvery: Math.max(10, Math.floor(a.steps / 3)),
   });
+  console.log(`tuned after ${secs()} s`);
   const tuned = zeroState(cfg);
   res.states.forEach((w, l) => tuned[l].wkv.set(w));
   const after = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false, tuned);

@@ -89,6 +89,7 @@ export function getPipeline(gpu: Gpu, key: PipelineKey): Promise<GPUComputePipel
         module = await createModule(gpu, modId, code);
         cache.modules.set(modId, module);
       }
+      const t0 = performance.now();
       gpu.device.pushErrorScope("validation");
       const pipeline = gpu.device.createComputePipeline({
         label: id,
@@ -97,6 +98,9 @@ export function getPipeline(gpu: Gpu, key: PipelineKey): Promise<GPUComputePipel
       });
       const err = await gpu.device.popErrorScope();
       if (err) throw new Error(`compute pipeline "${id}" failed: ${err.message}`);
+      if (traceCompiles()) {
+        console.error(`pipeline ${id}: ${(performance.now() - t0).toFixed(0)} ms`);
+      }
       return pipeline;
     })();
     p.catch(() => cache.pipelines.delete(id));
@@ -109,4 +113,17 @@ function hash(s: string): string {
   let h = 2166136261;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
   return (h >>> 0).toString(16);
+}
+
+let trace: boolean | undefined;
+/** `RWKV_TRACE_PIPELINES=1` prints each pipeline's creation (compile) time to stderr. */
+function traceCompiles(): boolean {
+  if (trace === undefined) {
+    try {
+      trace = Deno.env.get("RWKV_TRACE_PIPELINES") === "1";
+    } catch {
+      trace = false;
+    }
+  }
+  return trace;
 }
