@@ -1,0 +1,314 @@
+/**
+ * Execute the notebooks headlessly (through `scripts/run_notebook.py` and the project's
+ * `rwkv-deno` kernel) with the given parameters, and write a report folder: each executed
+ * `.ipynb` beside a self-contained HTML export (figures inline), an `index.html` linking
+ * them and a `report.json` summary.
+ *
+ *     deno task report [--notebooks 01,02] [-p name=value ...] [--out results/report]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { findPython, listNotebooks, RUNNER, runNotebook } from "./run_notebooks.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** Debian packages the notebook runner needs (the same list as `.ci/run`). */
+export const APT_PACKAGES = "jupyter-nbconvert python3-nbclient jupyter-client python3-ipykernel";
+
+const USAGE = `Usage: deno task report [--notebooks 01,02] [-p name=value ...] [--out DIR]
+                        [--timeout S] [--quiet]
+
+Runs notebooks/*.ipynb top to bottom with the project's Deno kernel and writes, under DIR,
+each executed notebook (.ipynb), its HTML export (figures inline, opens offline) and an
+index.html linking them.
+
+  --notebooks   comma-separated name prefixes or substrings (01,02) or .ipynb paths;
+                default: every notebook in notebooks/
+  -p, --param   name=value, injected after each notebook's "parameters" cell as
+                \`const name = value;\` (value parsed as JSON when it parses, else a string).
+                Repeatable. Parameters whose name ends in "Path" or "Dir" (modelPath, outDir)
+                are resolved against the current directory (the notebooks run in notebooks/).
+                A notebook that does not use a parameter ignores it.
+  --out         report folder (default results/report)
+  --timeout     per-cell timeout in seconds (default 600)
+  --quiet       do not echo the runner's progress lines
+
+Examples:
+  deno task report
+  deno task report --notebooks 01 -p steps=10 -p modelPath=tmp/t.safetensors
+
+Needs Jupyter from Debian: apt-get install -y ${APT_PACKAGES}`;
+
+/** One notebook's outcome in the report. */
+export interface ReportEntry {
+  /** File stem, e.g. `01_quickstart`. */
+  name: string;
+  /** The notebook's first `# heading`, or its stem. */
+  title: string;
+  /** Source notebook path. */
+  source: string;
+  /** Ran without error outputs. */
+  ok: boolean;
+  /** Wall time in seconds. */
+  seconds: number;
+  /** Error text (the runner's last lines) when it failed. */
+  error?: string;
+}
+
+/**
+ * Parse `name=value`: the value as JSON when it parses, else the raw string (as the runner).
+ *
+ * @throws RangeError when there is no `=` or the name is not an identifier
+ */
+export function parseParam(text: string): [string, unknown] {
+  const at = text.indexOf("=");
+  if (at <= 0) throw new RangeError(`-p expects name=value, got "${text}"`);
+  const name = text.slice(0, at).trim(), raw = text.slice(at + 1);
+  if (!/^[A-Za-z_$][\w$]*$/.test(name)) {
+    throw new RangeError(`-p: parameter name "${name}" is not an identifier`);
+  }
+  try {
+    return [name, JSON.parse(raw)];
+  } catch {
+    return [name, raw];
+  }
+}
+
+/**
+ * Make relative `*Path` / `*Dir` parameter values absolute against `cwd`, so that paths
+ * typed at the command line mean the same inside the kernel (which runs in notebooks/).
+ */
+export function resolvePathParams(
+  params: Record<string, unknown>,
+  cwd: string = Deno.cwd(),
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(params)) {
+    out[k] = /(Path|Dir)$/.test(k) && typeof v === "string" && v !== "" && !v.startsWith("/")
+      ? `${cwd.replace(/\/$/, "")}/${v.replace(/^\.\//, "")}`
+      : v;
+  }
+  return out;
+}
+
+/**
+ * The notebooks a `--notebooks` list selects: `.ipynb` paths as given, other items as name
+ * prefixes or substrings of `notebooks/*.ipynb`.
+ *
+ * @throws RangeError naming an item that selects nothing
+ */
+export function selectNotebooks(items: string[], available: string[] = listNotebooks()): string[] {
+  if (!items.length) return available;
+  const picked: string[] = [];
+  for (const item of items) {
+    if (item.endsWith(".ipynb")) {
+      picked.push(item);
+      continue;
+    }
+    const base = (p: string) => p.slice(p.lastIndexOf("/") + 1);
+    const hits = available.filter((p) => base(p).startsWith(item));
+    const found = hits.length ? hits : available.filter((p) => base(p).includes(item));
+    if (!found.length) {
+      throw new RangeError(
+        `--notebooks: "${item}" matches none of ${available.map(base).join(", ") || "(none)"}`,
+      );
+    }
+    picked.push(...found);
+  }
+  return [...new Set(picked)];
+}
+
+/** The first `# heading` of a notebook's markdown cells, or null. */
+export function notebookTitle(nb: { cells: { cell_type: string; source: string | string[] }[] }) {
+  for (const c of nb.cells) {
+    if (c.cell_type !== "markdown") continue;
+    const text = Array.isArray(c.source) ? c.source.join("") : c.source;
+    const m = /^#\s+(.+)$/m.exec(text);
+    if (m) return m[1].trim();
+  }
+  return null;
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
+}
+
+/**
+ * Make nbconvert's HTML self-contained: drop `<script src="file://…">` tags (require.js and
+ * MathJax from the local Debian install, which nothing in these notebooks needs) and set the
+ * page title. Figures are already inline (SVG / base64 PNG).
+ */
+export function selfContainedHtml(html: string, title: string): string {
+  return html
+    .replace(/<script\s+src="file:\/\/[^"]*"[^>]*>\s*<\/script>/g, "")
+    .replace(/<title>[^<]*<\/title>/, `<title>${esc(title)}</title>`);
+}
+
+/** The report's index page: one row per notebook with links, status and time. */
+export function indexHtml(
+  entries: ReportEntry[],
+  params: Record<string, unknown>,
+  when: Date = new Date(),
+): string {
+  const rows = entries.map((e) => {
+    const status = e.ok ? "ok" : "FAILED";
+    const err = e.error ? `<pre class="err">${esc(e.error)}</pre>` : "";
+    return `<tr><td><a href="${esc(e.name)}.html">${esc(e.title)}</a><br><code>${
+      esc(e.name)
+    }</code>${err}</td><td class="${e.ok ? "ok" : "bad"}">${status}</td><td>${
+      e.seconds.toFixed(1)
+    } s</td><td><a href="${esc(e.name)}.html">HTML</a> · <a href="${
+      esc(e.name)
+    }.ipynb">.ipynb</a></td></tr>`;
+  }).join("\n");
+  const paramText = Object.keys(params).length
+    ? Object.entries(params).map(([k, v]) => `<code>${esc(k)} = ${esc(JSON.stringify(v))}</code>`)
+      .join(", ")
+    : "the notebooks' defaults";
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Notebook report</title>
+<style>
+body { font-family: sans-serif; margin: 2em; max-width: 60em; }
+table { border-collapse: collapse; width: 100%; }
+td, th { border-bottom: 1px solid #ddd; padding: 0.5em; text-align: left; vertical-align: top; }
+.ok { color: #1a7f37; } .bad { color: #cf222e; font-weight: bold; }
+pre.err { white-space: pre-wrap; font-size: 0.85em; color: #cf222e; }
+</style></head>
+<body>
+<h1>Notebook report</h1>
+<p>Executed ${esc(when.toISOString())} with ${paramText}.
+${entries.filter((e) => e.ok).length} of ${entries.length} notebooks ran without errors.</p>
+<table>
+<tr><th>notebook</th><th>status</th><th>time</th><th>files</th></tr>
+${rows}
+</table>
+</body></html>
+`;
+}
+
+/** Why the notebooks cannot run here (a message saying what to install), or null. */
+export async function missingJupyter(): Promise<string | null> {
+  const python = await findPython();
+  const install = `apt-get install -y ${APT_PACKAGES}`;
+  if (!python) {
+    return `Jupyter is missing: no python3 can import nbclient, nbformat and jupyter_client ` +
+      `(needed by ${RUNNER}).\nInstall it with: ${install}`;
+  }
+  const nbconvert = await new Deno.Command(python, {
+    args: ["-c", "import nbconvert"],
+    stdout: "null",
+    stderr: "null",
+  }).output().then((o) => o.success, () => false);
+  if (!nbconvert) {
+    return `nbconvert is missing (${python} cannot import it); it writes the HTML export.\n` +
+      `Install it with: ${install}`;
+  }
+  try {
+    Deno.statSync(ROOT + "node_modules/deno/deno");
+  } catch {
+    return `${ROOT}node_modules/deno/deno is missing: the rwkv-deno kernelspec runs it. ` +
+      `Run \`npm ci\` first.`;
+  }
+  return null;
+}
+
+function stem(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1).replace(/\.ipynb$/, "");
+}
+
+async function main(): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      options: {
+        notebooks: { type: "string" },
+        param: { type: "string", short: "p", multiple: true },
+        out: { type: "string" },
+        timeout: { type: "string" },
+        quiet: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  let books: string[];
+  let params: Record<string, unknown>;
+  const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
+  try {
+    params = resolvePathParams(Object.fromEntries((values.param ?? []).map(parseParam)));
+    const items = (values.notebooks ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    books = selectNotebooks(items);
+    if (!books.length) throw new RangeError(`no notebooks in ${ROOT}notebooks/`);
+    for (const b of books) Deno.statSync(b);
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      throw new RangeError(`--timeout must be a positive number of seconds, got ${values.timeout}`);
+    }
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const missing = await missingJupyter();
+  if (missing) {
+    console.error(`error: ${missing}`);
+    return 1;
+  }
+
+  const out = (values.out ?? "results/report").replace(/\/$/, "");
+  await Deno.mkdir(out, { recursive: true });
+  const entries: ReportEntry[] = [];
+  for (const book of books) {
+    const name = stem(book);
+    const ipynb = `${out}/${name}.ipynb`, html = `${out}/${name}.html`;
+    console.error(`== ${name}`);
+    const r = await runNotebook(book, {
+      out: ipynb,
+      html,
+      params,
+      timeout,
+      verbose: !values.quiet,
+    });
+    let title = name;
+    try {
+      const nb = JSON.parse(await Deno.readTextFile(ipynb));
+      title = notebookTitle(nb) ?? name;
+      await Deno.writeTextFile(html, selfContainedHtml(await Deno.readTextFile(html), title));
+    } catch {
+      // The runner failed before writing: the entry below records the error.
+    }
+    const seconds = Number(r.seconds.toFixed(1));
+    const entry: ReportEntry = { name, title, source: book, ok: r.success, seconds };
+    if (!r.success) {
+      entry.error = r.stderr.split("\n").filter((l) => !l.startsWith("[run_notebook] cell"))
+        .slice(-25).join("\n").trim();
+      if (values.quiet) console.error(entry.error);
+    }
+    entries.push(entry);
+    console.error(`== ${name}: ${r.success ? "ok" : "FAILED"} in ${seconds} s`);
+  }
+  await Deno.writeTextFile(`${out}/index.html`, indexHtml(entries, params));
+  await Deno.writeTextFile(
+    `${out}/report.json`,
+    JSON.stringify({ params, notebooks: entries }, null, 2) + "\n",
+  );
+  const failed = entries.filter((e) => !e.ok);
+  console.error(
+    `${
+      entries.length - failed.length
+    } of ${entries.length} notebooks ok; report: ${out}/index.html`,
+  );
+  if (failed.length) console.error(`failed: ${failed.map((e) => e.name).join(", ")}`);
+  return failed.length ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
