@@ -1,194 +1,275 @@
-// Backward of the WKV-7 recurrence (SPEC §2) down to dL/dS0, one workgroup per (b, h), one
-// invocation per value row i (N invocations, N ≤ 64).
+// Backward of the WKV-7 recurrence (SPEC §2) down to dL/dS0, in three barrier-free passes. Each
+// pass runs over windows of tokens (one dispatch each) whose per-token vectors the host copies
+// into 64 KiB uniform windows `u*` (see shaders/wkv7.wgsl for why: on llvmpipe storage and
+// workgroup loads are scalar loops over the SIMD lanes and barriers are coroutine switches).
 //
-// Rebuilding S_{t-1} backwards: state checkpoints every CHUNK = 16 tokens plus an exact
-// recompute of each chunk forward from its checkpoint. Exact inversion
-// S_{t-1} = (S_t − v kᵀ − sa βᵀ)/d was rejected: it divides by d ≥ 0.545 at every step, so f32
-// rounding grows by up to 1/0.545 per token (≈ 1.6e4 over one 16-token chunk), while the
-// recompute reproduces the forward's states bit for bit at the cost of one more forward pass.
+// With G_t = dS_t + dy_t r_tᵀ (dS_t: gradient of S_t from the tokens after t):
+//   rows    dv_t = G_t k_t,  dsa_t = G_t β_t,  dS_{t-1} = G_t diag(d_t) + dsa_t α_tᵀ
+//   columns dr_t = S_tᵀ dy_t,  dk_t = G_tᵀ v_t,  dβ_t = G_tᵀ sa_t,  dα_t = S_{t-1}ᵀ dsa_t,
+//           dd_t[j] = Σ_i G_t[i,j] S_{t-1}[i,j]
+// The dS recurrence is row-local and needs no state S, so:
+//   forward_rows   (invocation = value row i, forward in time): S rows from S0 or from the
+//                  coarse checkpoint at the window start. Mode 0 (all windows, first to last,
+//                  only when sequences span several windows) stores the state at the next
+//                  window's start; mode 1 (each window just before its backward) stores sa_t[i]
+//                  and a fine checkpoint after every K tokens of the window (window-local, so
+//                  its memory is bounded by one window whatever T is).
+//   backward_rows  (invocation = row i, backward in time): dS rows; dv, dsa, and dS0 (row-local).
+//   backward_cols  (invocation = key column j, backward in time): G[:, j] and S[:, j] given the
+//                  N-vectors sa_t, dsa_t, v_t, dy_t (uniform across the workgroup); every column
+//                  sum is thread-local. S_{t-1}[:, j] = (S_t[:, j] − sa_t β_j − v_t k_j) / d_j,
+//                  restarting from the fine checkpoint at the end of each K-token chunk, so f32
+//                  rounding is amplified by at most Π 1/d over K tokens (d ≥ 0.545; K = 4: 11×).
+// With α = −kk and β = kk ⊙ a the kernel returns dkk = −dα + dβ ⊙ a and da = dβ ⊙ kk.
 //
-// Scratch per workgroup (slot = wid.x), in storage:
-//   ckpt[c]  (nChunks, N, N)  S before chunk c (ckpt[0] = S0)
-//   sp[tt]   (CHUNK, N, N)    S_{t-1} for each token of the current chunk
-//   sa[tt]   (CHUNK, N)       sa_t = S_{t-1} α_t
-//
-// Per token (walking backwards), dS lives in workgroup memory and two phases alternate:
-//   rows    (invocation = i): dS[i,:] += dy_i rᵀ; dv_i = dS[i,:]·k; dsa_i = dS[i,:]·β
-//   columns (invocation = j): dr_j = Σ_i S_t[i,j] dy_i, dk_j = Σ_i dS[i,j] v_i,
-//                             dβ_j = Σ_i dS[i,j] sa_i, dd_j = Σ_i dS[i,j] S_{t-1}[i,j],
-//                             dα_j = Σ_i S_{t-1}[i,j] dsa_i, then dS[:,j] ← dS[:,j] d_j + dsa α_j
-// so every sum is thread-local and a token costs two workgroup barriers. With α = −kk and
-// β = kk ⊙ a the kernel returns dkk = −dα + dβ ⊙ a and da = dβ ⊙ kk.
-
-const CHUNK: u32 = 16u;
+// Element j of an N-vector lives in x[j / 4][j % 4]; q-loops have a constant trip count N / 4
+// and are unrolled by the driver, so the state rows and columns stay in registers.
 
 struct Params {
-  B: u32,
   T: u32,
   H: u32,
-  nChunks: u32, // ceil(T / CHUNK)
-  bh0: u32, // first (b, h) pair of this dispatch (pair = b·H + h = bh0 + wid.x)
+  b0: u32, // first sequence of the window
+  t0: u32, // window tokens [t0, t1) of each of its sequences
+  t1: u32,
+  K: u32, // tokens between fine checkpoints (t0 and W are multiples of K)
+  mode: u32, // forward_rows: 0 coarse pass, 1 fine pass
   s0Off: u32, // element offset of the initial state block in s0
   s0Stride: u32, // elements between sequences' initial states: H·N·N, or 0 when shared
   accumulate: u32, // 1: add dr, dk, dv into their buffers; 0: overwrite
   ds0Off: u32, // element offset of the (B, H, N, N) block in ds0
+  dsaOff: u32, // element offset of dsa (B, T, H, N) in vecs (sa is at 0)
+  W: u32, // tokens per window when sequences span several windows (window index = t0 / W)
+  nWs: u32, // coarse slots per (b, h): windows per sequence − 1
+  nKw: u32, // fine slots per (window sequence, h): ceil(window tokens / K)
+  gcOff: u32, // element offsets in ck of the G carry (B, H, N, N) and of the fine checkpoints
+  fineOff: u32,
 }
 
-override N: u32 = 64u;
+// ck (storage) layout, elements:
+//   [0, gcOff)          coarse (B, H, nWs, N, N): S at the start of window w + 1 of a sequence
+//   [gcOff, fineOff)    G carry (B, H, N, N): G[:, j] between the column passes of two windows
+//   [fineOff, …)        fine (window sequences, H, nKw, N, N): S after tokens t0 + K, t0 + 2K, …, t1
+fn coarseAt(b: u32, h: u32, w: u32) -> u32 {
+  return ((b * p.H + h) * p.nWs + w) * N * N;
+}
+
+fn fineAt(bl: u32, h: u32, m: u32) -> u32 {
+  return p.fineOff + ((bl * p.H + h) * p.nKw + m) * N * N;
+}
+
+override N: u32 = 64u; // head size, a multiple of 4, at most 64
+override NV: u32 = N / 4u;
+override RW: u32 = N; // invocations per workgroup; N / RW workgroups per (b, h)
+
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> r: array<f32>; // (B, T, H, N)
-@group(0) @binding(2) var<storage, read> d: array<f32>; // (B, T, H, N) decay
-@group(0) @binding(3) var<storage, read> k: array<f32>; // (B, T, H, N) after the k_a update
-@group(0) @binding(4) var<storage, read> v: array<f32>; // (B, T, H, N)
-@group(0) @binding(5) var<storage, read> kk: array<f32>; // (B, T, H, N)
-@group(0) @binding(6) var<storage, read> a: array<f32>; // (B, T, H, N)
-@group(0) @binding(7) var<storage, read> dy: array<f32>; // (B, T, H, N) gradient of y
-@group(0) @binding(8) var<storage, read> s0: array<f32>; // (B or 1, H, N value, N key)
-@group(0) @binding(9) var<storage, read_write> dr: array<f32>; // (B, T, H, N)
-@group(0) @binding(10) var<storage, read_write> dd: array<f32>; // (B, T, H, N)
-@group(0) @binding(11) var<storage, read_write> dk: array<f32>; // (B, T, H, N)
-@group(0) @binding(12) var<storage, read_write> dv: array<f32>; // (B, T, H, N)
-@group(0) @binding(13) var<storage, read_write> dkk: array<f32>; // (B, T, H, N)
-@group(0) @binding(14) var<storage, read_write> da: array<f32>; // (B, T, H, N)
-@group(0) @binding(15) var<storage, read_write> ds0: array<f32>; // (B, H, N value, N key)
-@group(0) @binding(16) var<storage, read_write> scratch: array<f32>; // (pairs, slot) see above
 
-var<workgroup> gS: array<f32, N * (N + 1u)>; // dS, row stride N + 1 (no bank conflicts)
-var<workgroup> gDy: array<f32, N>;
-var<workgroup> gV: array<f32, N>;
-var<workgroup> gSa: array<f32, N>;
-var<workgroup> gDsa: array<f32, N>;
+// ---- forward_rows ------------------------------------------------------------------------------
 
-fn slotSize() -> u32 {
-  return (p.nChunks + CHUNK) * N * N + CHUNK * N;
-}
+@group(0) @binding(1) var<uniform> fd: array<vec4<f32>, 4096>; // windows of (B, T, H, N)
+@group(0) @binding(2) var<uniform> fk: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<uniform> fkk: array<vec4<f32>, 4096>;
+@group(0) @binding(4) var<uniform> fa: array<vec4<f32>, 4096>;
+@group(0) @binding(5) var<uniform> fv: array<vec4<f32>, 4096>;
+@group(0) @binding(6) var<storage, read> s0: array<vec4<f32>>; // (B or 1, H, N, N)
+@group(0) @binding(7) var<storage, read_write> fsa: array<f32>; // sa (B, T, H, N)
+@group(0) @binding(8) var<storage, read_write> fck: array<vec4<f32>>; // ck, see above
 
-// Run tokens [t0, t1) of the recurrence on row i held in `s`; when `keep`, store S_{t-1} and sa
-// of each token in the chunk scratch.
-fn forwardRow(s: ptr<function, array<f32, 64>>, i: u32, tb: u32, t0: u32, t1: u32, slot: u32,
-              keep: bool) {
+// Workgroup (sequence of the window, head), invocation = row i.
+@compute @workgroup_size(RW)
+fn forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let pair = wid.x / (N / RW); // (sequence of the window, head)
+  let i = (wid.x % (N / RW)) * RW + li;
+  let bl = pair / p.H;
+  let b = p.b0 + bl;
+  let h = pair % p.H;
   let C = p.H * N;
-  let spBase = slot + p.nChunks * N * N;
-  let saBase = slot + (p.nChunks + CHUNK) * N * N;
-  for (var t = t0; t < t1; t++) {
-    let base = tb + t * C;
+  var s: array<vec4<f32>, 16>;
+  if (p.t0 == 0u) {
+    let sb = (p.s0Off + b * p.s0Stride + (h * N + i) * N) / 4u;
+    for (var q = 0u; q < NV; q++) { s[q] = s0[sb + q]; }
+  } else {
+    let cb = (coarseAt(b, h, p.t0 / p.W - 1u) + i * N) / 4u;
+    for (var q = 0u; q < NV; q++) { s[q] = fck[cb + q]; }
+  }
+  let row0 = p.b0 * p.T + p.t0;
+  for (var t = p.t0; t < p.t1; t++) {
+    let row = b * p.T + t;
+    let e = (row - row0) * C + h * N;
+    let u = e / 4u;
     var sa = 0.0;
-    for (var j = 0u; j < N; j++) { sa -= (*s)[j] * kk[base + j]; }
-    if (keep) {
-      let o = spBase + (t - t0) * N * N + i * N;
-      for (var j = 0u; j < N; j++) { scratch[o + j] = (*s)[j]; }
-      scratch[saBase + (t - t0) * N + i] = sa;
+    for (var q = 0u; q < NV; q++) { sa -= dot(s[q], fkk[u + q]); }
+    let vi = fv[(e + i) / 4u][(e + i) % 4u];
+    for (var q = 0u; q < NV; q++) {
+      s[q] = s[q] * fd[u + q] + sa * (fkk[u + q] * fa[u + q]) + vi * fk[u + q];
     }
-    let vi = v[base + i];
-    for (var j = 0u; j < N; j++) {
-      let q = base + j;
-      (*s)[j] = (*s)[j] * d[q] + sa * (kk[q] * a[q]) + vi * k[q];
+    if (p.mode == 1u) {
+      fsa[row * C + h * N + i] = sa;
+      if ((t + 1u) % p.K == 0u || t + 1u == p.t1) {
+        let cb = (fineAt(bl, h, (t - p.t0) / p.K) + i * N) / 4u;
+        for (var q = 0u; q < NV; q++) { fck[cb + q] = s[q]; }
+      }
     }
   }
+  if (p.mode == 0u && p.t1 < p.T) {
+    let cb = (coarseAt(b, h, p.t0 / p.W) + i * N) / 4u;
+    for (var q = 0u; q < NV; q++) { fck[cb + q] = s[q]; }
+  }
 }
 
-// Row phase of token t (invocation = value row i).
-fn rowPhase(i: u32, q0: u32, tt: u32, slot: u32) {
-  let saBase = slot + (p.nChunks + CHUNK) * N * N;
-  let dyi = dy[q0 + i];
-  let vi = v[q0 + i];
-  var dvi = 0.0;
-  var dsa = 0.0;
-  for (var j = 0u; j < N; j++) {
-    let q = q0 + j;
-    let g = gS[i * (N + 1u) + j] + dyi * r[q];
-    gS[i * (N + 1u) + j] = g;
-    dvi += g * k[q];
-    dsa += g * (kk[q] * a[q]);
-  }
-  if (p.accumulate != 0u) { dvi += dv[q0 + i]; }
-  dv[q0 + i] = dvi;
-  gDy[i] = dyi;
-  gV[i] = vi;
-  gSa[i] = scratch[saBase + tt * N + i];
-  gDsa[i] = dsa;
-}
+// ---- backward_rows -----------------------------------------------------------------------------
 
-// Column phase of token t (invocation = key column j).
-fn columnPhase(j: u32, q0: u32, tt: u32, slot: u32) {
-  let sp = slot + p.nChunks * N * N + tt * N * N;
-  let q = q0 + j;
-  let dj = d[q];
-  let kj = k[q];
-  let kkj = kk[q];
-  let aj = a[q];
-  let bj = kkj * aj;
-  var sdr = 0.0;
-  var sdk = 0.0;
-  var sdb = 0.0;
-  var sdd = 0.0;
-  var sdal = 0.0;
-  for (var i = 0u; i < N; i++) {
-    let prev = scratch[sp + i * N + j];
-    let cur = prev * dj + gSa[i] * bj + gV[i] * kj;
-    let g = gS[i * (N + 1u) + j];
-    sdr += cur * gDy[i];
-    sdk += g * gV[i];
-    sdb += g * gSa[i];
-    sdd += g * prev;
-    sdal += prev * gDsa[i];
-    gS[i * (N + 1u) + j] = g * dj - gDsa[i] * kkj; // + dsa_i α_j with α = −kk
-  }
-  if (p.accumulate != 0u) {
-    sdr += dr[q];
-    sdk += dk[q];
-  }
-  dr[q] = sdr;
-  dk[q] = sdk;
-  dd[q] = sdd;
-  dkk[q] = -sdal + sdb * aj;
-  da[q] = sdb * kkj;
-}
+@group(0) @binding(1) var<uniform> rr: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<uniform> rd: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<uniform> rk: array<vec4<f32>, 4096>;
+@group(0) @binding(4) var<uniform> rkk: array<vec4<f32>, 4096>;
+@group(0) @binding(5) var<uniform> ra: array<vec4<f32>, 4096>;
+@group(0) @binding(6) var<uniform> rdy: array<vec4<f32>, 4096>;
+@group(0) @binding(7) var<storage, read_write> rdv: array<f32>; // (B, T, H, N)
+@group(0) @binding(8) var<storage, read_write> rdsa: array<f32>; // dsa at p.dsaOff
+@group(0) @binding(9) var<storage, read_write> rds0: array<vec4<f32>>; // (B, H, N, N), also the carry
 
-@compute @workgroup_size(N)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) i: u32) {
-  let bh = p.bh0 + wid.x;
-  let b = bh / p.H;
-  let h = bh % p.H;
+// Workgroup (sequence of the window, head), invocation = row i; windows run last to first.
+@compute @workgroup_size(RW)
+fn backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let pair = wid.x / (N / RW); // (sequence of the window, head)
+  let i = (wid.x % (N / RW)) * RW + li;
+  let b = p.b0 + pair / p.H;
+  let h = pair % p.H;
   let C = p.H * N;
-  let tb = b * p.T * C + h * N; // element of (b, t = 0, h, 0)
-  let slot = wid.x * slotSize();
-  // 1. forward from S0, storing a checkpoint before every chunk
-  var s: array<f32, 64>;
-  let s0b = p.s0Off + b * p.s0Stride + (h * N + i) * N;
-  for (var j = 0u; j < N; j++) { s[j] = s0[s0b + j]; }
-  for (var c = 0u; c < p.nChunks; c++) {
-    let o = slot + c * N * N + i * N;
-    for (var j = 0u; j < N; j++) { scratch[o + j] = s[j]; }
-    if (c + 1u < p.nChunks) {
-      forwardRow(&s, i, tb, c * CHUNK, (c + 1u) * CHUNK, slot, false);
-    }
+  let db = (p.ds0Off + ((b * p.H + h) * N + i) * N) / 4u;
+  var g: array<vec4<f32>, 16>;
+  for (var q = 0u; q < NV; q++) {
+    g[q] = select(vec4<f32>(0.0), rds0[db + q], p.t1 < p.T); // dS after the window
   }
-  for (var j = 0u; j < N; j++) { gS[i * (N + 1u) + j] = 0.0; }
-  // 2. chunks backwards: recompute the chunk's states, then walk its tokens backwards
-  for (var cc = 0u; cc < p.nChunks; cc++) {
-    let c = p.nChunks - 1u - cc;
-    let t0 = c * CHUNK;
-    let t1 = min(t0 + CHUNK, p.T);
-    storageBarrier(); // the previous chunk's column reads of sp are done
-    let o = slot + c * N * N + i * N;
-    for (var j = 0u; j < N; j++) { s[j] = scratch[o + j]; }
-    forwardRow(&s, i, tb, t0, t1, slot, true);
-    storageBarrier();
-    workgroupBarrier();
-    for (var tr = 0u; tr < t1 - t0; tr++) {
-      let tt = t1 - t0 - 1u - tr;
-      let q0 = tb + (t0 + tt) * C;
-      rowPhase(i, q0, tt, slot);
-      workgroupBarrier();
-      columnPhase(i, q0, tt, slot);
-      workgroupBarrier();
+  let row0 = p.b0 * p.T + p.t0;
+  for (var tr = p.t0; tr < p.t1; tr++) {
+    let t = p.t1 - 1u - (tr - p.t0);
+    let row = b * p.T + t;
+    let e = (row - row0) * C + h * N;
+    let u = e / 4u;
+    let dyi = rdy[(e + i) / 4u][(e + i) % 4u];
+    var dv = vec4<f32>(0.0);
+    var dsa = vec4<f32>(0.0);
+    for (var q = 0u; q < NV; q++) {
+      g[q] += dyi * rr[u + q];
+      dv += g[q] * rk[u + q];
+      dsa += g[q] * (rkk[u + q] * ra[u + q]);
     }
+    let o = row * C + h * N + i;
+    var dvi = dv.x + dv.y + dv.z + dv.w;
+    if (p.accumulate != 0u) { dvi += rdv[o]; }
+    rdv[o] = dvi;
+    let ds = dsa.x + dsa.y + dsa.z + dsa.w;
+    rdsa[p.dsaOff + o] = ds;
+    for (var q = 0u; q < NV; q++) { g[q] = g[q] * rd[u + q] - ds * rkk[u + q]; }
   }
-  let ob = p.ds0Off + (bh * N + i) * N;
-  for (var j = 0u; j < N; j++) { ds0[ob + j] = gS[i * (N + 1u) + j]; }
+  for (var q = 0u; q < NV; q++) { rds0[db + q] = g[q]; }
 }
+
+// ---- backward_cols -----------------------------------------------------------------------------
+
+@group(0) @binding(1) var<uniform> cr: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<uniform> cd: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<uniform> ck: array<vec4<f32>, 4096>;
+@group(0) @binding(4) var<uniform> ckk: array<vec4<f32>, 4096>;
+@group(0) @binding(5) var<uniform> ca: array<vec4<f32>, 4096>;
+@group(0) @binding(6) var<uniform> cv: array<vec4<f32>, 4096>;
+@group(0) @binding(7) var<uniform> cdy: array<vec4<f32>, 4096>;
+@group(0) @binding(8) var<uniform> csa: array<vec4<f32>, 4096>;
+@group(0) @binding(9) var<uniform> cdsa: array<vec4<f32>, 4096>;
+@group(0) @binding(10) var<storage, read_write> cck: array<f32>; // ck, see above
+@group(0) @binding(11) var<storage, read_write> cdr: array<f32>; // (B, T, H, N) each
+@group(0) @binding(12) var<storage, read_write> cdd: array<f32>;
+@group(0) @binding(13) var<storage, read_write> cdk: array<f32>;
+@group(0) @binding(14) var<storage, read_write> cdkk: array<f32>;
+@group(0) @binding(15) var<storage, read_write> cda: array<f32>;
+
+fn uget(x: vec4<f32>, j: u32) -> f32 {
+  return x[j % 4u];
+}
+
+// Workgroup (sequence of the window, head), invocation = key column j; windows last to first.
+@compute @workgroup_size(RW)
+fn backward_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let pair = wid.x / (N / RW); // (sequence of the window, head)
+  let j = (wid.x % (N / RW)) * RW + li;
+  let bl = pair / p.H;
+  let b = p.b0 + bl;
+  let h = pair % p.H;
+  let C = p.H * N;
+  var g: array<vec4<f32>, 16>; // G[:, j], then dS[:, j]
+  var s: array<vec4<f32>, 16>; // S_t[:, j]
+  let gc = p.gcOff + (b * p.H + h) * N * N + j;
+  for (var q = 0u; q < NV; q++) {
+    let o = gc + 4u * q * N;
+    let x = vec4<f32>(cck[o], cck[o + N], cck[o + 2u * N], cck[o + 3u * N]);
+    g[q] = select(vec4<f32>(0.0), x, p.t1 < p.T);
+  }
+  let row0 = p.b0 * p.T + p.t0;
+  for (var tr = p.t0; tr < p.t1; tr++) {
+    let t = p.t1 - 1u - (tr - p.t0);
+    if (t + 1u == p.t1 || (t + 1u) % p.K == 0u) { // last token of a chunk: S_t from its checkpoint
+      let cb = fineAt(bl, h, (t - p.t0) / p.K) + j;
+      for (var q = 0u; q < NV; q++) {
+        let o = cb + 4u * q * N;
+        s[q] = vec4<f32>(cck[o], cck[o + N], cck[o + 2u * N], cck[o + 3u * N]);
+      }
+    }
+    let row = b * p.T + t;
+    let e = (row - row0) * C + h * N;
+    let u = e / 4u;
+    let uj = (e + j) / 4u;
+    let rj = uget(cr[uj], j);
+    let dj = uget(cd[uj], j);
+    let kj = uget(ck[uj], j);
+    let kkj = uget(ckk[uj], j);
+    let aj = uget(ca[uj], j);
+    let bj = kkj * aj;
+    var dr = vec4<f32>(0.0);
+    var dk = vec4<f32>(0.0);
+    var dbeta = vec4<f32>(0.0);
+    var dal = vec4<f32>(0.0);
+    var dd = vec4<f32>(0.0);
+    for (var q = 0u; q < NV; q++) {
+      let dy = cdy[u + q];
+      let sa = csa[u + q];
+      let v = cv[u + q];
+      let dsa = cdsa[u + q];
+      dr += s[q] * dy;
+      let gq = g[q] + dy * rj;
+      let prev = (s[q] - sa * bj - v * kj) / dj;
+      dk += gq * v;
+      dbeta += gq * sa;
+      dal += prev * dsa;
+      dd += gq * prev;
+      g[q] = gq * dj - dsa * kkj;
+      s[q] = prev;
+    }
+    let o = row * C + h * N + j;
+    var sdr = dr.x + dr.y + dr.z + dr.w;
+    var sdk = dk.x + dk.y + dk.z + dk.w;
+    if (p.accumulate != 0u) {
+      sdr += cdr[o];
+      sdk += cdk[o];
+    }
+    cdr[o] = sdr;
+    cdk[o] = sdk;
+    cdd[o] = dd.x + dd.y + dd.z + dd.w;
+    let sb = dbeta.x + dbeta.y + dbeta.z + dbeta.w;
+    cdkk[o] = -(dal.x + dal.y + dal.z + dal.w) + sb * aj;
+    cda[o] = sb * kkj;
+  }
+  for (var q = 0u; q < NV; q++) {
+    let o = gc + 4u * q * N;
+    cck[o] = g[q].x;
+    cck[o + N] = g[q].y;
+    cck[o + 2u * N] = g[q].z;
+    cck[o + 3u * N] = g[q].w;
+  }
+}
+
+// ---- sum_batch ---------------------------------------------------------------------------------
 
 struct SumParams {
   n: u32, // elements per batch item (H·N·N)
@@ -199,17 +280,17 @@ struct SumParams {
   srcOff: u32, // element offset of the (B, n) block in src
 }
 
-@group(0) @binding(0) var<uniform> q: SumParams;
+@group(0) @binding(0) var<uniform> sq: SumParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>; // (B, n) at srcOff
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>; // (n) at outOff
 
 // dst[outOff + e] (+)= Σ_b src[b, e]: the gradient of an initial state shared by the batch.
 @compute @workgroup_size(64)
 fn sum_batch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let e = (wid.x + wid.y * q.nx) * 64u + li;
-  if (e >= q.n) { return; }
+  let e = (wid.x + wid.y * sq.nx) * 64u + li;
+  if (e >= sq.n) { return; }
   var s = 0.0;
-  for (var b = 0u; b < q.B; b++) { s += src[q.srcOff + b * q.n + e]; }
-  if (q.accumulate != 0u) { s += dst[q.outOff + e]; }
-  dst[q.outOff + e] = s;
+  for (var b = 0u; b < sq.B; b++) { s += src[sq.srcOff + b * sq.n + e]; }
+  if (sq.accumulate != 0u) { s += dst[sq.outOff + e]; }
+  dst[sq.outOff + e] = s;
 }

@@ -1,7 +1,8 @@
 /**
- * Host wrapper of `shaders/wkv7_backward.wgsl`: the WKV-7 backward down to dL/dS0 (checkpoints
- * every 16 tokens, each chunk recomputed forward from its checkpoint), and the batch sum that
- * turns per-sequence dS0 into the gradient of one initial state shared by the batch.
+ * Host wrapper of `shaders/wkv7_backward.wgsl`: the WKV-7 backward down to dL/dS0 in three
+ * barrier-free passes (forward rows storing sa and state checkpoints every K tokens, backward
+ * rows for dS, dv and dsa, backward columns for dr, dk, dd, dkk, da), and the batch sum that turns
+ * per-sequence dS0 into the gradient of one initial state shared by the batch.
  *
  * @module
  */
@@ -10,11 +11,48 @@ import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkWkvHeadSize, planWkvWindows, wkvRowsPerGroup, WkvStage } from "./wkv7.ts";
+import type { WkvWindow } from "./wkv7.ts";
 
-/** Tokens between state checkpoints (the shader's `CHUNK`). */
-export const WKV_BWD_CHUNK = 16;
+/**
+ * Tokens between the fine state checkpoints that the column pass inverts from: f32 rounding is
+ * amplified by at most (1/0.545)^4 ≈ 11 (16 tokens: 1.6e4, measured errRatio 2e-4 with d ≈ 0.55).
+ */
+export const WKV_BWD_CHUNK = 4;
 
-/** Arguments of {@link Wkv7BackwardKernel.record}. Every (B, T, H, N) buffer is (B·T, C). */
+/**
+ * Scratch layout for (B, T, H, N), in f32 elements: sa and dsa (B, T, H, N), then the `ck`
+ * region of the shader (coarse window-start states, the G carry, one window's fine checkpoints).
+ */
+function scratchLayout(B: number, T: number, H: number, N: number) {
+  const n = B * T * H * N, C = H * N, NN = N * N;
+  const K = WKV_BWD_CHUNK;
+  const wins = planWkvWindows(B, T, C, K);
+  const W = wins[0].t1 - wins[0].t0; // tokens per window (T when whole sequences fit)
+  const nWs = Math.ceil(T / W) - 1; // window starts after the first, per sequence
+  const maxNb = Math.max(...wins.map((w) => w.nb));
+  const nKw = Math.ceil(W / K);
+  const dsaOff = Math.ceil(n / 64) * 64;
+  const ckOff = 2 * dsaOff;
+  const gcOff = B * H * nWs * NN;
+  const fineOff = gcOff + B * H * NN;
+  const ckElems = fineOff + maxNb * H * nKw * NN;
+  return {
+    n,
+    K,
+    wins,
+    W,
+    nWs,
+    nKw,
+    dsaOff,
+    ckOff,
+    gcOff,
+    fineOff,
+    ckElems,
+    total: ckOff + ckElems,
+  };
+}
+
 export interface Wkv7BackwardArgs {
   B: number;
   T: number;
@@ -49,12 +87,21 @@ export interface Wkv7BackwardArgs {
   scratch: GPUBuffer;
 }
 
+/** The three pipelines of one head size. */
+interface Passes {
+  fwdRows: GPUComputePipeline;
+  bwdRows: GPUComputePipeline;
+  bwdCols: GPUComputePipeline;
+  groupsPerHead: number;
+}
+
 /** WKV-7 backward pipelines; create once with {@link Wkv7BackwardKernel.create}. */
 export class Wkv7BackwardKernel {
   private constructor(
     private readonly gpu: Gpu,
-    private readonly pipes: Map<number, GPUComputePipeline>,
+    private readonly pipes: Map<number, Passes>,
     private readonly sumPipe: GPUComputePipeline,
+    private readonly stage: WkvStage,
   ) {}
 
   /**
@@ -66,70 +113,105 @@ export class Wkv7BackwardKernel {
    * ```
    */
   static async create(gpu: Gpu, headSizes: number[] = [64]): Promise<Wkv7BackwardKernel> {
-    const pipes = new Map<number, GPUComputePipeline>();
+    const pipes = new Map<number, Passes>();
     for (const N of headSizes) {
-      checkHeadSize(N);
-      pipes.set(
-        N,
-        await getPipeline(gpu, { shader: "wkv7_backward", entryPoint: "main", constants: { N } }),
-      );
+      checkWkvHeadSize("wkv7_backward", N);
+      const RW = wkvRowsPerGroup(gpu, N);
+      const get = (entryPoint: string) =>
+        getPipeline(gpu, { shader: "wkv7_backward", entryPoint, constants: { N, RW } });
+      const [fwdRows, bwdRows, bwdCols] = await Promise.all([
+        get("forward_rows"),
+        get("backward_rows"),
+        get("backward_cols"),
+      ]);
+      pipes.set(N, { fwdRows, bwdRows, bwdCols, groupsPerHead: N / RW });
     }
     const sumPipe = await getPipeline(gpu, { shader: "wkv7_backward", entryPoint: "sum_batch" });
-    return new Wkv7BackwardKernel(gpu, pipes, sumPipe);
+    return new Wkv7BackwardKernel(gpu, pipes, sumPipe, new WkvStage(gpu, 9, "wkv7_backward.stage"));
   }
 
-  /** f32 elements of scratch one (b, h) pair needs for T tokens. */
+  /** f32 elements of scratch for (B = 1, T, H = 1, N) (see {@link createScratch}). */
   static slotElems(T: number, N: number): number {
-    const nChunks = Math.ceil(T / WKV_BWD_CHUNK);
-    return (nChunks + WKV_BWD_CHUNK) * N * N + WKV_BWD_CHUNK * N;
+    return scratchLayout(1, T, 1, N).total;
   }
 
-  /** How many (b, h) pairs one dispatch handles so that its scratch fits one binding. */
-  pairsPerDispatch(B: number, T: number, H: number, N: number): number {
-    const slotBytes = Wkv7BackwardKernel.slotElems(T, N) * 4;
-    const fit = Math.floor(this.gpu.limits.maxStorageBufferBindingSize / slotBytes);
-    if (fit < 1) {
+  /** Kept for compatibility: every (b, h) pair is handled by the windowed dispatches. */
+  pairsPerDispatch(B: number, _T: number, H: number, _N: number): number {
+    return B * H;
+  }
+
+  /**
+   * Allocate the scratch buffer for (B, T, H, N): sa and dsa (2·B·T·H·N), the state at each
+   * 64 KiB window start of a sequence, and one window's fine checkpoints.
+   *
+   * @throws {RangeError} when a region exceeds one storage binding
+   */
+  createScratch(B: number, T: number, H: number, N: number, label = "wkv7_backward.scratch") {
+    const L = scratchLayout(B, T, H, N);
+    const max = this.gpu.limits.maxStorageBufferBindingSize;
+    if (L.ckOff * 4 > max || L.ckElems * 4 > max) {
       throw new RangeError(
-        `wkv7_backward: T = ${T} needs ${slotBytes} B of scratch per head, more than one storage ` +
-          `binding (${this.gpu.limits.maxStorageBufferBindingSize} B); split the sequence`,
+        `wkv7_backward: B = ${B}, T = ${T}, H = ${H}, N = ${N} needs more scratch per binding ` +
+          `than ${max} B; use a smaller batch or shorter sequences`,
       );
     }
-    return Math.min(B * H, fit);
-  }
-
-  /** Allocate the scratch buffer for (B, T, H, N). */
-  createScratch(B: number, T: number, H: number, N: number, label = "wkv7_backward.scratch") {
-    const pairs = this.pairsPerDispatch(B, T, H, N);
-    return createStorage(this.gpu, label, pairs * Wkv7BackwardKernel.slotElems(T, N) * 4);
+    return createStorage(this.gpu, label, L.total * 4);
   }
 
   /** Record the backward for every (b, h): dr, dd, dk, dv, dkk, da and ds0. */
   record(rec: Recorder, a: Wkv7BackwardArgs): void {
     const name = "wkv7_backward";
     for (const [n, v] of [["B", a.B], ["T", a.T], ["H", a.H]] as const) checkDim(name, n, v);
-    checkHeadSize(a.N);
+    checkWkvHeadSize(name, a.N);
     const pipe = this.pipes.get(a.N);
     if (!pipe) throw new RangeError(`${name}: no pipeline for N = ${a.N}; pass it to create()`);
-    const n = a.B * a.T * a.H * a.N;
+    const { B, T, H, N } = a;
+    const C = H * N;
+    const L = scratchLayout(B, T, H, N);
     const ins = { r: a.r, d: a.d, k: a.k, v: a.v, kk: a.kk, a: a.a, dy: a.dy };
     const outs = { dr: a.dr, dd: a.dd, dk: a.dk, dv: a.dv, dkk: a.dkk, da: a.da };
     for (const [key, buf] of Object.entries({ ...ins, ...outs })) {
-      needElems(name, `${key} (B, T, H, N)`, buf, n);
+      needElems(name, `${key} (B, T, H, N)`, buf, L.n);
     }
-    const NN = a.H * a.N * a.N;
-    const s0Off = a.s0Off ?? 0;
-    needElems(name, "s0", a.s0, s0Off + (a.sharedS0 ? 1 : a.B) * NN);
-    needElems(name, "ds0 (B, H, N, N)", a.ds0, (a.ds0Off ?? 0) + a.B * NN);
-    const pairs = this.pairsPerDispatch(a.B, a.T, a.H, a.N);
-    needElems(name, "scratch", a.scratch, pairs * Wkv7BackwardKernel.slotElems(a.T, a.N));
-    const nChunks = Math.ceil(a.T / WKV_BWD_CHUNK);
-    const bindings = [a.r, a.d, a.k, a.v, a.kk, a.a, a.dy, a.s0];
-    bindings.push(a.dr, a.dd, a.dk, a.dv, a.dkk, a.da, a.ds0, a.scratch);
-    for (let bh0 = 0; bh0 < a.B * a.H; bh0 += pairs) {
-      const count = Math.min(pairs, a.B * a.H - bh0);
-      const params = [a.B, a.T, a.H, nChunks, bh0, s0Off, a.sharedS0 ? 0 : NN];
-      params.push(a.accumulate ? 1 : 0, a.ds0Off ?? 0);
-      rec.dispatch(pipe, params, bindings, [count], name);
+    const NN = H * N * N;
+    const s0Off = a.s0Off ?? 0, ds0Off = a.ds0Off ?? 0;
+    needElems(name, "s0", a.s0, s0Off + (a.sharedS0 ? 1 : B) * NN);
+    needElems(name, "ds0 (B, H, N, N)", a.ds0, ds0Off + B * NN);
+    needElems(name, "scratch", a.scratch, L.total);
+    if (s0Off % 4 !== 0 || ds0Off % 4 !== 0) {
+      throw new RangeError(`${name}: s0Off ${s0Off} and ds0Off ${ds0Off} must be multiples of 4`);
+    }
+    const vecs = { buffer: a.scratch, offset: 0, size: L.ckOff * 4 };
+    const ck = { buffer: a.scratch, offset: L.ckOff * 4, size: L.ckElems * 4 };
+    const params = (w: WkvWindow, mode: number) => [
+      ...[T, H, w.b0, w.t0, w.t1, L.K, mode, s0Off, a.sharedS0 ? 0 : NN, a.accumulate ? 1 : 0],
+      ...[ds0Off, L.dsaOff, L.W, L.nWs, L.nKw, L.gcOff, L.fineOff],
+    ];
+    const st = this.stage; // slots: 0 r, 1 d, 2 k, 3 kk, 4 a, 5 v, 6 dy, 7 sa, 8 dsa
+    const fwdBinds = [...st.bindings([1, 2, 3, 4, 5]), a.s0, vecs, ck];
+    if (L.nWs > 0) { // coarse pass: the state at every window start
+      for (const w of L.wins.filter((w) => w.t1 < T)) {
+        st.fill(rec, [a.d, a.k, a.kk, a.a, a.v], w, C, 1);
+        rec.dispatch(
+          pipe.fwdRows,
+          params(w, 0),
+          fwdBinds,
+          [w.nb * H * pipe.groupsPerHead],
+          `${name}.forward_coarse`,
+        );
+      }
+    }
+    const rowBinds = [...st.bindings([0, 1, 2, 3, 4, 6]), a.dv, vecs, a.ds0];
+    const colBinds = [...st.bindings([0, 1, 2, 3, 4, 5, 6, 7, 8]), ck];
+    colBinds.push(a.dr, a.dd, a.dk, a.dkk, a.da);
+    for (const w of L.wins.slice().reverse()) {
+      const g: [number] = [w.nb * H * pipe.groupsPerHead];
+      st.fill(rec, [a.r, a.d, a.k, a.kk, a.a, a.v, a.dy], w, C);
+      rec.dispatch(pipe.fwdRows, params(w, 1), fwdBinds, g, `${name}.forward_rows`);
+      rec.dispatch(pipe.bwdRows, params(w, 1), rowBinds, g, `${name}.backward_rows`);
+      st.fill(rec, [a.scratch], w, C, 7, 0); // sa and dsa of this window
+      st.fill(rec, [a.scratch], w, C, 8, L.dsaOff);
+      rec.dispatch(pipe.bwdCols, params(w, 1), colBinds, g, `${name}.backward_cols`);
     }
   }
 
@@ -159,11 +241,5 @@ export class Wkv7BackwardKernel {
     const { groups, nx } = flatGroups(a.n);
     const params = [a.n, a.B, outOff, a.accumulate ? 1 : 0, nx, srcOff];
     rec.dispatch(this.sumPipe, params, [a.src, a.dst], groups, name);
-  }
-}
-
-function checkHeadSize(N: number): void {
-  if (!Number.isInteger(N) || N < 1 || N > 64) {
-    throw new RangeError(`wkv7_backward: head size N = ${N}; expected an integer in [1, 64]`);
   }
 }
