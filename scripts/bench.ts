@@ -339,6 +339,18 @@ async function vsTorch(trainTs: number[]): Promise<TorchRow[] | null> {
   return doc.rows;
 }
 
+const USAGE =
+  `Usage: deno task bench [--quick] [--shapes tiny,0.1B,0.4B,1.5B] [--json PATH] [--vs-torch]
+
+  --quick     fewer repetitions and T = 64 only
+  --shapes    models to measure: the tiny fixture and seeded random official shapes
+              (default: tiny,0.1B on a software adapter, all four on a GPU)
+  --json      also write the rows as JSON
+  --vs-torch  run scripts/bench_torch.py (the same state-tuning step in PyTorch) and print ratios
+
+Prints the matmul GFLOP/s beside numpy's, prefill / generation / state-tuning tokens/s,
+GPU memory and per-kernel times for the current adapter.`;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -347,8 +359,10 @@ async function main(): Promise<void> {
       shapes: { type: "string" },
       json: { type: "string" },
       "vs-torch": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
+  if (values.help) return console.log(USAGE);
   const gpu = await getGpu();
   console.log(`adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
   const quick = values.quick!;

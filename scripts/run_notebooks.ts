@@ -196,9 +196,21 @@ export function listNotebooks(filters: string[] = []): string[] {
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     args: Deno.args,
-    options: { "no-html": { type: "boolean" }, timeout: { type: "string" } },
+    options: {
+      "no-html": { type: "boolean" },
+      timeout: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
     allowPositionals: true,
   });
+  if (values.help) {
+    console.log(`Usage: deno task notebooks [NAME …] [--no-html] [--timeout SECONDS]
+
+Executes notebooks/*.ipynb (or those whose names contain NAME) headless through the Deno
+kernel (scripts/run_notebook.py), writing executed copies and HTML to results/notebooks/.
+Fails on any error output.`);
+    return 0;
+  }
   const books = listNotebooks(positionals);
   if (!books.length) {
     console.error(
