@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { type LoadedModel, loadModel } from "../lib/model/load.ts";
 import { resolveTokenizer, type Tokenizer } from "../lib/tokenizer/mod.ts";
 import { loadState } from "../lib/train/state_file.ts";

@@ -64,7 +64,9 @@ export class Recorder {
    */
   constructor(readonly gpu: Gpu, readonly label = "recorder", readonly profile = false) {
     if (profile && !gpu.hasTimestamps) {
-      throw new Error("Recorder profiling needs the timestamp-query feature, absent on this adapter");
+      throw new Error(
+        "Recorder profiling needs the timestamp-query feature, absent on this adapter",
+      );
     }
   }
 
@@ -132,7 +134,11 @@ export class Recorder {
       this.#profile?.resolve.destroy();
       const count = Math.max(2, dispatches.length * 2);
       this.#profile = {
-        query: device.createQuerySet({ label: `${this.label}.timestamps`, type: "timestamp", count }),
+        query: device.createQuerySet({
+          label: `${this.label}.timestamps`,
+          type: "timestamp",
+          count,
+        }),
         resolve: device.createBuffer({
           label: `${this.label}.timestamps`,
           size: count * 8,
@@ -203,7 +209,9 @@ export class Recorder {
    */
   async timings(): Promise<{ label: string; ms: number }[]> {
     const p = this.#profile;
-    if (!p) throw new Error("timings() needs a Recorder created with profile = true, then submit()");
+    if (!p) {
+      throw new Error("timings() needs a Recorder created with profile = true, then submit()");
+    }
     const n = p.labels.length * 2;
     if (n === 0) return [];
     const staging = this.gpu.device.createBuffer({
