@@ -60,3 +60,4 @@ export * from "./lib/tts/guide.ts";
 export * from "./lib/tts/local_guide.ts";
 export * from "./lib/tts/http_guide.ts";
 export * from "./lib/tts/tts.ts";
+export * from "./lib/ext/ablation.ts";
