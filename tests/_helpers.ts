@@ -6,6 +6,7 @@
  */
 import { tryGetGpu } from "../lib/gpu/device.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
+import { Rng as LibRng } from "../lib/util/rng.ts";
 
 /** Absolute path of `../shared/fixtures` beside the project. */
 export const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
@@ -39,36 +40,13 @@ if (!gpu) {
   console.warn("SKIP GPU tests: no WebGPU adapter (install mesa-vulkan-drivers or a GPU driver)");
 }
 
-/** A small seeded PRNG (mulberry32); `next()` is uniform in [0, 1). */
-export class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Uniform in [lo, hi). */
-  uniform(lo = -1, hi = 1): number {
-    return lo + (hi - lo) * this.next();
-  }
-  /** Standard normal (Box–Muller). */
-  normal(): number {
-    const u = Math.max(this.next(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
-  }
+/** The library's seeded PRNG plus a helper for random test vectors. */
+export class Rng extends LibRng {
   /** A Float32Array of `n` values uniform in [lo, hi). */
   f32(n: number, lo = -1, hi = 1): Float32Array {
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
     return a;
-  }
-  /** An integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
   }
 }
 
