@@ -11,7 +11,7 @@
 //   and writes dfeat = (dq, deS, db, dD) per (row, head); after t = 0, G = dL/dŜ0.
 // features_backward  one workgroup per (row, head): from dfeat through b, D (head means or
 //   per channel), the normalisation of e, R and φ into dkk, dr, dd, da (added to).
-// sum_batch  dst (+)= Σ_b src[b]: the gradient of an Ŝ0 shared by the batch.
+// (The batch sum of dŜ0 is shaders/sum_batch.wgsl.)
 //
 // Scratch per workgroup (slot = wid.x): ckpt (nChunks, N, M), sp (CHUNK, N, M) = Ŝ_{t−1} of
 // the chunk's tokens, G (N, M).
@@ -299,28 +299,4 @@ fn features_backward(@builtin(workgroup_id) wid: vec3<u32>,
   } else {
     for (var j = li; j < N; j += WG) { dr[base + j] += wDhat[j]; }
   }
-}
-
-// ---- sum_batch ----
-struct SumParams {
-  n: u32, // elements per batch item (H·N·M)
-  B: u32,
-  srcOff: u32,
-  dstOff: u32,
-  accumulate: u32,
-  nx: u32,
-}
-
-@group(0) @binding(0) var<uniform> sp: SumParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>; // (B, n) at srcOff
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>; // (n) at dstOff
-
-@compute @workgroup_size(WG)
-fn sum_batch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let k = (wid.x + wid.y * sp.nx) * WG + li;
-  if (k >= sp.n) { return; }
-  var s = 0.0;
-  for (var b = 0u; b < sp.B; b++) { s += src[sp.srcOff + b * sp.n + k]; }
-  if (sp.accumulate != 0u) { s += dst[sp.dstOff + k]; }
-  dst[sp.dstOff + k] = s;
 }

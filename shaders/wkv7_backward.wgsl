@@ -268,29 +268,3 @@ fn backward_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     cck[o + 3u * N] = g[q].w;
   }
 }
-
-// ---- sum_batch ---------------------------------------------------------------------------------
-
-struct SumParams {
-  n: u32, // elements per batch item (H·N·N)
-  B: u32,
-  outOff: u32, // element offset in out
-  accumulate: u32,
-  nx: u32, // workgroups along x
-  srcOff: u32, // element offset of the (B, n) block in src
-}
-
-@group(0) @binding(0) var<uniform> sq: SumParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>; // (B, n) at srcOff
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>; // (n) at outOff
-
-// dst[outOff + e] (+)= Σ_b src[b, e]: the gradient of an initial state shared by the batch.
-@compute @workgroup_size(64)
-fn sum_batch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let e = (wid.x + wid.y * sq.nx) * 64u + li;
-  if (e >= sq.n) { return; }
-  var s = 0.0;
-  for (var b = 0u; b < sq.B; b++) { s += src[sq.srcOff + b * sq.n + e]; }
-  if (sq.accumulate != 0u) { s += dst[sq.outOff + e]; }
-  dst[sq.outOff + e] = s;
-}

@@ -9,7 +9,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { type Recorder, splitGroups } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems } from "./common.ts";
+import { SumBatchKernel } from "./sum_batch.ts";
 import { checkLiftedDims, type LiftedFeatures, liftedFlags, type LiftedParams } from "./lifted.ts";
 
 /** Tokens between Ŝ checkpoints (the shader's `CHUNK`). */
@@ -54,7 +55,7 @@ export class LiftedBackwardKernel {
     private readonly gpu: Gpu,
     private readonly scan: GPUComputePipeline,
     private readonly feat: GPUComputePipeline,
-    private readonly sum: GPUComputePipeline,
+    private readonly sum: SumBatchKernel,
     readonly N: number,
     readonly M: number,
   ) {}
@@ -68,7 +69,7 @@ export class LiftedBackwardKernel {
       gpu,
       await pipe("scan_backward"),
       await pipe("features_backward"),
-      await pipe("sum_batch", {}),
+      await SumBatchKernel.create(gpu),
       N,
       M,
     );
@@ -150,13 +151,6 @@ export class LiftedBackwardKernel {
       accumulate?: boolean;
     },
   ): void {
-    const name = "lifted_backward.sum_batch";
-    checkDim(name, "B", a.B);
-    checkDim(name, "n", a.n);
-    needElems(name, "src (B, n)", a.src, (a.srcOff ?? 0) + a.B * a.n);
-    needElems(name, "dst (n)", a.dst, (a.dstOff ?? 0) + a.n);
-    const { groups, nx } = flatGroups(a.n);
-    const params = [a.n, a.B, a.srcOff ?? 0, a.dstOff ?? 0, a.accumulate ? 1 : 0, nx];
-    rec.dispatch(this.sum, params, [a.src, a.dst], groups, name);
+    this.sum.record(rec, a, "lifted_backward.sum_batch");
   }
 }

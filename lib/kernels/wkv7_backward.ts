@@ -10,7 +10,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { SumBatchKernel } from "./sum_batch.ts";
+import { checkDim, needElems } from "./common.ts";
 import { checkWkvHeadSize, planWkvWindows, wkvRowsPerGroup, WkvStage } from "./wkv7.ts";
 import type { WkvWindow } from "./wkv7.ts";
 
@@ -100,7 +101,7 @@ export class Wkv7BackwardKernel {
   private constructor(
     private readonly gpu: Gpu,
     private readonly pipes: Map<number, Passes>,
-    private readonly sumPipe: GPUComputePipeline,
+    private readonly sum: SumBatchKernel,
     private readonly stage: WkvStage,
   ) {}
 
@@ -126,8 +127,8 @@ export class Wkv7BackwardKernel {
       ]);
       pipes.set(N, { fwdRows, bwdRows, bwdCols, groupsPerHead: N / RW });
     }
-    const sumPipe = await getPipeline(gpu, { shader: "wkv7_backward", entryPoint: "sum_batch" });
-    return new Wkv7BackwardKernel(gpu, pipes, sumPipe, new WkvStage(gpu, 9, "wkv7_backward.stage"));
+    const sum = await SumBatchKernel.create(gpu);
+    return new Wkv7BackwardKernel(gpu, pipes, sum, new WkvStage(gpu, 9, "wkv7_backward.stage"));
   }
 
   /** f32 elements of scratch for (B = 1, T, H = 1, N) (see {@link createScratch}). */
@@ -231,15 +232,7 @@ export class Wkv7BackwardKernel {
       accumulate?: boolean;
     },
   ): void {
-    const name = "wkv7_backward.sum_batch";
-    checkDim(name, "B", a.B);
-    checkDim(name, "n", a.n);
-    const outOff = a.outOff ?? 0;
-    const srcOff = a.srcOff ?? 0;
-    needElems(name, "src (B, n)", a.src, srcOff + a.B * a.n);
-    needElems(name, "dst", a.dst, outOff + a.n);
-    const { groups, nx } = flatGroups(a.n);
-    const params = [a.n, a.B, outOff, a.accumulate ? 1 : 0, nx, srcOff];
-    rec.dispatch(this.sumPipe, params, [a.src, a.dst], groups, name);
+    const { outOff: dstOff, ...rest } = a;
+    this.sum.record(rec, { ...rest, dstOff }, "wkv7_backward.sum_batch");
   }
 }

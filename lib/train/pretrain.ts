@@ -10,8 +10,8 @@ import type { LayerWeights, RwkvConfig, RwkvWeights } from "../model/types.ts";
 import { randomWeights } from "../model/random.ts";
 import { refBatchLossAndGrad, type RefWeightGrads } from "../ref/backward.ts";
 import { Rng } from "../util/rng.ts";
-import { createProgress } from "../util/progress.ts";
-import { learningRate } from "./schedule.ts";
+import { createProgress, type Progress } from "../util/progress.ts";
+import { learningRate, type LrSchedule } from "./schedule.ts";
 
 /** Options of {@link pretrain}. */
 export const PretrainOptionsSchema = z.object({
@@ -55,6 +55,27 @@ function gradOf(g: RefWeightGrads, name: string): Float64Array {
   return g[name as "emb"] as Float64Array;
 }
 
+/**
+ * What both pretraining engines set up the same way: the data RNG (seed + 1), the schedule,
+ * the history and the progress reporter.
+ */
+export function pretrainLoop(
+  o: z.output<typeof PretrainOptionsSchema>,
+  label: string,
+): { rng: Rng; sched: LrSchedule; history: PretrainRow[]; progress: Progress } {
+  return {
+    rng: new Rng(o.seed + 1),
+    sched: {
+      lrInit: o.lrInit,
+      lrFinal: o.lrFinal,
+      warmupSteps: o.warmupSteps,
+      totalSteps: o.steps,
+    },
+    history: [],
+    progress: createProgress({ total: o.steps, label, unit: "step", silent: !o.progress }),
+  };
+}
+
 /** One row of the pretraining history. */
 export interface PretrainRow {
   step: number;
@@ -79,20 +100,7 @@ export function pretrain(
   const params = parameterList(weights);
   const m = params.map(({ p }) => new Float64Array(p.length));
   const v = params.map(({ p }) => new Float64Array(p.length));
-  const rng = new Rng(o.seed + 1);
-  const sched = {
-    lrInit: o.lrInit,
-    lrFinal: o.lrFinal,
-    warmupSteps: o.warmupSteps,
-    totalSteps: o.steps,
-  };
-  const history: PretrainRow[] = [];
-  const progress = createProgress({
-    total: o.steps,
-    label: "pretrain",
-    unit: "step",
-    silent: !o.progress,
-  });
+  const { rng, sched, history, progress } = pretrainLoop(o, "pretrain");
   for (let step = 0; step < o.steps; step++) {
     const seqs = source(step, o.batch, rng).map((ids) => ({
       tokens: ids.slice(0, -1),

@@ -17,10 +17,9 @@ import type { GpuMatrix } from "../kernels/matmul.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { type GpuWeights, LAYER_VECS, MODEL_VECS } from "../model/gpu_weights.ts";
 import type { LayerWeights, RwkvWeights } from "../model/types.ts";
-import { createProgress } from "../util/progress.ts";
-import { Rng } from "../util/rng.ts";
 import { GpuBackward } from "./gpu_backward.ts";
 import {
+  pretrainLoop,
   type PretrainOptions,
   PretrainOptionsSchema,
   type PretrainRow,
@@ -151,20 +150,7 @@ export async function pretrainGpu(
     writeStorage(gpu, io[k]!, data);
     return io[k]!;
   };
-  const rng = new Rng(o.seed + 1);
-  const sched = {
-    lrInit: o.lrInit,
-    lrFinal: o.lrFinal,
-    warmupSteps: o.warmupSteps,
-    totalSteps: o.steps,
-  };
-  const history: PretrainRow[] = [];
-  const progress = createProgress({
-    total: o.steps,
-    label: "pretrain (GPU)",
-    unit: "step",
-    silent: !o.progress,
-  });
+  const { rng, sched, history, progress } = pretrainLoop(o, "pretrain (GPU)");
   try {
     for (let step = 0; step < o.steps; step++) {
       const b = packBatch(source(step, o.batch, rng));

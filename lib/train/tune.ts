@@ -17,7 +17,7 @@ import { createProgress } from "../util/progress.ts";
 import { LivePlot } from "../plot/live.ts";
 import { lineFigure } from "../plot/figure.ts";
 import { GpuBackward } from "./gpu_backward.ts";
-import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
+import { SumBatchKernel } from "../kernels/sum_batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Batch, type Dataset, type Example, makeBatch } from "./data.ts";
 import { learningRate } from "./schedule.ts";
@@ -167,7 +167,7 @@ export async function tuneState(
   const partials = adam.createPartials(2);
   const lift = options.lifted ? await setupLifted(model, options.lifted) : undefined;
   const bwd = await GpuBackward.create(model);
-  const sum = await Wkv7BackwardKernel.create(gpu, [cfg.headSize]);
+  const sum = await SumBatchKernel.create(gpu);
   const statsBuf = createStorage(gpu, "tune.stats", 16 * o.gradAccum);
 
   let start = 0;
@@ -234,7 +234,7 @@ export async function tuneState(
           l2wrap: o.l2wrap,
           ...(lift ? { lifted: { set: lift.set, dbp: rows?.[a] } } : {}),
         });
-        sum.sumBatch(rec, { B: 1, n, src: bufs.dS0Sum, dst: g, accumulate: a > 0 });
+        sum.record(rec, { B: 1, n, src: bufs.dS0Sum, dst: g, accumulate: a > 0 });
         if (lift) lift.set.recordAdd(rec, bufs.dLifted!, lift.g, a > 0);
         rec.copy(bufs.stats, 0, statsBuf, a * 16, 16);
       }
