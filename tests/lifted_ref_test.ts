@@ -11,7 +11,8 @@
  * @module
  */
 import { assert, assertEquals } from "@std/assert";
-import { assertClose, maxAbsDiff, Rng } from "./_helpers.ts";
+import { assertClose, maxAbsDiff } from "./_helpers.ts";
+import { dot, GradChecker, maxAbs } from "./_fd.ts";
 import type { RwkvWeights } from "../lib/model/types.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { liftedBackward, liftedForward, liftedStep } from "../lib/ref/lifted.ts";
@@ -21,75 +22,14 @@ import { crossEntropy } from "../lib/ref/loss.ts";
 import { initLiftedLayers } from "../lib/ext/support.ts";
 import { LiftedConfigSchema, type LiftedLayers, type LiftedState } from "../lib/ext/types.ts";
 
-const TOL = 1e-6;
-const worst = { elem: 0, rms: 0, dir: 0 };
-const rng = new Rng(777);
-const rand = (n: number, lo = -1, hi = 1) =>
-  Float64Array.from({ length: n }, () => rng.uniform(lo, hi));
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
+const fd = new GradChecker(777);
+const { rng } = fd;
+const rand = fd.rand.bind(fd), checkDir = fd.checkDir.bind(fd), report = fd.report.bind(fd);
+/** Check `g` against FD at (at most `k` of) its large entries. */
+const check = (what: string, g: ArrayLike<number>, f: () => number, arr: Float64Array, k = 1e9) => {
+  assert(maxAbs(g) > 0, `${what}: the gradient is zero`);
+  fd.check(what, g, f, arr, fd.pickBig(g, k));
 };
-
-function fdAt(f: () => number, arr: Float64Array, i: number, h0 = 1e-4): number {
-  const x = arr[i], h = h0 * Math.max(1, Math.abs(x));
-  const at = (dx: number) => {
-    arr[i] = x + dx;
-    return f();
-  };
-  const fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-  arr[i] = x;
-  return fd;
-}
-
-/** Spot entries among the large ones (all when `k` ≥ length). */
-function check(what: string, g: ArrayLike<number>, f: () => number, arr: Float64Array, k = 1e9) {
-  let big = 0;
-  for (let i = 0; i < g.length; i++) big = Math.max(big, Math.abs(g[i]));
-  assert(big > 0, `${what}: the gradient is zero`);
-  let idx = Array.from(arr, (_, i) => i).filter((i) => Math.abs(g[i]) >= 0.1 * big);
-  if (idx.length > k) {
-    const chosen = new Set<number>();
-    while (chosen.size < k) chosen.add(idx[rng.int(idx.length)]);
-    idx = [...chosen];
-  }
-  let num = 0, den = 0;
-  for (const i of idx) {
-    const fd = fdAt(f, arr, i), e = Math.abs(g[i] - fd);
-    assert(e <= TOL * Math.max(1, Math.abs(fd)), `${what}[${i}]: analytic ${g[i]} vs FD ${fd}`);
-    worst.elem = Math.max(worst.elem, e / Math.max(1, Math.abs(fd)));
-    num += e * e;
-    den += fd * fd;
-  }
-  const rms = Math.sqrt(num / den);
-  worst.rms = Math.max(worst.rms, rms);
-  assert(rms <= TOL, `${what}: rms-relative error ${rms.toExponential(2)}`);
-}
-
-function checkDir(what: string, g: ArrayLike<number>, f: () => number, arr: Float64Array) {
-  const dir = rand(arr.length);
-  const rn = Math.sqrt(dot(dir, dir)), gn = Math.sqrt(dot(g, g));
-  dir.forEach((x, i) => (dir[i] = x / rn + (gn > 0 ? g[i] / gn : 0)));
-  const dn = Math.sqrt(dot(dir, dir));
-  dir.forEach((x, i) => (dir[i] = x / dn));
-  const save = arr.slice(), h = 1e-4 * Math.max(1, ...Array.from(arr, Math.abs));
-  const at = (eps: number) => {
-    for (let i = 0; i < arr.length; i++) arr[i] = save[i] + eps * dir[i];
-    return f();
-  };
-  const fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-  arr.set(save);
-  const rel = Math.abs(dot(g, dir) - fd) / Math.abs(fd);
-  worst.dir = Math.max(worst.dir, rel);
-  assert(rel <= TOL, `${what}: directional ${dot(g, dir)} vs FD ${fd} (rel ${rel})`);
-}
-
-function report(name: string) {
-  const e = (x: number) => x.toExponential(2);
-  console.log(`${name}: worst elem ${e(worst.elem)}, rms-rel ${e(worst.rms)}, dir ${e(worst.dir)}`);
-  worst.elem = worst.rms = worst.dir = 0;
-}
 
 /** Unit vectors per (T, H) block of N. */
 function unitRows(T: number, H: number, N: number): Float64Array {

@@ -17,7 +17,8 @@
  * @module
  */
 import { assert } from "@std/assert";
-import { errRatio, fixture, hasFixtures, Rng } from "./_helpers.ts";
+import { errRatio, fixture, hasFixtures } from "./_helpers.ts";
+import { dot, GradChecker } from "./_fd.ts";
 import type { LayerWeights, RwkvWeights } from "../lib/model/types.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { loadModel } from "../lib/model/load.ts";
@@ -30,113 +31,9 @@ import { crossEntropy, L2WRAP_COEF } from "../lib/ref/loss.ts";
 import { refForward, type RefLayerState64 } from "../lib/ref/model.ts";
 import { refBackward, refBatchLossAndGrad, refLossAndGrad } from "../lib/ref/backward.ts";
 
-const TOL = 1e-6;
-/** Worst errors seen, printed after each test (for the report). */
-const worst = { elem: 0, rms: 0, dir: 0 };
-
-const rng = new Rng(20240607);
-const rand = (n: number, lo = -1, hi = 1) =>
-  Float64Array.from({ length: n }, () => rng.uniform(lo, hi));
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
-
-/** Five-point central difference of f at arr[i]: truncation O(h⁴), round-off ~|f|·1e-16/h. */
-function fdAt(f: () => number, arr: Float64Array, i: number, h0: number): number {
-  const x = arr[i], h = h0 * Math.max(1, Math.abs(x));
-  const at = (dx: number) => {
-    arr[i] = x + dx;
-    return f();
-  };
-  const fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-  arr[i] = x;
-  return fd;
-}
-
-/** Check `g` against FD of f at `indices` of arr (all when omitted). */
-function check(
-  what: string,
-  g: ArrayLike<number>,
-  f: () => number,
-  arr: Float64Array,
-  indices?: number[],
-  h0 = 1e-4,
-): void {
-  assert(g.length === arr.length, `${what}: gradient length ${g.length} vs ${arr.length}`);
-  const idx = indices ?? Array.from(arr, (_, i) => i);
-  let num = 0, den = 0;
-  for (const i of idx) {
-    const fd = fdAt(f, arr, i, h0);
-    const e = Math.abs(g[i] - fd);
-    assert(Number.isFinite(g[i]), `${what}[${i}] = ${g[i]}`);
-    assert(e <= TOL * Math.max(1, Math.abs(fd)), `${what}[${i}]: analytic ${g[i]} vs FD ${fd}`);
-    worst.elem = Math.max(worst.elem, e / Math.max(1, Math.abs(fd)));
-    num += e * e;
-    den += fd * fd;
-  }
-  const rms = den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
-  worst.rms = Math.max(worst.rms, rms);
-  assert(rms <= TOL, `${what}: rms-relative error ${rms.toExponential(2)} > ${TOL}`);
-}
-
-/** Directional check over the whole of arr: g·δ vs FD along a random δ. */
-function checkDir(
-  what: string,
-  g: ArrayLike<number>,
-  f: () => number,
-  arr: Float64Array,
-  h0 = 1e-4,
-): void {
-  // δ = unit(ĝ + random unit vector): a random direction that keeps g·δ away from 0
-  const dir = rand(arr.length);
-  const rn = Math.sqrt(dot(dir, dir)), gn = Math.sqrt(dot(g, g));
-  dir.forEach((x, i) => (dir[i] = x / rn + (gn > 0 ? g[i] / gn : 0)));
-  const dn = Math.sqrt(dot(dir, dir));
-  dir.forEach((x, i) => (dir[i] = x / dn));
-  const save = arr.slice();
-  const h = h0 * Math.max(1, ...Array.from(arr, Math.abs));
-  const at = (eps: number) => {
-    for (let i = 0; i < arr.length; i++) arr[i] = save[i] + eps * dir[i];
-    return f();
-  };
-  const fd = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-  arr.set(save);
-  const an = dot(g, dir);
-  const rel = Math.abs(an - fd) / Math.max(Math.abs(fd), 1e-300);
-  worst.dir = Math.max(worst.dir, rel);
-  assert(rel <= TOL, `${what}: directional ${an} vs FD ${fd} (rel ${rel.toExponential(2)})`);
-}
-
-function report(name: string) {
-  console.log(
-    `${name}: worst per-element ${worst.elem.toExponential(2)}, rms-rel ${
-      worst.rms.toExponential(2)
-    }, directional ${worst.dir.toExponential(2)}`,
-  );
-  worst.elem = worst.rms = worst.dir = 0;
-}
-
-/** `k` distinct random indices in [0, n). */
-function pick(n: number, k: number): number[] {
-  const s = new Set<number>();
-  while (s.size < Math.min(k, n)) s.add(rng.int(n));
-  return [...s];
-}
-
-/**
- * `k` random indices among the entries of `g` with |g| ≥ 0.1·max|g|: spot checks where the
- * gradient is large enough that round-off in the loss (~1e-16·|L|/h) cannot swamp the FD. The
- * directional checks cover every entry.
- */
-function pickBig(g: ArrayLike<number>, k: number): number[] {
-  let big = 0;
-  for (let i = 0; i < g.length; i++) big = Math.max(big, Math.abs(g[i]));
-  const cand: number[] = [];
-  for (let i = 0; i < g.length; i++) if (Math.abs(g[i]) >= 0.1 * big) cand.push(i);
-  return pick(cand.length, k).map((j) => cand[j]);
-}
+const fd = new GradChecker(20240607);
+const rand = fd.rand.bind(fd), check = fd.check.bind(fd), checkDir = fd.checkDir.bind(fd);
+const report = fd.report.bind(fd), pickBig = fd.pickBig.bind(fd);
 
 /** A float64 copy of the weights. The reference reads weights only by index, so float64 arrays
  * stand in for the Float32Arrays of the type: FD then perturbs them exactly. */
