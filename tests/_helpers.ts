@@ -99,3 +99,33 @@ export function assertClose(
     );
   }
 }
+
+/**
+ * B random sequences of the given lengths over a vocabulary of V, right-padded to the longest,
+ * with random masks (position 0 always counts): flat (B, T) arrays for the GPU backward and
+ * the same sequences for the CPU reference.
+ */
+export function randomBatch(rng: Rng, V: number, lengths: number[]): {
+  B: number;
+  T: number;
+  tokens: Uint32Array;
+  targets: Uint32Array;
+  mask: Float32Array;
+  seqs: { tokens: number[]; targets: number[]; mask: number[] }[];
+} {
+  const T = Math.max(...lengths), B = lengths.length;
+  const tokens = new Uint32Array(B * T), targets = new Uint32Array(B * T);
+  const mask = new Float32Array(B * T);
+  const seqs = lengths.map((len, b) => {
+    const tok = Array.from({ length: len }, () => rng.int(V));
+    const tgt = Array.from({ length: len }, () => rng.int(V));
+    const m = Array.from({ length: len }, (_, t) => (t === 0 || rng.next() < 0.8 ? 1 : 0));
+    for (let t = 0; t < len; t++) {
+      tokens[b * T + t] = tok[t];
+      targets[b * T + t] = tgt[t];
+      mask[b * T + t] = m[t];
+    }
+    return { tokens: tok, targets: tgt, mask: m };
+  });
+  return { B, T, tokens, targets, mask, seqs };
+}

@@ -11,31 +11,12 @@ import { loadModel } from "../lib/model/load.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import type { RwkvState, RwkvWeights } from "../lib/model/types.ts";
 import { zeroState } from "../lib/model/types.ts";
-import { refBatchLossAndGrad, type RefSequence } from "../lib/ref/backward.ts";
+import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
 import { GpuBackward, type InitialState } from "../lib/train/gpu_backward.ts";
-import { errRatio, fixture, gpu, hasFixtures, Rng } from "./_helpers.ts";
+import { errRatio, fixture, gpu, hasFixtures, randomBatch as makeBatch, Rng } from "./_helpers.ts";
 
 const GRAD_TOL = 1e-4;
 const LOSS_TOL = 1e-5;
-
-/** B random sequences of the given lengths, right-padded to the longest, with random masks. */
-function makeBatch(rng: Rng, V: number, lengths: number[]) {
-  const T = Math.max(...lengths), B = lengths.length;
-  const tokens = new Uint32Array(B * T), targets = new Uint32Array(B * T);
-  const mask = new Float32Array(B * T);
-  const seqs: RefSequence[] = lengths.map((len, b) => {
-    const tok = Array.from({ length: len }, () => rng.int(V));
-    const tgt = Array.from({ length: len }, () => rng.int(V));
-    const m = Array.from({ length: len }, (_, t) => (t === 0 || rng.next() < 0.8 ? 1 : 0));
-    tok.forEach((x, t) => {
-      tokens[b * T + t] = x;
-      targets[b * T + t] = tgt[t];
-      mask[b * T + t] = m[t];
-    });
-    return { tokens: tok, targets: tgt, mask: m };
-  });
-  return { B, T, tokens, targets, mask, seqs };
-}
 
 /** Random shared initial state: wkv random, shifts zero (as in state tuning). */
 function randomS0(rng: Rng, weights: RwkvWeights, scale: number): RwkvState {

@@ -13,12 +13,12 @@ import { GpuModel } from "../lib/model/gpu_model.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import type { RwkvState, RwkvWeights } from "../lib/model/types.ts";
 import { zeroState } from "../lib/model/types.ts";
-import { refBatchLossAndGrad, type RefSequence } from "../lib/ref/backward.ts";
+import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
 import { GpuBackward, type LossAndGradArgs } from "../lib/train/gpu_backward.ts";
 import { pretrain } from "../lib/train/pretrain.ts";
 import { pretrainGpu, readGpuWeights } from "../lib/train/pretrain_gpu.ts";
 import { refForward } from "../lib/ref/model.ts";
-import { errRatio, gpu, Rng } from "./_helpers.ts";
+import { errRatio, gpu, randomBatch as makeBatch, Rng } from "./_helpers.ts";
 
 const TOL = 1e-4;
 /** Labels of the dispatches that only weight gradients record. */
@@ -35,25 +35,6 @@ function config() {
     dimV: 8,
     dimG: 12,
   });
-}
-
-/** B random sequences, right-padded to the longest, random masks (position 0 always counts). */
-function makeBatch(rng: Rng, V: number, lengths: number[]) {
-  const T = Math.max(...lengths), B = lengths.length;
-  const tokens = new Uint32Array(B * T), targets = new Uint32Array(B * T);
-  const mask = new Float32Array(B * T);
-  const seqs: RefSequence[] = lengths.map((len, b) => {
-    const tok = Array.from({ length: len }, () => rng.int(V));
-    const tgt = Array.from({ length: len }, () => rng.int(V));
-    const m = Array.from({ length: len }, (_, t) => (t === 0 || rng.next() < 0.8 ? 1 : 0));
-    for (let t = 0; t < len; t++) {
-      tokens[b * T + t] = tok[t];
-      targets[b * T + t] = tgt[t];
-      mask[b * T + t] = m[t];
-    }
-    return { tokens: tok, targets: tgt, mask: m };
-  });
-  return { B, T, tokens, targets, mask, seqs };
 }
 
 function randomState(rng: Rng, w: RwkvWeights, shifts: boolean): RwkvState {
