@@ -1,58 +1,40 @@
 /**
  * WebGPU benchmark: matmul GFLOP/s beside numpy's on the same matrices, then per model shape
- * prefill and generation tokens/s, the state-tuning step (forward + backward to S0), GPU memory
- * accounted for, and per-kernel time with achieved GFLOP/s for the matmuls.
+ * prefill and generation tokens/s, the state-tuning step (forward + backward to S0 + clipped
+ * Adam on S0) at T ∈ {64, 512}, the GPU memory accounted for by the forward and by the step,
+ * and per-kernel time with achieved GFLOP/s (matmuls) or GB/s (others) and the fraction of the
+ * adapter's peak. `--vs-torch` runs scripts/bench_torch.py (the same step in PyTorch, fp32 and
+ * bf16) and prints the WebGPU/PyTorch ratio pair by pair.
  *
- *     deno task bench [--quick] [--shapes tiny,0.1B,0.4B,1.5B] [--json PATH] [--vs-torch]
+ *     deno task bench [--quick] [--shapes tiny,0.1B,0.4B,1.5B] [--train-T 64,512] [--json PATH]
+ *       [--vs-torch] [--python PATH] [--timer auto|timestamp|replay] [--peak-gflops G]
+ *       [--peak-gbs B]
  *
- * Per-kernel times come from a dispatch-level timer: the forward is captured, then each
- * kernel's dispatches are replayed alone in one submit and timed by wall clock (the Recorder has
- * no timestamp-query hook yet). On a software adapter the default shapes are tiny and 0.1B;
- * larger ones run only when `--shapes` asks for them and the host has the memory.
+ * Per-kernel times come from timestamp queries when the adapter has `timestamp-query`, else
+ * from a dispatch-level replay timer (scripts/_bench_profile.ts); the table and JSON say which.
+ * On a software adapter the default shapes are tiny and 0.1B, and the step runs at T = 512 only
+ * for tiny unless `--train-T` asks. Shapes that do not fit are skipped with the reason.
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import { z } from "zod";
 import { getGpu, type Gpu } from "../lib/gpu/device.ts";
-import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
-import { type Binding, Recorder } from "../lib/gpu/recorder.ts";
+import { createStorage } from "../lib/gpu/buffers.ts";
+import { Recorder } from "../lib/gpu/recorder.ts";
 import { MatmulKernel } from "../lib/kernels/matmul.ts";
-import { GpuModel } from "../lib/model/gpu_model.ts";
+import { uploadMatrixTextures } from "../lib/kernels/matmul_tex.ts";
+import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { planSkipReason } from "../lib/model/memory_plan.ts";
 import { OFFICIAL_SHAPES, randomWeights } from "../lib/model/random.ts";
 import type { RwkvConfig, RwkvWeights } from "../lib/model/types.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
-
-interface Row {
-  shape: string;
-  test: string;
-  value: number;
-  unit: string;
-  note?: string;
-}
+import { parseWith, runMain, UsageError } from "./_cli.ts";
+import { BufferTracker, resolvePeak, type TimerKind } from "./_bench_profile.ts";
+import { add, benchShape, results, timeIt } from "./_bench_model.ts";
 
 const TINY = new URL("../../shared/fixtures/models/tiny-rwkv7-834K.safetensors", import.meta.url)
   .pathname;
-const rows: Row[] = [];
-
-function add(shape: string, test: string, value: number, unit: string, note?: string): void {
-  rows.push({ shape, test, value, unit, note });
-  console.error(`  ${shape} ${test}: ${value.toFixed(unit === "tok/s" ? 1 : 2)} ${unit}`);
-}
-
-const med = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
-const seq = (T: number, V: number) => Array.from({ length: T }, (_, i) => (i * 7919 + 13) % V);
-
-/** Seconds of `fn` (median of `reps`). */
-async function timeIt(reps: number, fn: () => Promise<void>): Promise<number> {
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    ts.push((performance.now() - t0) / 1000);
-  }
-  return med(ts);
-}
 
 // ---- numpy reference ----------------------------------------------------------------------
 
@@ -68,23 +50,31 @@ for M, K, N in json.loads(sys.argv[1]):
         for i in range(n): x @ w.T
         ts.append((time.perf_counter() - t0) / n)
     out.append(2 * M * K * N / sorted(ts)[2] / 1e9)
-print(json.dumps(out))
+a = np.ones(1 << 24, np.float32); b = np.empty_like(a); np.copyto(b, a); ts = []
+for r in range(5):
+    t0 = time.perf_counter(); np.copyto(b, a); ts.append(time.perf_counter() - t0)
+print(json.dumps({"gflops": out, "gbs": 2 * a.nbytes / sorted(ts)[2] / 1e9}))
 `;
 
-/** numpy's GFLOP/s for `x · Wᵀ` on each shape, or null when python3/numpy are absent. */
-async function numpyGflops(shapes: number[][]): Promise<number[] | null> {
+interface Numpy {
+  gflops: number[];
+  gbs: number;
+}
+
+/** numpy's GFLOP/s for `x · Wᵀ` on each shape and its copy GB/s, or null without numpy. */
+async function numpyRef(python: string, shapes: number[][]): Promise<Numpy | null> {
   try {
-    const p = await new Deno.Command("python3", { args: ["-c", NUMPY, JSON.stringify(shapes)] })
+    const p = await new Deno.Command(python, { args: ["-c", NUMPY, JSON.stringify(shapes)] })
       .output();
     if (!p.success) throw new Error(new TextDecoder().decode(p.stderr).trim().split("\n").pop());
     return JSON.parse(new TextDecoder().decode(p.stdout));
   } catch (e) {
-    console.log(`numpy comparison skipped: ${(e as Error).message}`);
+    console.log(`numpy comparison skipped (${python}): ${(e as Error).message}`);
     return null;
   }
 }
 
-async function matmulSection(gpu: Gpu, quick: boolean): Promise<void> {
+async function matmulSection(gpu: Gpu, quick: boolean, python: string): Promise<Numpy | null> {
   const mm = await MatmulKernel.create(gpu, { tune: "probe" });
   const t = mm.tuning;
   console.log(
@@ -92,7 +82,7 @@ async function matmulSection(gpu: Gpu, quick: boolean): Promise<void> {
       `lowrank ${t.lowrank.TR}x${4 * t.lowrank.TC} per invocation`,
   );
   const shapes = quick ? [[64, 768, 768]] : [[512, 512, 512], [64, 768, 768], [1, 768, 768]];
-  const np = await numpyGflops(shapes);
+  const np = await numpyRef(python, shapes);
   for (const [si, [M, K, N]] of shapes.entries()) {
     const x = createStorage(gpu, "bench.x", M * K * 4);
     const w = createStorage(gpu, "bench.w", K * N * 4);
@@ -107,212 +97,94 @@ async function matmulSection(gpu: Gpu, quick: boolean): Promise<void> {
       const n = Math.max(1, Math.min(20, Math.round(0.3 / one)));
       const s = (await timeIt(quick ? 1 : 3, () => run(n))) / n;
       const g = (2 * M * K * N) / s / 1e9;
-      const ref = np?.[si];
+      const ref = np?.gflops[si];
       const note = ref
         ? `numpy ${ref.toFixed(1)} GFLOP/s, ratio ${(100 * g / ref).toFixed(1)}%`
         : "";
       add(`matmul ${M}x${K}x${N}`, entry === "linear" ? "x·Wᵀ" : "x·M", g, "GFLOP/s", note);
     }
-    x.destroy();
-    w.destroy();
-    y.destroy();
+    for (const b of [x, w, y]) b.destroy();
   }
+  return np;
 }
 
-// ---- per-kernel timer ---------------------------------------------------------------------
-
-interface Captured {
-  pipeline: GPUComputePipeline;
-  params: number[];
-  bindings: Binding[];
-  groups: readonly [number, number?, number?];
-  label: string;
-}
-
-/** A Recorder that keeps the dispatches instead of submitting them. */
-class CaptureRecorder extends Recorder {
-  ops: Captured[] = [];
-  override dispatch(
-    pipeline: GPUComputePipeline,
-    params: number[],
-    bindings: Binding[],
-    groups: readonly [number, number?, number?],
-    label = pipeline.label,
-  ): this {
-    this.ops.push({ pipeline, params, bindings, groups, label });
-    return this;
-  }
-  override copy(): this {
-    return this;
-  }
-  override clear(): this {
-    return this;
-  }
-}
-
-/** Time each kernel (by label, chunk suffixes merged) of one recorded forward. */
-async function perKernel(model: GpuModel, shape: string, T: number): Promise<void> {
-  const { gpu } = model;
-  const cap = new CaptureRecorder(gpu, "capture");
-  const tokens = uploadStorage(
-    gpu,
-    "bench.tokens",
-    Uint32Array.from(seq(T, model.config.vocabSize)),
-  );
-  const st = model.createState(1);
-  model.recordForward(cap, { B: 1, T, tokens, state: st, logits: "last" });
-  const groups = new Map<string, Captured[]>();
-  for (const op of cap.ops) {
-    const key = op.label.replace(/\[.*?\]/g, "");
-    groups.set(key, [...(groups.get(key) ?? []), op]);
-  }
-  const sync = await timeIt(3, () => gpu.device.queue.onSubmittedWorkDone());
-  const out: { key: string; s: number; flop: number }[] = [];
-  for (const [key, ops] of groups) {
-    const s = await timeIt(1, async () => {
-      const rec = new Recorder(gpu, `bench.${key}`);
-      for (const o of ops) rec.dispatch(o.pipeline, o.params, o.bindings, o.groups, o.label);
-      await rec.flush();
-    });
-    const flop = key.startsWith("matmul")
-      ? ops.reduce((f, o) => f + 2 * o.params[0] * o.params[1] * o.params[2], 0)
-      : 0;
-    out.push({ key, s: Math.max(s - sync, 1e-6), flop });
-  }
-  const total = out.reduce((a, o) => a + o.s, 0);
-  out.sort((a, b) => b.s - a.s);
-  console.log(`\nper-kernel time, ${shape} forward T=${T} (dispatch-level timer):`);
-  console.log("| kernel | dispatches | ms | share | GFLOP/s |");
-  console.log("| ------ | ---------: | -: | ----: | ------: |");
-  for (const o of out) {
-    const g = o.flop ? (o.flop / o.s / 1e9).toFixed(2) : "";
-    const n = groups.get(o.key)!.length;
-    console.log(
-      `| ${o.key} | ${n} | ${(o.s * 1e3).toFixed(1)} | ${(100 * o.s / total).toFixed(0)}% | ${g} |`,
-    );
-    if (o.flop) add(shape, `kernel ${o.key} T=${T}`, o.flop / o.s / 1e9, "GFLOP/s");
-  }
-  tokens.destroy();
-  st.destroy();
-}
-
-// ---- model benchmarks ---------------------------------------------------------------------
-
-async function prefill(model: GpuModel, T: number, reps: number): Promise<number> {
-  const st = model.createState(1);
-  const tokens = [seq(T, model.config.vocabSize)];
-  await model.forward([tokens[0].slice(0, 1)], st);
-  model.workspace(T);
-  const s = await timeIt(reps, async () => {
-    st.reset();
-    await model.forward(tokens, st);
-  });
-  st.destroy();
-  return s;
-}
-
-/** `steps` single-token forwards recorded into one submit, logits read back once. */
-async function generateBatched(model: GpuModel, steps: number, reps: number): Promise<number> {
-  const { gpu } = model, V = model.config.vocabSize;
-  const tokens = uploadStorage(gpu, "bench.tokens", Uint32Array.from(seq(steps, V)));
-  const out = createStorage(gpu, "bench.logits", steps * V * 4);
-  const st = model.createState(1);
-  const run = async () => {
-    const rec = new Recorder(gpu, "bench.generate");
-    for (let i = 0; i < steps; i++) {
-      model.recordForward(rec, {
-        B: 1,
-        T: 1,
-        tokens,
-        tokOff: i,
-        state: st,
-        logits: "last",
-        out,
-        outOff: i * V,
-      });
+/**
+ * The same products through `linearMatrix` / `lowrankMatrix` over uploaded weight matrices:
+ * f32 and f16 storage buffers, and their texture copies (the software-adapter path).
+ */
+async function matrixSection(gpu: Gpu, quick: boolean, np: Numpy | null): Promise<void> {
+  const mm = await MatmulKernel.create(gpu);
+  await mm.prepare("f16");
+  await mm.prepareTextures();
+  const shapes = quick ? [[64, 768, 768]] : [[512, 512, 512], [64, 768, 768], [1, 768, 768]];
+  for (const [si, [M, K, N]] of shapes.entries()) {
+    const x = createStorage(gpu, "bench.x", M * K * 4);
+    const y = createStorage(gpu, "bench.y", M * N * 4);
+    const data = new Float32Array(K * N).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5);
+    for (const dtype of ["f32", "f16"] as const) {
+      for (const tex of [false, true]) {
+        const W = uploadMatrix(gpu, "bench.W", data, N, K, undefined, dtype);
+        const Mx = uploadMatrix(gpu, "bench.M", data, K, N, undefined, dtype);
+        if (tex) {
+          W.tex = uploadMatrixTextures(gpu, "bench.W", data, N, K, dtype);
+          Mx.tex = uploadMatrixTextures(gpu, "bench.M", data, K, N, dtype);
+        }
+        for (const entry of ["linear", "lowrank"] as const) {
+          const run = async (n: number) => {
+            const rec = new Recorder(gpu, "bench.matrix");
+            for (let i = 0; i < n; i++) {
+              if (entry === "linear") mm.linearMatrix(rec, W, { M, x, y });
+              else mm.lowrankMatrix(rec, Mx, { M, x, y });
+            }
+            await rec.flush();
+          };
+          const one = await timeIt(1, () => run(1));
+          const n = Math.max(1, Math.min(20, Math.round(0.3 / one)));
+          const s = (await timeIt(quick ? 1 : 3, () => run(n))) / n;
+          const g = (2 * M * K * N) / s / 1e9;
+          const ref = np?.gflops[si];
+          const note = ref
+            ? `numpy ${ref.toFixed(1)} GFLOP/s, ratio ${(100 * g / ref).toFixed(1)}%`
+            : "";
+          const test = `${entry === "linear" ? "x·Wᵀ" : "x·M"} ${dtype}${tex ? " texture" : ""}`;
+          add(`matmul ${M}x${K}x${N}`, test, g, "GFLOP/s", note);
+        }
+        for (const m of [W, Mx]) {
+          m.chunks.forEach((c) => c.buffer.destroy());
+          m.tex?.parts.forEach((p) => p.texture.destroy());
+        }
+      }
     }
-    rec.submit();
-    await readF32(gpu, out, V, (steps - 1) * V);
-  };
-  await run();
-  const s = await timeIt(reps, run);
-  tokens.destroy();
-  out.destroy();
-  st.destroy();
-  return s / steps;
-}
-
-/** Forward + backward to dL/dS0 of one sequence of T tokens (state tuning); seconds per step. */
-async function trainStep(model: GpuModel, T: number, reps: number): Promise<number> {
-  const { gpu } = model, cfg = model.config;
-  const bw = await GpuBackward.create(model);
-  const ids = seq(T + 1, cfg.vocabSize);
-  const tokens = uploadStorage(gpu, "bench.tok", Uint32Array.from(ids.slice(0, T)));
-  const targets = uploadStorage(gpu, "bench.tgt", Uint32Array.from(ids.slice(1)));
-  const mask = uploadStorage(gpu, "bench.mask", new Float32Array(T).fill(1));
-  const n = cfg.nLayer * cfg.nHead * cfg.headSize * cfg.headSize;
-  const wkv = createStorage(gpu, "bench.S0", n * 4);
-  const step = async () => {
-    await bw.lossAndGrad({ B: 1, T, tokens, targets, mask, init: { kind: "shared", wkv } });
-  };
-  await step();
-  const s = await timeIt(reps, step);
-  bw.destroy();
-  for (const b of [tokens, targets, mask, wkv]) b.destroy();
-  return s;
-}
-
-/** Bytes of the buffers the forward holds for `rows` rows: weights, workspace, one state. */
-function accountedBytes(model: GpuModel, rows: number): number {
-  const ws = model.workspace(rows) as unknown as Record<string, unknown>;
-  let b = model.weights.bytes;
-  for (const v of Object.values(ws)) if (v instanceof GPUBuffer) b += v.size;
-  const st = model.createState(1);
-  b += st.att.size + st.wkv.size + st.ffn.size;
-  st.destroy();
-  return b + 3 * rows * model.config.nEmbd * 4; // residual ping-pong and v_first
-}
-
-async function benchShape(
-  shape: string,
-  weights: RwkvWeights,
-  o: { quick: boolean; trainTs: number[] },
-): Promise<void> {
-  const gpu = await getGpu();
-  const model = await GpuModel.create(gpu, weights);
-  const big = model.config.vocabSize > 4096;
-  const reps = o.quick || big ? 1 : 3;
-  const Ts = o.quick ? [64] : [64, 512];
-  for (const T of Ts) add(shape, `prefill T=${T}`, T / await prefill(model, T, reps), "tok/s");
-  const steps = big ? 4 : 16;
-  add(shape, `generate ×${steps}/submit`, 1 / await generateBatched(model, steps, reps), "tok/s");
-  for (const T of o.trainTs) {
-    add(shape, `state-tuning step T=${T}`, T / await trainStep(model, T, reps), "tok/s");
+    for (const b of [x, y]) b.destroy();
   }
-  const T = Math.max(...Ts, ...o.trainTs);
-  add(
-    shape,
-    `GPU memory, forward T=${T}`,
-    accountedBytes(model, T) / 2 ** 20,
-    "MiB",
-    "weights + workspace + state",
-  );
-  await perKernel(model, shape, 64);
-  model.destroy();
 }
 
 /** Why a shape is skipped, or null to run it. */
-function skipReason(gpu: Gpu, cfg: RwkvConfig, asked: boolean): string | null {
+function skipReason(
+  gpu: Gpu,
+  cfg: RwkvConfig,
+  T: number,
+  asked: boolean,
+): string | null {
   const { nLayer: L, nEmbd: C, vocabSize: V, dimFfn: F } = cfg;
+  const host = Deno.systemMemoryInfo().total;
   const bytes = 4 * (2 * V * C + L * (4 * C * C + 2 * C * F));
-  if (bytes > 0.5 * Deno.systemMemoryInfo().total) {
+  if (bytes > 0.5 * host) {
     return `${(bytes / 2 ** 30).toFixed(1)} GiB of f32 weights exceed half the host memory`;
   }
-  if (gpu.isFallback && !asked) return "software adapter: ask with --shapes";
+  const soft = gpu.isFallback || /llvmpipe/i.test(gpu.description);
+  const { maxBufferSize, maxStorageBufferBindingSize } = gpu.limits;
+  const limits = {
+    maxBufferSize,
+    maxStorageBufferBindingSize,
+    ...(soft ? { memoryBytes: host } : {}),
+  };
+  const why = planSkipReason(cfg, { T, B: 1, weightDtype: "f32" }, limits);
+  if (why) return why;
+  if (soft && !asked) return "software adapter: ask with --shapes";
   return null;
 }
 
-/** Run scripts/bench_torch.py; returns its JSON rows or null (absent PyTorch is reported). */
 /** One row of bench_torch.py's output. */
 interface TorchRow {
   shape: string;
@@ -322,95 +194,227 @@ interface TorchRow {
   tokensPerSecond: number;
 }
 
-async function vsTorch(trainTs: number[]): Promise<TorchRow[] | null> {
+/** bench_torch.py on the first interpreter that has PyTorch; rows, or null with the reason. */
+async function vsTorch(
+  pythons: string[],
+  shape: string,
+  Ts: number[],
+  reps: number,
+): Promise<TorchRow[] | string> {
   const script = new URL("./bench_torch.py", import.meta.url).pathname;
-  const p = await new Deno.Command("python3", { args: [script, "--T", trainTs.join(",")] })
-    .output();
-  const text = new TextDecoder().decode(p.stdout).trim();
-  if (!p.success) {
-    console.log(`--vs-torch: bench_torch.py failed: ${new TextDecoder().decode(p.stderr).trim()}`);
-    return null;
+  const args = [script, "--shapes", shape, "--T", Ts.join(","), "--fixture", TINY];
+  let reason = "no Python interpreter found";
+  for (const py of pythons) {
+    let p: Deno.CommandOutput;
+    try {
+      p = await new Deno.Command(py, { args: [...args, "--reps", String(reps)] }).output();
+    } catch (e) {
+      reason = `${py}: ${(e as Error).message}`;
+      continue;
+    }
+    const err = new TextDecoder().decode(p.stderr).trim();
+    if (!p.success) return `bench_torch.py failed under ${py}: ${err.split("\n").pop()}`;
+    const doc = JSON.parse(new TextDecoder().decode(p.stdout).trim().split("\n").pop()!);
+    if (doc.torch) return doc.rows;
+    reason = doc.reason;
   }
-  const doc = JSON.parse(text.split("\n").pop()!);
-  if (!doc.torch) {
-    console.log(`--vs-torch: ${doc.reason}; no PyTorch ratios`);
-    return null;
-  }
-  return doc.rows;
+  return reason;
 }
 
+/** WebGPU / PyTorch tokens/s of the state-tuning step, pair by pair. */
+interface TorchRatio {
+  shape: string;
+  T: number;
+  dtype: string;
+  device: string;
+  webgpuTokensPerSecond: number;
+  torchTokensPerSecond: number;
+  ratio: number;
+}
+
+/** bench_torch.py for every shape that ran, and the ratios to this run's steps. */
+async function torchSection(
+  pythons: string[],
+  ran: { shape: string; Ts: number[] }[],
+  quick: boolean,
+): Promise<{ torch: TorchRow[] | null; torchStatus: string; torchRatios: TorchRatio[] }> {
+  let torch: TorchRow[] | null = null, torchStatus = "no shape ran";
+  for (const r of ran) {
+    const got = await vsTorch(pythons, r.shape, r.Ts, quick ? 1 : 3);
+    if (typeof got === "string") {
+      console.log(`--vs-torch: ${got}; no PyTorch ratios`);
+      return { torch, torchStatus: got, torchRatios: [] };
+    }
+    torch = [...(torch ?? []), ...got];
+    torchStatus = "ran";
+  }
+  const torchRatios: TorchRatio[] = [];
+  for (const t of torch ?? []) {
+    const test = `state-tuning step T=${t.T}`;
+    const mine = results.rows.find((r) => r.shape === t.shape && r.test === test);
+    if (!mine) continue;
+    torchRatios.push({
+      ...{ shape: t.shape, T: t.T, dtype: t.dtype, device: t.device },
+      webgpuTokensPerSecond: mine.value,
+      torchTokensPerSecond: t.tokensPerSecond,
+      ratio: mine.value / t.tokensPerSecond,
+    });
+  }
+  return { torch, torchStatus, torchRatios };
+}
+
+const Args = z.object({
+  quick: z.boolean(),
+  shapes: z.string().optional(),
+  json: z.string().optional(),
+  "vs-torch": z.boolean(),
+  "train-T": z.string().regex(/^\d+(,\d+)*$/, "expected token counts such as 64,512").optional(),
+  timer: z.enum(["auto", "timestamp", "replay"]).default("auto"),
+  "peak-gflops": z.coerce.number().positive().optional(),
+  "peak-gbs": z.coerce.number().positive().optional(),
+  python: z.string().optional(),
+  weights: z.enum(["f32", "f16"], { error: "--weights must be f32 or f16" }).default("f32"),
+  textures: z.enum(["auto", "on", "off"], { error: "--textures must be auto, on or off" })
+    .default("auto"),
+  help: z.boolean(),
+});
+
 const USAGE =
-  `Usage: deno task bench [--quick] [--shapes tiny,0.1B,0.4B,1.5B] [--json PATH] [--vs-torch]
+  `Usage: deno task bench [--quick] [--shapes tiny,0.1B,0.4B,1.5B] [--train-T 64,512] [--json PATH]
+                        [--vs-torch] [--python PATH] [--timer auto|timestamp|replay]
+                        [--peak-gflops G] [--peak-gbs B] [--weights f32|f16]
+                        [--textures auto|on|off]
 
-  --quick     fewer repetitions and T = 64 only
-  --shapes    models to measure: the tiny fixture and seeded random official shapes
-              (default: tiny,0.1B on a software adapter, all four on a GPU)
-  --json      also write the rows as JSON
-  --vs-torch  run scripts/bench_torch.py (the same state-tuning step in PyTorch) and print ratios
-
-Prints the matmul GFLOP/s beside numpy's, prefill / generation / state-tuning tokens/s,
-GPU memory and per-kernel times for the current adapter.`;
+  --quick        fewer repetitions, T = 64 only (unless --train-T)
+  --shapes       models: the tiny fixture and seeded random official shapes
+                 (default: tiny,0.1B on a software adapter, all four on a GPU)
+  --train-T      state-tuning step lengths for every shape (default 64,512; on a software
+                 adapter 512 only for tiny)
+  --json         also write rows, per-kernel times, memory and torch ratios as JSON
+  --vs-torch     run scripts/bench_torch.py (the same state-tuning step in PyTorch, fp32 and
+                 bf16) and print the WebGPU/PyTorch ratio per pair
+  --python       interpreter for numpy and PyTorch (default: python3, then /usr/bin/python3
+                 for PyTorch)
+  --timer        per-kernel timer (auto: timestamp queries when the adapter has them)
+  --peak-gflops  the adapter's FP32 GFLOP/s peak, --peak-gbs its memory GB/s (else a table of
+                 known GPUs, or numpy's figures on a software adapter)
+  --weights      storage of the models' weight matrices (f16: halves, f32 accumulation)
+  --textures     texture copies of the weights for the texture matmul kernels (auto: on for
+                 software adapters, where they are several times faster)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      quick: { type: "boolean", default: false },
-      shapes: { type: "string" },
-      json: { type: "string" },
-      "vs-torch": { type: "boolean", default: false },
+      ...{ quick: { type: "boolean", default: false }, shapes: { type: "string" } },
+      ...{ json: { type: "string" }, "vs-torch": { type: "boolean", default: false } },
+      ...{ "train-T": { type: "string" }, timer: { type: "string" }, python: { type: "string" } },
+      ...{ "peak-gflops": { type: "string" }, "peak-gbs": { type: "string" } },
+      ...{ weights: { type: "string" }, textures: { type: "string" } },
       help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (values.help) return console.log(USAGE);
+  const a = parseWith(Args, values);
+  if (a.help) return console.log(USAGE);
+  const { rows, kernels, memory, skipped } = results;
+  BufferTracker.install();
   const gpu = await getGpu();
-  console.log(`adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
-  const quick = values.quick!;
   const soft = gpu.isFallback || /llvmpipe/i.test(gpu.description);
-  const asked = values.shapes !== undefined;
-  const shapes = (values.shapes ?? (soft ? "tiny,0.1B" : "tiny,0.1B,0.4B,1.5B")).split(",")
+  console.log(`adapter: ${gpu.description}${soft ? " (software)" : ""}`);
+  if (a.timer === "timestamp" && !gpu.hasTimestamps) {
+    throw new UsageError("--timer timestamp: this adapter has no timestamp-query; use replay");
+  }
+  const timer: TimerKind = a.timer === "auto"
+    ? (gpu.hasTimestamps ? "timestamp" : "replay")
+    : a.timer;
+  const shapes = (a.shapes ?? (soft ? "tiny,0.1B" : "tiny,0.1B,0.4B,1.5B")).split(",")
     .map((s) => s.trim());
-  const trainTs = quick ? [64] : [64, 512];
-  await matmulSection(gpu, quick);
+  for (const s of shapes) {
+    if (s !== "tiny" && !(s in OFFICIAL_SHAPES)) {
+      throw new UsageError(`--shapes: unknown shape "${s}"; expected tiny, 0.1B, 0.4B or 1.5B`);
+    }
+  }
+  const askedT = a["train-T"]?.split(",").map(Number);
+  const prefillTs = a.quick ? [64] : [64, 512];
+  const trainTs = (shape: string) =>
+    askedT ?? (a.quick ? [64] : soft && shape !== "tiny" ? [64] : [64, 512]);
+  const python = a.python ?? "python3";
+  const np = await matmulSection(gpu, a.quick, python);
+  await matrixSection(gpu, a.quick, np);
+  const numpy = np ? { gflops: Math.max(...np.gflops), gbs: np.gbs } : null;
+  const peak = resolvePeak(
+    gpu.description,
+    { gflops: a["peak-gflops"], gbs: a["peak-gbs"] },
+    numpy,
+    soft,
+  );
+  console.log(`peak: ${peak.gflops ?? "?"} GFLOP/s, ${peak.gbs ?? "?"} GB/s (${peak.source})`);
+  const ran: { shape: string; Ts: number[] }[] = [];
   for (const shape of shapes) {
+    const o = {
+      ...{ quick: a.quick, prefillTs, trainTs: trainTs(shape), timer, peak },
+      upload: {
+        weightDtype: a.weights,
+        textures: a.textures === "auto" ? "auto" as const : a.textures === "on",
+      },
+    };
+    let weights: RwkvWeights;
     if (shape === "tiny") {
-      let weights: RwkvWeights;
       try {
         weights = (await loadModel(TINY)).weights;
       } catch {
+        skipped.push({ shape, reason: `fixture ${TINY} not found` });
         console.log(`skip tiny: fixture ${TINY} not found`);
         continue;
       }
-      await benchShape("tiny", weights, { quick, trainTs });
-      continue;
+    } else {
+      const cfg = OFFICIAL_SHAPES[shape as keyof typeof OFFICIAL_SHAPES];
+      const T = Math.max(...prefillTs, ...o.trainTs);
+      const why = skipReason(gpu, cfg, T, a.shapes !== undefined || shape === "0.1B");
+      if (why) {
+        skipped.push({ shape, reason: why });
+        console.log(`skip ${shape}: ${why}`);
+        continue;
+      }
+      weights = randomWeights(cfg, 1);
     }
-    const cfg = OFFICIAL_SHAPES[shape as keyof typeof OFFICIAL_SHAPES];
-    if (!cfg) throw new RangeError(`unknown shape "${shape}"; expected tiny, 0.1B, 0.4B or 1.5B`);
-    const why = skipReason(gpu, cfg, asked || shape === "0.1B");
-    if (why) {
-      console.log(`skip ${shape}: ${why}`);
-      continue;
+    try {
+      await benchShape(shape, weights, o);
+      ran.push({ shape, Ts: o.trainTs });
+    } catch (e) { // e.g. out of GPU memory on a shape the plan let through
+      skipped.push({ shape, reason: `failed: ${(e as Error).message}` });
+      console.log(`skip ${shape}: failed: ${(e as Error).message}`);
     }
-    await benchShape(shape, randomWeights(cfg, 1), { quick, trainTs: soft ? [64] : trainTs });
   }
-  const torch = values["vs-torch"] ? await vsTorch(trainTs) : null;
+  const t = a["vs-torch"]
+    ? await torchSection(a.python ? [a.python] : ["python3", "/usr/bin/python3"], ran, a.quick)
+    : { torch: null, torchStatus: "not asked (--vs-torch)", torchRatios: [] };
   console.log("\n| shape | test | value | unit | note |");
   console.log("| ----- | ---- | ----: | ---- | ---- |");
   for (const r of rows) {
     console.log(`| ${r.shape} | ${r.test} | ${r.value.toFixed(2)} | ${r.unit} | ${r.note ?? ""} |`);
   }
-  for (const t of torch ?? []) {
-    const mine = rows.find((r) => r.shape === t.shape && r.test === `state-tuning step T=${t.T}`);
-    const ratio = mine ? ` (WebGPU/torch ${(mine.value / t.tokensPerSecond).toFixed(3)})` : "";
-    console.log(
-      `torch ${t.device} ${t.dtype} ${t.shape} T=${t.T}: ${t.tokensPerSecond} tok/s${ratio}`,
-    );
+  for (const s of skipped) console.log(`| ${s.shape} | skipped | | | ${s.reason} |`);
+  if (t.torchRatios.length) {
+    console.log("\nstate-tuning step, WebGPU (f32) vs PyTorch:");
+    console.log("| shape | T | dtype | device | WebGPU tok/s | torch tok/s | ratio |");
+    console.log("| ----- | -: | ----- | ------ | -----------: | ----------: | ----: |");
+    for (const r of t.torchRatios) {
+      const [w, p] = [r.webgpuTokensPerSecond.toFixed(1), r.torchTokensPerSecond.toFixed(1)];
+      console.log(
+        `| ${r.shape} | ${r.T} | ${r.dtype} | ${r.device} | ${w} | ${p} | ${r.ratio.toFixed(3)} |`,
+      );
+    }
   }
-  if (values.json) {
-    const doc = { adapter: gpu.description, date: new Date().toISOString(), quick, rows, torch };
-    await Deno.writeTextFile(values.json, JSON.stringify(doc, null, 2) + "\n");
-    console.log(`wrote ${values.json}`);
+  if (a.json) {
+    const doc = {
+      ...{ adapter: gpu.description, software: soft, date: new Date().toISOString() },
+      ...{ quick: a.quick, timer, peak, numpy: np, rows, kernels, memory, skipped },
+      ...t,
+    };
+    await Deno.writeTextFile(a.json, JSON.stringify(doc, null, 2) + "\n");
+    console.log(`wrote ${a.json}`);
   }
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain(USAGE, main);

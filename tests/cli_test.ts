@@ -102,3 +102,24 @@ Deno.test({
     assert(j.params > 800_000);
   },
 });
+
+Deno.test({
+  name: "generate --json: greedy text is the same with the cpu and the gpu sampler, any burst",
+  ignore: !gpu || !hasFixtures,
+  fn: async () => {
+    const base = ["--model", MODEL, "--prompt", "The ", "--temperature", "0", "--max-tokens", "12"];
+    const texts: string[] = [];
+    for (const extra of [["--sampler", "cpu"], ["--sampler", "gpu", "--burst", "5"]]) {
+      const r = await run("generate.ts", [...base, ...extra, "--json"]);
+      assertEquals(r.code, 0, r.err);
+      const j = JSON.parse(r.out);
+      assertEquals(j.sampler, extra[1]);
+      assertEquals(j.tokens.length, 12);
+      texts.push(j.text);
+    }
+    assertEquals(texts[1], texts[0]);
+    const bad = await run("generate.ts", [...base, "--sampler", "tpu"]);
+    assertEquals(bad.code, 2);
+    assertStringIncludes(bad.err, "--sampler must be auto, gpu or cpu");
+  },
+});

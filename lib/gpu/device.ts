@@ -35,6 +35,7 @@ export interface RequestGpuOptions {
 
 const LIMIT_KEYS = [
   "maxBufferSize",
+  "maxTextureDimension2D",
   "maxStorageBufferBindingSize",
   "maxComputeWorkgroupStorageSize",
   "maxComputeInvocationsPerWorkgroup",

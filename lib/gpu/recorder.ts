@@ -10,8 +10,14 @@
 import type { Gpu } from "./device.ts";
 import { roundUp } from "./buffers.ts";
 
-/** A whole buffer, or a byte range of one (offset aligned to the storage offset alignment). */
-export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+/**
+ * A whole buffer, a byte range of one (offset aligned to the storage offset alignment), or a
+ * texture view (sampled `texture_2d<f32>` bindings).
+ */
+export type Binding =
+  | GPUBuffer
+  | { buffer: GPUBuffer; offset?: number; size?: number }
+  | GPUTextureView;
 
 /** Workgroup counts (x, y, z). */
 export type Groups = readonly [number, number?, number?];
@@ -42,7 +48,15 @@ type Op =
     dstOffset: number;
     size: number;
   }
-  | { kind: "clear"; buffer: GPUBuffer; offset: number; size?: number };
+  | { kind: "clear"; buffer: GPUBuffer; offset: number; size?: number }
+  | {
+    kind: "toTexture";
+    src: GPUBuffer;
+    offset: number;
+    bytesPerRow: number;
+    texture: GPUTexture;
+    size: [number, number];
+  };
 
 /**
  * Split a 1-D count of workgroups into (x, y) so neither exceeds the per-dimension limit.
@@ -96,6 +110,25 @@ export class Recorder {
   /** Record a buffer-to-buffer copy (byte offsets and size multiples of 4). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): this {
     if (size > 0) this.#ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, size });
+    return this;
+  }
+
+  /**
+   * Record a copy of `size` = [width, height] texels from a buffer (rows `bytesPerRow` apart, a
+   * multiple of 256, starting at byte `offset`, a multiple of the texel size) into a texture's
+   * top-left corner.
+   */
+  copyToTexture(
+    src: GPUBuffer,
+    offset: number,
+    bytesPerRow: number,
+    texture: GPUTexture,
+    size: [number, number],
+  ): this {
+    if (bytesPerRow % 256 !== 0) {
+      throw new RangeError(`copyToTexture: bytesPerRow ${bytesPerRow} is not a multiple of 256`);
+    }
+    this.#ops.push({ kind: "toTexture", src, offset, bytesPerRow, texture, size });
     return this;
   }
 
@@ -170,8 +203,8 @@ export class Recorder {
           },
         }];
         op.bindings.forEach((b, i) => {
-          const resource = b instanceof GPUBuffer
-            ? { buffer: b }
+          const resource = b instanceof GPUBuffer || b instanceof GPUTextureView
+            ? b
             : { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
           entries.push({ binding: i + 1, resource });
         });
@@ -190,6 +223,12 @@ export class Recorder {
         }
         if (op.kind === "copy") {
           enc.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
+        } else if (op.kind === "toTexture") {
+          enc.copyBufferToTexture(
+            { buffer: op.src, offset: op.offset, bytesPerRow: op.bytesPerRow },
+            { texture: op.texture },
+            op.size,
+          );
         } else enc.clearBuffer(op.buffer, op.offset, op.size);
       }
     }

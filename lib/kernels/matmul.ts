@@ -14,6 +14,7 @@ import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import { Recorder, splitGroups } from "../gpu/recorder.ts";
 import { checkDim, needElems } from "./common.ts";
 import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
+import { MatmulTex, type MatrixTextures } from "./matmul_tex.ts";
 
 export { defaultTuning, type MatmulTuning, type Tile, type TuneMode } from "./tune.ts";
 
@@ -21,14 +22,21 @@ export { defaultTuning, type MatmulTuning, type Tile, type TuneMode } from "./tu
  * A row-major matrix (`rows` × `cols`) on the GPU, split into consecutive row chunks, each its own
  * buffer no larger than the device's `maxStorageBufferBindingSize`.
  *
- * Storage is f32 today (`dtype`); f16 storage would add a second `dtype` and shader variant here.
+ * `dtype` "f16" stores IEEE half floats packed two per u32 (row-major, so `cols` is even); the
+ * kernels unpack them with `unpack2x16float` and accumulate in f32, so no `shader-f16` feature is
+ * needed.
  */
 export interface GpuMatrix {
   rows: number;
   cols: number;
-  dtype: "f32";
+  dtype: WeightDtype;
   chunks: { buffer: GPUBuffer; rowStart: number; rows: number }[];
+  /** texture copies read by the texture kernels (software adapters), see `matmul_tex.ts` */
+  tex?: MatrixTextures;
 }
+
+/** How a weight matrix is stored: f32, or IEEE half floats packed two per u32. */
+export type WeightDtype = "f32" | "f16";
 
 /** Activation applied to the finished sum. */
 export type Activation = "none" | "tanh" | "sigmoid";
@@ -60,6 +68,8 @@ export interface MatmulArgs {
   /** add the old y (accumulate) */
   addY?: boolean;
   act?: Activation;
+  /** storage of `w` (default "f32"; "f16": packed halves, see {@link GpuMatrix}) */
+  wDtype?: WeightDtype;
 }
 
 const TRS = [1, 2, 4] as const;
@@ -110,15 +120,79 @@ export function expandTile(src: string, entry: Entry, TR: number, TC: number): s
   return out.join("\n");
 }
 
+/**
+ * The f16-weight variant of a matmul shader: `w` becomes packed halves (`array<u32>` for the
+ * scalar shader, `array<vec2<u32>>` for the vec4 one) and every `w[i]` read unpacks to f32.
+ */
+export function f16WeightSource(src: string): string {
+  const vec4 = /var<storage, read> w: array<vec4<f32>>/.test(src);
+  const decl = vec4 ? "var<storage, read> w: array<vec2<u32>>" : "var<storage, read> w: array<u32>";
+  const fn = vec4
+    ? "fn ldw(i: u32) -> vec4<f32> {\n  let h = w[i];\n" +
+      "  return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));\n}\n"
+    : "fn ldw(i: u32) -> f32 {\n  return unpack2x16float(w[i >> 1u])[i & 1u];\n}\n";
+  const out = src.replace(/var<storage, read> w: array<(vec4<f32>|f32)>/, decl)
+    .replace(/\bw\[([^\]\[]+)\]/g, "ldw($1)");
+  if (out === src || /\bw\[/.test(out)) throw new Error("f16WeightSource: unexpected shader text");
+  // helper after the bindings: before the first function
+  const at = out.indexOf("\nfn ");
+  return `${out.slice(0, at + 1)}${fn}${out.slice(at + 1)}`;
+}
+
+type Pipes = Record<Entry, Map<number, GPUComputePipeline>>;
+type Tiled = Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>;
+
 /** Pipelines of `matmul.wgsl` and the tiled `matmul_vec4.wgsl`; create once with {@link MatmulKernel.create}. */
 export class MatmulKernel {
+  readonly #sets = new Map<WeightDtype, { pipes: Pipes; tiled: Tiled }>();
+  #tex?: MatmulTex;
+
   private constructor(
     private readonly gpu: Gpu,
-    private readonly pipes: Record<Entry, Map<number, GPUComputePipeline>>,
-    private readonly tiled: Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>,
     /** the tiles in use and where they came from */
     readonly tuning: MatmulTuning,
   ) {}
+
+  /**
+   * Compile the pipelines for weights stored as `dtype` (f32 ones come with {@link create});
+   * call before recording products over f16 matrices.
+   */
+  async prepare(dtype: WeightDtype): Promise<void> {
+    if (this.#sets.has(dtype)) return;
+    const gpu = this.gpu;
+    const variant = (name: string) => {
+      const src = shaderSource(name);
+      return dtype === "f16"
+        ? { shader: `${name}.f16`, code: f16WeightSource(src) }
+        : { shader: name };
+    };
+    const pipes = { linear: new Map(), lowrank: new Map() } as Pipes;
+    for (const entry of ["linear", "lowrank"] as const) {
+      for (const TR of TRS) {
+        pipes[entry].set(
+          TR,
+          await getPipeline(gpu, { ...variant("matmul"), entryPoint: entry, constants: { TR } }),
+        );
+      }
+    }
+    const tiled = { linear: [], lowrank: [] } as Tiled;
+    for (const entry of ["linear", "lowrank"] as const) {
+      const t = this.tuning[entry];
+      const tiles = [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t];
+      for (const tile of tiles) {
+        tiled[entry].push({ tile, pipe: await tilePipeline(gpu, entry, tile, dtype) });
+      }
+    }
+    this.#sets.set(dtype, { pipes, tiled });
+  }
+
+  /**
+   * Compile the texture kernels; from then on {@link linearMatrix} / {@link lowrankMatrix} read
+   * matrices that carry texture copies (`GpuMatrix.tex`) through them.
+   */
+  async prepareTextures(): Promise<void> {
+    this.#tex ??= await MatmulTex.create(this.gpu);
+  }
 
   /**
    * Fetch (compile) the pipelines, choosing the tiles per adapter (see {@link MatmulOptions}).
@@ -129,36 +203,15 @@ export class MatmulKernel {
    * ```
    */
   static async create(gpu: Gpu, options: MatmulOptions = {}): Promise<MatmulKernel> {
-    const pipes = { linear: new Map(), lowrank: new Map() } as Record<
-      Entry,
-      Map<number, GPUComputePipeline>
-    >;
-    for (const entry of ["linear", "lowrank"] as const) {
-      for (const TR of TRS) {
-        pipes[entry].set(
-          TR,
-          await getPipeline(gpu, { shader: "matmul", entryPoint: entry, constants: { TR } }),
-        );
-      }
-    }
     const tuning = options.tuning ??
       await tuneMatmul(
         gpu,
         options.tune ?? "auto",
         (entry, tile, s) => timeTile(gpu, entry, tile, s),
       );
-    const tiled = { linear: [], lowrank: [] } as Record<
-      Entry,
-      { tile: Tile; pipe: GPUComputePipeline }[]
-    >;
-    for (const entry of ["linear", "lowrank"] as const) {
-      const t = tuning[entry];
-      const tiles = [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t];
-      for (const tile of tiles) {
-        tiled[entry].push({ tile, pipe: await tilePipeline(gpu, entry, tile) });
-      }
-    }
-    return new MatmulKernel(gpu, pipes, tiled, tuning);
+    const mm = new MatmulKernel(gpu, tuning);
+    await mm.prepare("f32");
+    return mm;
   }
 
   /** Record `y = act(x · Wᵀ (+ y) (+ res))` with W (Nc, K). */
@@ -180,6 +233,7 @@ export class MatmulKernel {
     W: GpuMatrix,
     a: Omit<MatmulArgs, "w" | "wStride" | "Nc" | "K" | "addY">,
   ): void {
+    if (W.tex && this.#tex?.linear(rec, W, a)) return;
     for (const ch of W.chunks) {
       this.#record(rec, "linear", {
         ...a,
@@ -190,6 +244,7 @@ export class MatmulKernel {
         yStride: a.yStride ?? W.rows,
         resOff: (a.resOff ?? 0) + ch.rowStart,
         resStride: a.resStride ?? W.rows,
+        wDtype: W.dtype,
       });
     }
   }
@@ -203,6 +258,7 @@ export class MatmulKernel {
     Mx: GpuMatrix,
     a: Omit<MatmulArgs, "w" | "wStride" | "Nc" | "K" | "addY">,
   ): void {
+    if (Mx.tex && this.#tex?.lowrank(rec, Mx, a)) return;
     const n = Mx.chunks.length;
     Mx.chunks.forEach((ch, i) => {
       this.#record(rec, "lowrank", {
@@ -215,6 +271,7 @@ export class MatmulKernel {
         res: i === 0 ? a.res : undefined,
         addY: i > 0,
         act: i === n - 1 ? a.act : "none",
+        wDtype: Mx.dtype,
       });
     });
   }
@@ -233,12 +290,20 @@ export class MatmulKernel {
     needElems(name, "x (M, K)", a.x, xOff + (a.M - 1) * xStride + a.K);
     const wRows = entry === "linear" ? a.Nc : a.K;
     const wCols = entry === "linear" ? a.K : a.Nc;
-    needElems(
-      name,
-      `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`,
-      a.w,
-      (wRows - 1) * wStride + wCols,
-    );
+    const dtype = a.wDtype ?? "f32";
+    const set = this.#sets.get(dtype);
+    if (!set) {
+      throw new Error(`${name}: ${dtype} weights need \`await matmul.prepare("${dtype}")\` first`);
+    }
+    const wElems = (wRows - 1) * wStride + wCols;
+    const wWhat = `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`;
+    if (dtype === "f32") needElems(name, wWhat, a.w, wElems);
+    else if (a.w.size < wElems * 2) {
+      throw new RangeError(
+        `${name}: buffer ${wWhat} ("${a.w.label}") has ${a.w.size / 2} f16 elements but the ` +
+          `shapes need ${wElems}`,
+      );
+    }
     needElems(name, "y (M, Nc)", a.y, yOff + (a.M - 1) * yStride + a.Nc);
     if (a.res) needElems(name, "res (M, Nc)", a.res, resOff + (a.M - 1) * resStride + a.Nc);
     if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
@@ -246,13 +311,14 @@ export class MatmulKernel {
     const params = [a.M, a.K, a.Nc, xOff, xStride, yOff, yStride, resOff, resStride, mode, wStride];
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
     // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
+    const wVec = dtype === "f32" ? 16 : 8; // bytes of 4 weights
     const aligned = entry === "linear"
       ? a.K % 4 === 0 && xOff % 4 === 0 && xStride % 4 === 0 && wStride % 4 === 0 &&
-        a.x.size % 16 === 0 && a.w.size % 16 === 0
-      : a.Nc % 4 === 0 && wStride % 4 === 0 && a.w.size % 16 === 0;
+        a.x.size % 16 === 0 && a.w.size % wVec === 0
+      : a.Nc % 4 === 0 && wStride % 4 === 0 && a.w.size % wVec === 0;
     if (aligned) {
       // the smallest compiled row tile that covers M, else the tuned one
-      const cands = this.tiled[entry];
+      const cands = set.tiled[entry];
       const { tile, pipe } = cands.find((c) => c.tile.TR >= a.M) ?? cands[cands.length - 1];
       const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
       const tiles = Math.ceil(a.M / tile.TR) * Math.ceil(a.Nc / cols);
@@ -261,23 +327,30 @@ export class MatmulKernel {
         this.gpu.limits.maxComputeWorkgroupsPerDimension,
       );
       params.push(gx);
-      rec.dispatch(pipe, params, bufs, [gx, gy], `${name}.${tile.TR}x${tile.TC}`);
+      const tag = dtype === "f16" ? ".f16" : "";
+      rec.dispatch(pipe, params, bufs, [gx, gy], `${name}.${tile.TR}x${tile.TC}${tag}`);
       return;
     }
     const TR = a.M >= 4 ? 4 : a.M >= 2 ? 2 : 1;
     const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.M / TR)] as const;
-    rec.dispatch(this.pipes[entry].get(TR)!, params, bufs, groups, name);
+    rec.dispatch(set.pipes[entry].get(TR)!, params, bufs, groups, name);
   }
 }
 
 const tileSource = new Map<string, string>();
 
 /** The compiled pipeline of one template expansion (cached by the pipeline cache). */
-function tilePipeline(gpu: Gpu, entry: Entry, tile: Tile): Promise<GPUComputePipeline> {
-  const id = `${entry}.${tile.TR}x${tile.TC}`;
+function tilePipeline(
+  gpu: Gpu,
+  entry: Entry,
+  tile: Tile,
+  dtype: WeightDtype = "f32",
+): Promise<GPUComputePipeline> {
+  const id = `${entry}.${tile.TR}x${tile.TC}${dtype === "f16" ? ".f16" : ""}`;
   let code = tileSource.get(id);
   if (code === undefined) {
     code = expandTile(shaderSource("matmul_vec4"), entry, tile.TR, tile.TC);
+    if (dtype === "f16") code = f16WeightSource(code);
     tileSource.set(id, code);
   }
   return getPipeline(gpu, {

@@ -38,6 +38,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Kernels } from "../kernels/kernels.ts";
+import { recordWkvForward } from "../kernels/wkv7_chunked.ts";
+import type { Wkv7ChunkedKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
 import type { GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
 import type { GpuState } from "./gpu_state.ts";
 import { type GpuWeights, layerVec } from "./gpu_weights.ts";
@@ -110,6 +112,10 @@ export function destroyLayerWorkspace(ws: LayerWorkspace): void {
 export interface LayerContext {
   kernels: Kernels;
   weights: GpuWeights;
+  /** the chunked WKV (SPEC §2), recorded where `wkvForm` picks it; omitted: sequential */
+  wkvChunked?: Wkv7ChunkedKernel;
+  /** "auto" (default: chooseWkvForm, sequential on software adapters) or a forced form */
+  wkvForm?: WkvFormOption;
 }
 
 /** Buffers and sizes of one layer's forward. */
@@ -229,7 +235,7 @@ export function recordTimeMix(
     kk: ws.kk,
     k: ws.k,
   });
-  k.wkv.record(rec, {
+  recordWkvForward(rec, { wkv: k.wkv, wkvChunked: ctx.wkvChunked, wkvForm: ctx.wkvForm }, {
     B: io.B,
     T: io.T,
     H,

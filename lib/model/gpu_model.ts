@@ -22,8 +22,18 @@ import {
   modelVec,
   type UploadOptions,
   uploadWeights,
+  useWeightTextures,
 } from "./gpu_weights.ts";
 import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
+import {
+  chooseWkvForm,
+  Wkv7ChunkedKernel,
+  type WkvFormOption,
+  WkvFormOptionSchema,
+} from "../kernels/wkv7_chunked.ts";
+
+/** Options of {@link GpuModel.create}: weight storage plus the WKV form. */
+export type GpuModelOptions = UploadOptions & { wkvForm?: WkvFormOption };
 
 /** Which logits a forward produces: the last token of each sequence, every token, or none. */
 export type LogitsMode = "last" | "all" | "none";
@@ -83,6 +93,10 @@ export class GpuModel {
     readonly gpu: Gpu,
     readonly weights: GpuWeights,
     readonly kernels: Kernels,
+    /** the WKV form option ("auto": per shape, see `chooseWkvForm`) */
+    readonly wkvForm: WkvFormOption = "auto",
+    /** the chunked WKV kernel, when the form can pick it on this adapter */
+    readonly wkvChunked?: Wkv7ChunkedKernel,
   ) {}
 
   /**
@@ -90,6 +104,11 @@ export class GpuModel {
    *
    * @param options.maxChunkBytes split weight matrices into chunks of at most this many bytes
    *   (default one storage binding)
+   * @param options.weightDtype f32 (default) or f16 storage of the weight matrices
+   * @param options.textures texture copies of the weights for the texture matmul kernels
+   *   ("auto": on software adapters)
+   * @param options.wkvForm the WKV recurrence in the sequential or the chunked form (SPEC §2);
+   *   "auto" (default) picks per shape (`chooseWkvForm`: sequential on software adapters)
    * @example
    * ```ts ignore
    * const model = await GpuModel.create(gpu, weights);
@@ -99,9 +118,20 @@ export class GpuModel {
   static async create(
     gpu: Gpu,
     weights: RwkvWeights,
-    options: UploadOptions = {},
+    options: GpuModelOptions = {},
   ): Promise<GpuModel> {
+    const wkvForm = WkvFormOptionSchema.parse(options.wkvForm ?? "auto");
     const kernels = await Kernels.create(gpu, weights.config.headSize);
+    // the chunked kernel only when the form can choose it (never on software adapters in "auto")
+    const chunked = wkvForm === "chunked" ||
+      wkvForm === "auto" &&
+        chooseWkvForm(gpu, { B: 1, T: 64, H: 1, N: weights.config.headSize }) ===
+          "chunked";
+    const wkvChunked = chunked
+      ? await Wkv7ChunkedKernel.create(gpu, weights.config.headSize)
+      : undefined;
+    await kernels.matmul.prepare(options.weightDtype ?? "f32");
+    if (useWeightTextures(gpu, options.textures)) await kernels.matmul.prepareTextures();
     gpu.device.pushErrorScope("out-of-memory");
     const w = uploadWeights(gpu, weights, options);
     const err = await gpu.device.popErrorScope();
@@ -109,7 +139,7 @@ export class GpuModel {
       destroyWeights(w);
       throw new Error(`out of GPU memory uploading the weights: ${err.message}`);
     }
-    return new GpuModel(gpu, w, kernels);
+    return new GpuModel(gpu, w, kernels, wkvForm, wkvChunked);
   }
 
   /** Sizes of the model. */
@@ -226,7 +256,12 @@ export class GpuModel {
       bOff: modelVec("ln0_b", C),
       out: b.x0,
     });
-    const ctx = { kernels: this.kernels, weights: this.weights };
+    const ctx = {
+      kernels: this.kernels,
+      weights: this.weights,
+      wkvForm: this.wkvForm,
+      ...(this.wkvChunked ? { wkvChunked: this.wkvChunked } : {}),
+    };
     const ls = this.#lifted && (args.liftedState ?? this.liftedState(state));
     const lifted = ls ? { lifted: { set: this.#lifted!, state: ls } } : {};
     for (let l = 0; l < cfg.nLayer; l++) {

@@ -1,15 +1,17 @@
 /**
- * Model weights on the GPU (f32), with every matrix split into row chunks that fit one storage
- * binding, and each layer's C-length vectors packed into one buffer (fewer bindings per kernel).
+ * Model weights on the GPU, with every matrix split into row chunks that fit one storage binding,
+ * and each layer's C-length vectors packed into one buffer (fewer bindings per kernel).
  *
- * f16 seam: {@link GpuMatrix.dtype} is `"f32"` today; f16 storage adds a dtype, an upload path
- * here and a shader variant in `matmul.wgsl`, and nothing else changes.
+ * The matrices the matmul kernels read are f32 or, with `weightDtype: "f16"`, IEEE halves packed
+ * two per u32 ({@link GpuMatrix.dtype}); the matmul shaders have an f16 variant that unpacks
+ * and accumulates in f32. Everything else stays f32.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
 import { createStorage, writeStorage } from "../gpu/buffers.ts";
-import type { GpuMatrix } from "../kernels/matmul.ts";
+import type { GpuMatrix, WeightDtype } from "../kernels/matmul.ts";
+import { uploadMatrixTextures } from "../kernels/matmul_tex.ts";
 import type { RwkvConfig, RwkvWeights } from "./types.ts";
 
 /** Order of the C-length vectors in a layer's packed `vecs` buffer (r_k is [H, N] = C). */
@@ -90,10 +92,43 @@ export interface GpuWeights {
 export interface UploadOptions {
   /** Largest chunk in bytes (default: the device's `maxStorageBufferBindingSize`). */
   maxChunkBytes?: number;
+  /**
+   * Storage of the matrices that go through the matmul kernels (every Linear, the low-rank
+   * factors and the head): "f32" (default) or "f16" (IEEE halves packed two per u32, rounded to
+   * nearest even; the kernels accumulate in f32). The embedding, gathered row by row, and the
+   * per-channel vectors stay f32. f16 halves the weights' memory; the logits then differ from f32
+   * by the weights' rounding (relative ≈ 1e-3).
+   */
+  weightDtype?: WeightDtype;
+  /**
+   * Also upload texture copies of the matrices, read by the texture matmul kernels
+   * (`lib/kernels/matmul_tex.ts`): "auto" (default) on software adapters (llvmpipe, where they
+   * run several times faster) and off on GPUs; true/false to force. They add the matrices' size
+   * again (in `weightDtype`). The environment variable `RWKV_WEIGHT_TEXTURES=0|1` overrides
+   * "auto".
+   */
+  textures?: boolean | "auto";
+}
+
+/** Whether {@link UploadOptions.textures} resolves to texture copies on this adapter. */
+export function useWeightTextures(
+  gpu: Pick<Gpu, "isFallback" | "description">,
+  option: boolean | "auto" = "auto",
+): boolean {
+  if (option !== "auto") return option;
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("RWKV_WEIGHT_TEXTURES");
+  } catch {
+    env = undefined; // no env permission
+  }
+  if (env === "0" || env === "1") return env === "1";
+  return gpu.isFallback || /llvmpipe|lavapipe|swiftshader|softpipe/i.test(gpu.description);
 }
 
 /**
- * Upload a row-major `rows × cols` f32 matrix as row chunks of at most `maxChunkBytes` each.
+ * Upload a row-major `rows × cols` f32 matrix as row chunks of at most `maxChunkBytes` each,
+ * stored as `dtype` (f16: rounded to nearest even, packed two per u32).
  *
  * @throws {RangeError} when `data` is not `rows · cols` long or one row exceeds the chunk size
  */
@@ -104,14 +139,23 @@ export function uploadMatrix(
   rows: number,
   cols: number,
   maxChunkBytes: number = gpu.limits.maxStorageBufferBindingSize,
+  dtype: WeightDtype = "f32",
 ): GpuMatrix {
   if (data.length !== rows * cols) {
     throw new RangeError(`${label}: ${data.length} values, expected rows ${rows} × cols ${cols}`);
   }
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new RangeError(`${label}: weight dtype "${dtype}" is not supported; use "f32" or "f16"`);
+  }
   const limit = Math.min(maxChunkBytes, gpu.limits.maxStorageBufferBindingSize);
-  const perChunk = Math.floor(limit / (cols * 4));
+  const el = dtype === "f16" ? 2 : 4;
+  // f16 chunks start on a whole u32: an even number of rows when cols is odd
+  let perChunk = Math.floor(limit / (cols * el));
+  if (dtype === "f16" && cols % 2 === 1 && perChunk > 1) perChunk -= perChunk % 2;
   if (perChunk < 1) {
-    throw new RangeError(`${label}: one row of ${cols} f32 exceeds the ${limit}-byte chunk limit`);
+    throw new RangeError(
+      `${label}: one row of ${cols} ${dtype} exceeds the ${limit}-byte chunk limit`,
+    );
   }
   const chunks: GpuMatrix["chunks"] = [];
   const n = Math.ceil(rows / perChunk);
@@ -119,11 +163,19 @@ export function uploadMatrix(
     const rowStart = i * perChunk;
     const r = Math.min(perChunk, rows - rowStart);
     const name = n === 1 ? label : `${label}[${rowStart}:${rowStart + r}]`;
-    const buffer = createStorage(gpu, name, r * cols * 4);
-    writeStorage(gpu, buffer, data.subarray(rowStart * cols, (rowStart + r) * cols));
+    const part = data.subarray(rowStart * cols, (rowStart + r) * cols);
+    const buffer = createStorage(gpu, name, r * cols * el);
+    writeStorage(gpu, buffer, dtype === "f16" ? toF16Words(part) : part);
     chunks.push({ buffer, rowStart, rows: r });
   }
-  return { rows, cols, dtype: "f32", chunks };
+  return { rows, cols, dtype, chunks };
+}
+
+/** f32 values rounded to IEEE halves (nearest even), packed two per u32 (low half first). */
+export function toF16Words(data: Float32Array): Uint32Array {
+  const h = new Float16Array(data.length + (data.length & 1));
+  h.set(data);
+  return new Uint32Array(h.buffer);
 }
 
 function packVecs(gpu: Gpu, label: string, vs: (Float32Array | undefined)[], C: number): GPUBuffer {
@@ -150,8 +202,13 @@ export function uploadWeights(
 ): GpuWeights {
   const cfg = weights.config;
   const { nEmbd: C, vocabSize: V, dimFfn: F } = cfg;
-  const mx = (label: string, d: Float32Array, rows: number, cols: number) =>
-    uploadMatrix(gpu, label, d, rows, cols, options.maxChunkBytes);
+  const dtype = options.weightDtype ?? "f32";
+  const tex = useWeightTextures(gpu, options.textures);
+  const mx = (label: string, d: Float32Array, rows: number, cols: number): GpuMatrix => {
+    const m = uploadMatrix(gpu, label, d, rows, cols, options.maxChunkBytes, dtype);
+    if (tex) m.tex = uploadMatrixTextures(gpu, label, d, rows, cols, dtype);
+    return m;
+  };
   const layers = weights.blocks.map((w, l): GpuLayerWeights => {
     const p = `blocks.${l}.`;
     if (l > 0 && (!w.v1 || !w.v2 || !w.v0)) {
@@ -188,31 +245,38 @@ export function uploadWeights(
   ], C);
   const out: GpuWeights = {
     config: cfg,
-    emb: mx("emb.weight", weights.emb, V, C),
+    emb: uploadMatrix(gpu, "emb.weight", weights.emb, V, C, options.maxChunkBytes),
     head: mx("head.weight", weights.head, V, C),
     vecs,
     layers,
     bytes: 0,
   };
-  out.bytes = allBuffers(out).reduce((s, b) => s + b.size, 0);
+  out.bytes = allBuffers(out).reduce((s, b) => s + b.size, 0) +
+    allMatrices(out).reduce((s, m) => s + (m.tex?.bytes ?? 0), 0);
   return out;
 }
 
 /** Every GPU buffer held by `w`. */
 export function allBuffers(w: GpuWeights): GPUBuffer[] {
-  const bufs: GPUBuffer[] = [w.vecs];
-  const add = (m?: GpuMatrix) => m?.chunks.forEach((c) => bufs.push(c.buffer));
-  add(w.emb);
-  add(w.head);
-  for (const lw of w.layers) {
-    bufs.push(lw.vecs);
-    for (const m of [lw.Wr, lw.Wk, lw.Wv, lw.Wo, lw.w1, lw.w2, lw.a1, lw.a2, lw.v1, lw.v2]) add(m);
-    for (const m of [lw.g1, lw.g2, lw.ffn_key, lw.ffn_value]) add(m);
-  }
+  const bufs: GPUBuffer[] = [w.vecs, ...w.layers.map((lw) => lw.vecs)];
+  for (const m of allMatrices(w)) for (const c of m.chunks) bufs.push(c.buffer);
   return bufs;
 }
 
-/** Free every buffer of `w`. */
+/** Every matrix of `w`: emb, head, then each layer's. */
+export function allMatrices(w: GpuWeights): GpuMatrix[] {
+  const out = [w.emb, w.head];
+  for (const lw of w.layers) {
+    for (const m of [lw.Wr, lw.Wk, lw.Wv, lw.Wo, lw.w1, lw.w2, lw.a1, lw.a2, lw.v1, lw.v2]) {
+      if (m) out.push(m);
+    }
+    out.push(lw.g1, lw.g2, lw.ffn_key, lw.ffn_value);
+  }
+  return out;
+}
+
+/** Free every buffer and texture of `w`. */
 export function destroyWeights(w: GpuWeights): void {
   for (const b of allBuffers(w)) b.destroy();
+  for (const m of allMatrices(w)) m.tex?.parts.forEach((p) => p.texture.destroy());
 }

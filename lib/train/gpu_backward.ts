@@ -31,6 +31,7 @@ import { MatmulDwKernel } from "../kernels/matmul_dw.ts";
 import { NormBackwardKernel } from "../kernels/norm_backward.ts";
 import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
+import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked.ts";
 import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordLayer } from "../model/gpu_layer.ts";
 import { type DbpRows, type GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
@@ -182,6 +183,12 @@ export class GpuBackward {
    */
   static async create(model: GpuModel, options: GpuBackwardOptions = {}): Promise<GpuBackward> {
     const gpu = model.gpu, N = model.config.headSize;
+    if (options.weightGrads && model.weights.head.dtype !== "f32") {
+      throw new Error(
+        `weight gradients need f32 weights, but this model stores ${model.weights.head.dtype} ` +
+          `weights; create it with GpuModel.create(gpu, weights, { weightDtype: "f32" })`,
+      );
+    }
     const dw = options.weightGrads ? await MatmulDwKernel.create(gpu) : undefined;
     const k: BackwardKernels = {
       matmul: model.kernels.matmul,
@@ -190,6 +197,8 @@ export class GpuBackward {
       channelMix: await ChannelMixBackwardKernel.create(gpu),
       shift: await TokenShiftBackwardKernel.create(gpu, dw !== undefined),
       wkv: await Wkv7BackwardKernel.create(gpu, [N]),
+      wkvForm: model.wkvForm,
+      ...(model.wkvChunked ? { wkvChunked: await Wkv7ChunkedBackwardKernel.create(gpu, [N]) } : {}),
       ...(dw ? { dw } : {}),
     };
     const ce = await HeadCeKernel.create(gpu, model.kernels.matmul, dw);

@@ -25,6 +25,8 @@ import type { NormBackwardKernel } from "../kernels/norm_backward.ts";
 import type { KeyDecayArgs, TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import type { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
+import { recordWkvBackward } from "../kernels/wkv7_chunked.ts";
+import type { Wkv7ChunkedBackwardKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
 import type { LayerWorkspace } from "../model/gpu_layer.ts";
 import type { GpuLifted } from "../ext/gpu_lifted.ts";
 import {
@@ -43,6 +45,9 @@ export interface BackwardKernels {
   channelMix: ChannelMixBackwardKernel;
   shift: TokenShiftBackwardKernel;
   wkv: Wkv7BackwardKernel;
+  /** the chunked WKV backward, recorded where `wkvForm` ("auto" default) picks it */
+  wkvChunked?: Wkv7ChunkedBackwardKernel;
+  wkvForm?: WkvFormOption;
   /** present when weight gradients are on */
   dw?: MatmulDwKernel;
 }
@@ -260,7 +265,7 @@ function timeMixOutputBackward(
     const [wOff, bOff] = [layerVec("lnx_w", C), layerVec("lnx_b", C)];
     recordNormAffine(wg.dw, rec, M, C, g.dgn, wg.scratch, wg.dW.vecs, wOff, bOff);
   }
-  k.wkv.record(rec, {
+  recordWkvBackward(rec, k, {
     B: g.B,
     T: g.T,
     H,
