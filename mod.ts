@@ -20,10 +20,15 @@ export * from "./lib/model/load.ts";
 export * from "./lib/model/random.ts";
 export {
   GpuModel,
+  type GpuModelOptions,
   type GpuSession,
   type LogitsMode,
   type RecordForwardArgs,
 } from "./lib/model/gpu_model.ts";
+export type { UploadOptions } from "./lib/model/gpu_weights.ts";
+export type { WeightDtype } from "./lib/kernels/matmul.ts";
+export type { WkvFormOption } from "./lib/kernels/wkv7_chunked.ts";
+export * from "./lib/model/memory_plan.ts";
 export { GpuState } from "./lib/model/gpu_state.ts";
 export { refForward } from "./lib/ref/model.ts";
 export * from "./lib/util/rng.ts";
@@ -31,6 +36,12 @@ export * from "./lib/util/progress.ts";
 export * from "./lib/tokenizer/mod.ts";
 export * from "./lib/generate/sampler.ts";
 export * from "./lib/generate/generate.ts";
+export {
+  type GpuGenerateExtras,
+  type GpuGenerateOptions,
+  gpuGenerate,
+  gpuGenerateText,
+} from "./lib/generate/gpu_generate.ts";
 export * from "./lib/train/data.ts";
 export * from "./lib/train/synthetic.ts";
 export * from "./lib/train/schedule.ts";

@@ -81,7 +81,7 @@ await runMain(USAGE, async () => {
   const { weights, history } = a.engine === "cpu"
     ? pretrain(config, source, opts)
     : await pretrainGpu(
-      await GpuModel.create(await getGpu(), randomWeights(config, a.seed)),
+      await GpuModel.create(await getGpu(), randomWeights(config, a.seed), { textures: false }),
       source,
       opts,
     );

@@ -216,7 +216,9 @@ Deno.test({
     const t0 = performance.now();
     const cpu = pretrain(config, source, { ...opts, progress: false });
     const cpuMs = (performance.now() - t0) / opts.steps;
-    const model = await GpuModel.create(gpu!, randomWeights(config, opts.seed));
+    const model = await GpuModel.create(gpu!, randomWeights(config, opts.seed), {
+      textures: false,
+    });
     const t1 = performance.now();
     const res = await pretrainGpu(model, source, { ...opts, progress: false });
     const gpuMs = (performance.now() - t1) / opts.steps;
@@ -237,5 +239,9 @@ Deno.test({
     const ref = refForward(cpu.weights, [1, 2, 3]).logits;
     assert.ok(errRatio(logits, ref.subarray(-config.vocabSize)) < 1e-2, "forward uses new weights");
     model.destroy();
+    // texture copies would go stale under in-place updates: refused with the fix named
+    const tex = await GpuModel.create(gpu!, randomWeights(config, 1), { textures: true });
+    await assert.rejects(() => pretrainGpu(tex, source, opts), /textures: false/);
+    tex.destroy();
   },
 });

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { type Binding, type Groups, Recorder } from "../lib/gpu/recorder.ts";
 import { MatmulKernel } from "../lib/kernels/matmul.ts";
-import { uploadMatrixTextures } from "../lib/kernels/matmul_tex.ts";
+import { npot, uploadMatrixTextures } from "../lib/kernels/matmul_tex.ts";
 import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { assertClose, gpu, Rng } from "./_helpers.ts";
@@ -112,7 +112,15 @@ Deno.test({ name: "texture uploads: unsupported widths get none", ignore }, () =
   const t = uploadMatrixTextures(g, "ok", new Float32Array(40 * 8), 40, 8, "f16", 16)!;
   assert.deepEqual(t.parts.map((p) => [p.rowStart, p.rows]), [[0, 16], [16, 16], [32, 8]]);
   assert.equal(t.format, "rgba16float");
-  assert.equal(t.bytes, 40 * 8 * 2);
+  // allocated at non-power-of-two sizes: 2 texels → 3 wide; 16 rows → 17, 8 → 9
+  assert.deepEqual(t.parts.map((p) => [p.texture.width, p.texture.height]), [[3, 17], [3, 17], [
+    3,
+    9,
+  ]]);
+  assert.equal(t.bytes, 3 * (17 + 17 + 9) * 8);
+  assert.equal(npot(1), 3);
+  assert.equal(npot(64), 65);
+  assert.equal(npot(65), 65);
   assert.throws(
     () => uploadMatrixTextures(g, "bad", new Float32Array(8), 2, 4, "f32", 2),
     /4 rows/,

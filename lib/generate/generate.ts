@@ -66,9 +66,9 @@ export interface GenerationResult {
 
 /**
  * Holds back text that could be the start of a stop string and detects stop strings split
- * across tokens.
+ * across tokens (shared by {@linkcode generate} and `gpuGenerate`, so both stop identically).
  */
-class StopMatcher {
+export class StopMatcher {
   readonly #stops: string[];
   #all = "";
   #emitted = 0;
@@ -115,7 +115,10 @@ class StopMatcher {
   }
 }
 
-function checkPrompt(ids: number[], model: LanguageModel, tokenizer: Tokenizer): void {
+/**
+ * Throw a RangeError naming the problem when the prompt is empty or holds an id outside [0, V).
+ */
+export function checkPrompt(ids: number[], V: number, tokenizer: Tokenizer): void {
   if (ids.length === 0) {
     throw new RangeError(
       `the prompt encodes to no tokens with ${tokenizer.name}: pass some text, or the ids [0] ` +
@@ -123,9 +126,9 @@ function checkPrompt(ids: number[], model: LanguageModel, tokenizer: Tokenizer):
     );
   }
   for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) {
       throw new RangeError(
-        `prompt token ${id} is outside the model's vocabulary [0, ${model.vocabSize}): ` +
+        `prompt token ${id} is outside the model's vocabulary [0, ${V}): ` +
           `is ${tokenizer.name} the tokenizer this model was trained with?`,
       );
     }
@@ -178,7 +181,7 @@ export async function* generate(
   const seed = opts.seed ?? randomSeed();
   const rng = givenRng ?? new Rng(seed);
   const promptIds = typeof prompt === "string" ? tokenizer.encode(prompt) : prompt;
-  checkPrompt(promptIds, model, tokenizer);
+  checkPrompt(promptIds, model.vocabSize, tokenizer);
   const limit = Math.min(model.vocabSize, tokenizer.vocabSize);
 
   const t0 = performance.now();

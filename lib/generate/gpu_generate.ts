@@ -30,6 +30,7 @@ import { GpuState } from "../model/gpu_state.ts";
 import type { RwkvState } from "../model/types.ts";
 import { END_OF_TEXT, StreamDecoder, type Tokenizer } from "../tokenizer/mod.ts";
 import { randomSeed } from "../util/rng.ts";
+import { checkPrompt, StopMatcher } from "./generate.ts";
 import type { GeneratedChunk, GenerationResult, StopReason } from "./generate.ts";
 import { parseSamplingOptions, type SamplingOptionsInput } from "./sampler.ts";
 
@@ -66,53 +67,6 @@ const ExtrasSchema = z.object({
     })
     .optional(),
 });
-
-/**
- * Holds back text that could be the start of a stop string and detects stop strings split
- * across tokens. (A copy of `generate.ts`'s private class, so both stop identically.)
- */
-class StopMatcher {
-  readonly #stops: string[];
-  #all = "";
-  #emitted = 0;
-  constructor(stops: string[]) {
-    this.#stops = stops;
-  }
-  get text(): string {
-    return this.#all.slice(0, this.#emitted);
-  }
-  get holding(): boolean {
-    return this.#emitted < this.#all.length;
-  }
-  push(chunk: string): { emit: string; stopped: boolean } {
-    const before = this.#all.length;
-    const all = this.#all += chunk;
-    let at = -1;
-    for (const s of this.#stops) {
-      const k = all.indexOf(s, Math.max(0, before - s.length + 1));
-      if (k >= 0 && (at < 0 || k < at)) at = k;
-    }
-    if (at >= 0) return { emit: this.#release(Math.max(at, this.#emitted)), stopped: true };
-    let hold = 0;
-    for (const s of this.#stops) {
-      for (let h = Math.min(s.length - 1, all.length - this.#emitted); h > hold; h--) {
-        if (all.endsWith(s.slice(0, h))) {
-          hold = h;
-          break;
-        }
-      }
-    }
-    return { emit: this.#release(all.length - hold), stopped: false };
-  }
-  flush(): string {
-    return this.#release(this.#all.length);
-  }
-  #release(end: number): string {
-    const out = this.#all.slice(this.#emitted, end);
-    this.#emitted = end;
-    return out;
-  }
-}
 
 /** The GPU side of one generation: buffers, state snapshot, bursts. */
 class GpuRun {
@@ -215,23 +169,6 @@ class GpuRun {
     if (this.ownsState) {
       this.model.liftedState(this.state)?.destroy();
       this.state.destroy();
-    }
-  }
-}
-
-function checkPrompt(ids: number[], V: number, tokenizer: Tokenizer): void {
-  if (ids.length === 0) {
-    throw new RangeError(
-      `the prompt encodes to no tokens with ${tokenizer.name}: pass some text, or the ids [0] ` +
-        `(end-of-text) to start a World model from nothing`,
-    );
-  }
-  for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) {
-      throw new RangeError(
-        `prompt token ${id} is outside the model's vocabulary [0, ${V}): ` +
-          `is ${tokenizer.name} the tokenizer this model was trained with?`,
-      );
     }
   }
 }

@@ -15,7 +15,7 @@ import { Recorder } from "../gpu/recorder.ts";
 import { AdamKernel, type Block } from "../kernels/adam.ts";
 import type { GpuMatrix } from "../kernels/matmul.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
-import { type GpuWeights, LAYER_VECS, MODEL_VECS } from "../model/gpu_weights.ts";
+import { allMatrices, type GpuWeights, LAYER_VECS, MODEL_VECS } from "../model/gpu_weights.ts";
 import type { LayerWeights, RwkvWeights } from "../model/types.ts";
 import { GpuBackward } from "./gpu_backward.ts";
 import {
@@ -119,7 +119,7 @@ function packBatch(seqs: number[][]) {
  * @throws {Error} when the loss or gradient norm stops being finite (the step is not applied)
  * @example
  * ```ts ignore
- * const model = await GpuModel.create(gpu, randomWeights(config, 0));
+ * const model = await GpuModel.create(gpu, randomWeights(config, 0), { textures: false });
  * const { history } = await pretrainGpu(model, source, { steps: 100, seed: 0 });
  * ```
  */
@@ -130,6 +130,12 @@ export async function pretrainGpu(
 ): Promise<{ weights: RwkvWeights; history: PretrainRow[] }> {
   const o = PretrainOptionsSchema.parse(options);
   const gpu = model.gpu;
+  if (allMatrices(model.weights).some((m) => m.tex)) {
+    throw new Error(
+      "pretrainGpu updates the weight buffers in place, but this model also reads texture " +
+        "copies of them; create it with GpuModel.create(gpu, weights, { textures: false })",
+    );
+  }
   const bwd = await GpuBackward.create(model, { weightGrads: true });
   const adam = await AdamKernel.create(gpu);
   const params = weightBlocks(model.weights), grads = weightBlocks(bwd.dWeights!);
