@@ -37,9 +37,9 @@ export * from "./lib/tokenizer/mod.ts";
 export * from "./lib/generate/sampler.ts";
 export * from "./lib/generate/generate.ts";
 export {
+  gpuGenerate,
   type GpuGenerateExtras,
   type GpuGenerateOptions,
-  gpuGenerate,
   gpuGenerateText,
 } from "./lib/generate/gpu_generate.ts";
 export * from "./lib/train/data.ts";
