@@ -74,6 +74,30 @@ async function numpyRef(python: string, shapes: number[][]): Promise<Numpy | nul
   }
 }
 
+/** GFLOP/s of one recorded product (batched into one submit of ≈ 0.3 s), added as a row. */
+async function timeProduct(
+  gpu: Gpu,
+  [M, K, N]: number[],
+  test: string,
+  quick: boolean,
+  numpy: number | undefined,
+  record: (rec: Recorder) => void,
+): Promise<void> {
+  const run = async (n: number) => {
+    const rec = new Recorder(gpu, "bench.matmul");
+    for (let i = 0; i < n; i++) record(rec);
+    await rec.flush();
+  };
+  const one = await timeIt(1, () => run(1));
+  const n = Math.max(1, Math.min(20, Math.round(0.3 / one)));
+  const s = (await timeIt(quick ? 1 : 3, () => run(n))) / n;
+  const g = (2 * M * K * N) / s / 1e9;
+  const note = numpy
+    ? `numpy ${numpy.toFixed(1)} GFLOP/s, ratio ${(100 * g / numpy).toFixed(1)}%`
+    : "";
+  add(`matmul ${M}x${K}x${N}`, test, g, "GFLOP/s", note);
+}
+
 async function matmulSection(gpu: Gpu, quick: boolean, python: string): Promise<Numpy | null> {
   const mm = await MatmulKernel.create(gpu, { tune: "probe" });
   const t = mm.tuning;
@@ -88,20 +112,10 @@ async function matmulSection(gpu: Gpu, quick: boolean, python: string): Promise<
     const w = createStorage(gpu, "bench.w", K * N * 4);
     const y = createStorage(gpu, "bench.y", M * N * 4);
     for (const entry of ["linear", "lowrank"] as const) {
-      const run = async (n: number) => {
-        const rec = new Recorder(gpu, "bench.matmul");
-        for (let i = 0; i < n; i++) mm[entry](rec, { M, K, Nc: N, x, w, y });
-        await rec.flush();
-      };
-      const one = await timeIt(1, () => run(1));
-      const n = Math.max(1, Math.min(20, Math.round(0.3 / one)));
-      const s = (await timeIt(quick ? 1 : 3, () => run(n))) / n;
-      const g = (2 * M * K * N) / s / 1e9;
-      const ref = np?.gflops[si];
-      const note = ref
-        ? `numpy ${ref.toFixed(1)} GFLOP/s, ratio ${(100 * g / ref).toFixed(1)}%`
-        : "";
-      add(`matmul ${M}x${K}x${N}`, entry === "linear" ? "x·Wᵀ" : "x·M", g, "GFLOP/s", note);
+      const test = entry === "linear" ? "x·Wᵀ" : "x·M";
+      await timeProduct(gpu, [M, K, N], test, quick, np?.gflops[si], (rec) => {
+        mm[entry](rec, { M, K, Nc: N, x, w, y });
+      });
     }
     for (const b of [x, w, y]) b.destroy();
   }
@@ -130,24 +144,11 @@ async function matrixSection(gpu: Gpu, quick: boolean, np: Numpy | null): Promis
           Mx.tex = uploadMatrixTextures(gpu, "bench.M", data, K, N, dtype);
         }
         for (const entry of ["linear", "lowrank"] as const) {
-          const run = async (n: number) => {
-            const rec = new Recorder(gpu, "bench.matrix");
-            for (let i = 0; i < n; i++) {
-              if (entry === "linear") mm.linearMatrix(rec, W, { M, x, y });
-              else mm.lowrankMatrix(rec, Mx, { M, x, y });
-            }
-            await rec.flush();
-          };
-          const one = await timeIt(1, () => run(1));
-          const n = Math.max(1, Math.min(20, Math.round(0.3 / one)));
-          const s = (await timeIt(quick ? 1 : 3, () => run(n))) / n;
-          const g = (2 * M * K * N) / s / 1e9;
-          const ref = np?.gflops[si];
-          const note = ref
-            ? `numpy ${ref.toFixed(1)} GFLOP/s, ratio ${(100 * g / ref).toFixed(1)}%`
-            : "";
           const test = `${entry === "linear" ? "x·Wᵀ" : "x·M"} ${dtype}${tex ? " texture" : ""}`;
-          add(`matmul ${M}x${K}x${N}`, test, g, "GFLOP/s", note);
+          await timeProduct(gpu, [M, K, N], test, quick, np?.gflops[si], (rec) => {
+            if (entry === "linear") mm.linearMatrix(rec, W, { M, x, y });
+            else mm.lowrankMatrix(rec, Mx, { M, x, y });
+          });
         }
         for (const m of [W, Mx]) {
           m.chunks.forEach((c) => c.buffer.destroy());

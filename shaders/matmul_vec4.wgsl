@@ -18,24 +18,8 @@
 //   linear:  y = act(x · Wᵀ (+ y) (+ res))  W (Nc, K); needs K, xOff, xStride, wStride % 4 == 0
 //   lowrank: y = act(x · M (+ y) (+ res))   M (K, Nc); needs Nc, wStride % 4 == 0; any K
 
-struct Params {
-  M: u32, // rows of x and y
-  K: u32, // inner dimension
-  Nc: u32, // columns computed by this dispatch
-  xOff: u32, // element offset of x[0, 0]
-  xStride: u32, // elements between rows of x
-  yOff: u32, // element offset of y[0, 0]
-  yStride: u32, // elements between rows of y
-  resOff: u32, // element offset of res[0, 0]
-  resStride: u32, // elements between rows of res
-  mode: u32, // bits 0-1 activation (0 none, 1 tanh, 2 sigmoid), bit 2 add the old y, bit 3 add res
-  wStride: u32, // linear: elements between rows of W; lowrank: between rows of M
-  nx: u32, // workgroups along x (the flat workgroup index is wid.x + wid.y · nx)
-}
+// Parameters, the res/y bindings, the epilogue and tileOrigin: `matmul_tile_common.wgsl`.
 
-override WG: u32 = 64u; // invocations per workgroup
-
-@group(0) @binding(0) var<uniform> p: Params;
 // Only the section of the entry being built is kept (`//@begin name` … `//@end name`).
 //@begin linear
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>; // (M, K) strided
@@ -44,41 +28,6 @@ override WG: u32 = 64u; // invocations per workgroup
 @group(0) @binding(1) var<storage, read> xs: array<f32>; // (M, K) strided
 //@end lowrank
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>; // linear (Nc, K) | lowrank (K, Nc)
-@group(0) @binding(3) var<storage, read> res: array<f32>; // (M, Nc) strided, read when mode bit 3
-@group(0) @binding(4) var<storage, read_write> y: array<f32>; // (M, ·) strided
-
-fn activate(s: f32) -> f32 {
-  switch (p.mode & 3u) {
-    case 1u: { return tanh(s); }
-    case 2u: { return 1.0 / (1.0 + exp(-s)); }
-    default: { return s; }
-  }
-}
-
-fn store1(s0: f32, r: u32, c: u32) {
-  if (r >= p.M || c >= p.Nc) { return; }
-  var s = s0;
-  let yi = p.yOff + r * p.yStride + c;
-  if ((p.mode & 4u) != 0u) { s += y[yi]; }
-  if ((p.mode & 8u) != 0u) { s += res[p.resOff + r * p.resStride + c]; }
-  y[yi] = activate(s);
-}
-
-fn store4(a: vec4<f32>, r: u32, c0: u32) {
-  store1(a.x, r, c0);
-  store1(a.y, r, c0 + 1u);
-  store1(a.z, r, c0 + 2u);
-  store1(a.w, r, c0 + 3u);
-}
-
-// Tile origin (r0, c0) of this invocation, or r0 = M when it has none.
-fn tileOrigin(li: u32, wid: vec3<u32>, rows: u32, cols: u32) -> vec2<u32> {
-  let flat = (wid.x + wid.y * p.nx) * WG + li;
-  let nct = (p.Nc + cols - 1u) / cols;
-  let rt = flat / nct;
-  if (rt * rows >= p.M) { return vec2<u32>(p.M, 0u); }
-  return vec2<u32>(rt * rows, (flat % nct) * cols);
-}
 
 //@begin linear
 @compute @workgroup_size(WG)

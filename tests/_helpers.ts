@@ -7,6 +7,7 @@
 import { tryGetGpu } from "../lib/gpu/device.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { Rng as LibRng } from "../lib/util/rng.ts";
+import { uploadStorage } from "../lib/gpu/buffers.ts";
 
 /** Absolute path of `../shared/fixtures` beside the project. */
 export const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
@@ -128,4 +129,33 @@ export function randomBatch(rng: Rng, V: number, lengths: number[]): {
     return { tokens: tok, targets: tgt, mask: m };
   });
   return { B, T, tokens, targets, mask, seqs };
+}
+
+/** Run `scripts/<script>` as a subprocess (NO_COLOR); exit code, stdout and stderr. */
+export async function runScript(
+  script: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `scripts/${script}`, ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const o = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
+}
+
+/** `GpuBackward.lossAndGrad` arguments of a {@link randomBatch} from a shared flat S0 (L·H·N·N). */
+export function sharedS0Args(g: Gpu, batch: ReturnType<typeof randomBatch>, s0: Float32Array) {
+  return {
+    B: batch.B,
+    T: batch.T,
+    tokens: uploadStorage(g, "test.tokens", batch.tokens),
+    targets: uploadStorage(g, "test.targets", batch.targets),
+    mask: uploadStorage(g, "test.mask", batch.mask),
+    init: { kind: "shared" as const, wkv: uploadStorage(g, "test.s0", s0) },
+  };
 }

@@ -5,25 +5,11 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { loadModel } from "../lib/model/load.ts";
 import { refLossAndGrad } from "../lib/ref/backward.ts";
-import { assertClose, fixture, gpu, hasFixtures } from "./_helpers.ts";
+import { assertClose, fixture, gpu, hasFixtures, runScript } from "./_helpers.ts";
 
 const MODEL = fixture("models/tiny-rwkv7-834K.safetensors");
 
-async function run(
-  script: string,
-  args: string[],
-): Promise<{ code: number; out: string; err: string }> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `scripts/${script}`, ...args],
-    cwd: new URL("..", import.meta.url).pathname,
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const o = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
-}
+const run = runScript;
 
 Deno.test({
   name: "logits --json prints {tokens, logits} after the last token, matching the reference",

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
-import { f16WeightSource, MatmulKernel } from "../lib/kernels/matmul.ts";
+import { f16WeightSource, MatmulKernel, tileTemplate } from "../lib/kernels/matmul.ts";
 import { defaultTuning } from "../lib/kernels/tune.ts";
 import { shaderSource } from "../lib/gpu/pipeline.ts";
 import { toF16Words, uploadMatrix } from "../lib/model/gpu_weights.ts";
@@ -22,7 +22,15 @@ import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { refForward } from "../lib/ref/model.ts";
 import { GpuBackward } from "../lib/train/gpu_backward.ts";
-import { assertClose, errRatio, gpu, maxAbsDiff, randomBatch, Rng } from "./_helpers.ts";
+import {
+  assertClose,
+  errRatio,
+  gpu,
+  maxAbsDiff,
+  randomBatch,
+  Rng,
+  sharedS0Args,
+} from "./_helpers.ts";
 
 const ignore = !gpu;
 const MATRICES = [
@@ -67,8 +75,8 @@ Deno.test("f16 packing rounds to nearest even, low half first", () => {
 });
 
 Deno.test("f16 shader variants replace every weight read", () => {
-  for (const name of ["matmul", "matmul_vec4"]) {
-    const code = f16WeightSource(shaderSource(name));
+  for (const name of ["matmul", "matmul_vec4"] as const) {
+    const code = f16WeightSource(name === "matmul" ? shaderSource(name) : tileTemplate(name));
     assert.doesNotMatch(code, /\bw\[(?!i)/, `${name}: a raw w[...] read is left`);
     assert.match(code, /unpack2x16float/);
   }
@@ -152,14 +160,7 @@ Deno.test({ name: "f16 model: logits, memory, and dS0 vs rounded reference", ign
   const flat = new Float32Array(cfg.nLayer * s0[0].wkv.length);
   s0.forEach((s, l) => flat.set(s.wkv, l * s.wkv.length));
   const bwd = await GpuBackward.create(m16);
-  const res = await bwd.lossAndGrad({
-    B: batch.B,
-    T: batch.T,
-    tokens: uploadStorage(g, "tok", batch.tokens),
-    targets: uploadStorage(g, "tgt", batch.targets),
-    mask: uploadStorage(g, "mask", batch.mask),
-    init: { kind: "shared", wkv: uploadStorage(g, "s0", flat) },
-  });
+  const res = await bwd.lossAndGrad(sharedS0Args(g, batch, flat));
   const r = refBatchLossAndGrad(w16, batch.seqs, s0);
   assert.ok(Math.abs(res.loss - r.loss) / r.loss < 1e-5, `loss ${res.loss} vs ${r.loss}`);
   const NN = s0[0].wkv.length;

@@ -7,22 +7,11 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { loadModel } from "../lib/model/load.ts";
 import { configParams, memoryPlan, PLAN_CATEGORIES } from "../lib/model/memory_plan.ts";
 import { OFFICIAL_SHAPES } from "../lib/model/random.ts";
-import { fixture, hasFixtures } from "./_helpers.ts";
+import { fixture, hasFixtures, runScript } from "./_helpers.ts";
 
 const MODEL = fixture("models/tiny-rwkv7-834K.safetensors");
 
-async function info(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/info.ts", ...args],
-    cwd: new URL("..", import.meta.url).pathname,
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const o = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
-}
+const info = (args: string[]) => runScript("info.ts", args);
 
 Deno.test({
   name: "info --model --json keeps its keys and adds memoryPlan for --plan-T/--plan-B",

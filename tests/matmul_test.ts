@@ -6,16 +6,15 @@
 import assert from "node:assert/strict";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
-import { expandTile, MatmulKernel } from "../lib/kernels/matmul.ts";
+import { expandTile, MatmulKernel, tileTemplate } from "../lib/kernels/matmul.ts";
 import { defaultTuning, LINEAR_TILES, LOWRANK_TILES } from "../lib/kernels/tune.ts";
-import { shaderSource } from "../lib/gpu/pipeline.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { assertClose, gpu, Rng } from "./_helpers.ts";
 
 const REL = 1e-5;
 
 Deno.test("expandTile repeats tagged lines and keeps one entry", () => {
-  const code = expandTile(shaderSource("matmul_vec4"), "lowrank", 2, 3);
+  const code = expandTile(tileTemplate("matmul_vec4"), "lowrank", 2, 3);
   assert.match(code, /var a1_2 = vec4<f32>\(0\.0\);/);
   assert.doesNotMatch(code, /fn linear/);
   const lines = code.split("\n").filter((l) => !l.trim().startsWith("//"));

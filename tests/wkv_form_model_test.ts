@@ -5,11 +5,10 @@
  * crossing a 16-token chunk and B = 2, right-padded.
  */
 import assert from "node:assert/strict";
-import { uploadStorage } from "../lib/gpu/buffers.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { GpuBackward } from "../lib/train/gpu_backward.ts";
-import { assertClose, errRatio, gpu, randomBatch, Rng } from "./_helpers.ts";
+import { assertClose, errRatio, gpu, randomBatch, Rng, sharedS0Args } from "./_helpers.ts";
 
 Deno.test({
   name: "model with the chunked WKV form = sequential form (logits, loss, dS0)",
@@ -34,14 +33,7 @@ Deno.test({
         },
       );
       const bwd = await GpuBackward.create(model);
-      const res = await bwd.lossAndGrad({
-        B: batch.B,
-        T: batch.T,
-        tokens: uploadStorage(g, "tok", batch.tokens),
-        targets: uploadStorage(g, "tgt", batch.targets),
-        mask: uploadStorage(g, "mask", batch.mask),
-        init: { kind: "shared", wkv: uploadStorage(g, "s0", s0) },
-      });
+      const res = await bwd.lossAndGrad(sharedS0Args(g, batch, s0));
       out.push({ logits, loss: res.loss, dS0: res.dS0Sum.slice() });
       bwd.destroy();
       model.destroy();

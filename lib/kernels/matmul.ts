@@ -90,6 +90,11 @@ export interface MatmulOptions {
   tuning?: MatmulTuning;
 }
 
+/** A register-tile template (`matmul_vec4` or `matmul_tex`) with `matmul_tile_common.wgsl` prepended. */
+export function tileTemplate(name: "matmul_vec4" | "matmul_tex"): string {
+  return `${shaderSource("matmul_tile_common")}\n${shaderSource(name)}`;
+}
+
 /**
  * Expand the `matmul_vec4.wgsl` template for one entry and tile: keep that entry's section,
  * repeat `//@rows` / `//@cols` lines and substitute `$i`, `$j`, `TRu`, `TCu`.
@@ -134,9 +139,7 @@ export function f16WeightSource(src: string): string {
   const out = src.replace(/var<storage, read> w: array<(vec4<f32>|f32)>/, decl)
     .replace(/\bw\[([^\]\[]+)\]/g, "ldw($1)");
   if (out === src || /\bw\[/.test(out)) throw new Error("f16WeightSource: unexpected shader text");
-  // helper after the bindings: before the first function
-  const at = out.indexOf("\nfn ");
-  return `${out.slice(0, at + 1)}${fn}${out.slice(at + 1)}`;
+  return `${out}\n${fn}`; // module-scope order is free in WGSL
 }
 
 type Pipes = Record<Entry, Map<number, GPUComputePipeline>>;
@@ -349,7 +352,7 @@ function tilePipeline(
   const id = `${entry}.${tile.TR}x${tile.TC}${dtype === "f16" ? ".f16" : ""}`;
   let code = tileSource.get(id);
   if (code === undefined) {
-    code = expandTile(shaderSource("matmul_vec4"), entry, tile.TR, tile.TC);
+    code = expandTile(tileTemplate("matmul_vec4"), entry, tile.TR, tile.TC);
     if (dtype === "f16") code = f16WeightSource(code);
     tileSource.set(id, code);
   }

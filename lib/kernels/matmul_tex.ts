@@ -17,11 +17,11 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
+import { getPipeline } from "../gpu/pipeline.ts";
 import { type Recorder, splitGroups } from "../gpu/recorder.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Activation, GpuMatrix, MatmulArgs, Tile } from "./matmul.ts";
-import { expandTile } from "./matmul.ts";
+import { expandTile, tileTemplate } from "./matmul.ts";
 import { needElems } from "./common.ts";
 
 /** Texture copies of a matrix: row parts of at most `maxTextureDimension2D` rows. */
@@ -124,7 +124,7 @@ export class MatmulTex {
       Entry,
       { tile: Tile; pipe: GPUComputePipeline }[]
     >;
-    const src = shaderSource("matmul_tex");
+    const src = tileTemplate("matmul_tex");
     for (const entry of ["linear", "lowrank"] as const) {
       const t = tiles[entry];
       for (const tile of [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t]) {
@@ -150,7 +150,6 @@ export class MatmulTex {
         M: a.M,
         K: W.cols,
         Nc: part.rows,
-        xCol0: 0,
         yOff: (a.yOff ?? 0) + part.rowStart,
         yStride: a.yStride ?? W.rows,
         res: a.res,
@@ -184,7 +183,6 @@ export class MatmulTex {
         M: a.M,
         K: part.rows,
         Nc: Mx.cols,
-        xCol0: 0,
         yOff: a.yOff ?? 0,
         yStride: a.yStride ?? Mx.cols,
         res,
@@ -237,7 +235,6 @@ export class MatmulTex {
       M: number;
       K: number;
       Nc: number;
-      xCol0: number;
       yOff: number;
       yStride: number;
       res?: GPUBuffer;
@@ -263,7 +260,7 @@ export class MatmulTex {
       d.M,
       d.K,
       d.Nc,
-      d.xCol0,
+      0, // first texel column of x (each product copies its own x)
       0,
       d.yOff,
       d.yStride,
