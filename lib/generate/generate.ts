@@ -279,7 +279,14 @@ export async function generateText(
   options: GenerateOptions & { onChunk?: (chunk: GeneratedChunk) => void } = {},
 ): Promise<GenerationResult> {
   const { onChunk, ...rest } = options;
-  const it = generate(model, tokenizer, prompt, rest);
+  return await drainGeneration(generate(model, tokenizer, prompt, rest), onChunk);
+}
+
+/** Run a generation stream to its end, handing each chunk to `onChunk`; its result. */
+export async function drainGeneration(
+  it: AsyncGenerator<GeneratedChunk, GenerationResult>,
+  onChunk?: (chunk: GeneratedChunk) => void,
+): Promise<GenerationResult> {
   while (true) {
     const r = await it.next();
     if (r.done) return r.value;

@@ -30,7 +30,7 @@ import { GpuState } from "../model/gpu_state.ts";
 import type { RwkvState } from "../model/types.ts";
 import { END_OF_TEXT, StreamDecoder, type Tokenizer } from "../tokenizer/mod.ts";
 import { randomSeed } from "../util/rng.ts";
-import { checkPrompt, StopMatcher } from "./generate.ts";
+import { checkPrompt, drainGeneration, StopMatcher } from "./generate.ts";
 import type { GeneratedChunk, GenerationResult, StopReason } from "./generate.ts";
 import { parseSamplingOptions, type SamplingOptionsInput } from "./sampler.ts";
 
@@ -337,10 +337,5 @@ export async function gpuGenerateText(
   options: GpuGenerateOptions & { onChunk?: (chunk: GeneratedChunk) => void } = {},
 ): Promise<GenerationResult> {
   const { onChunk, ...rest } = options;
-  const it = gpuGenerate(model, tokenizer, prompt, rest);
-  while (true) {
-    const r = await it.next();
-    if (r.done) return r.value;
-    onChunk?.(r.value);
-  }
+  return await drainGeneration(gpuGenerate(model, tokenizer, prompt, rest), onChunk);
 }

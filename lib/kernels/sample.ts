@@ -22,6 +22,7 @@
  *
  * @module
  */
+import type { SamplingOptions } from "../generate/sampler.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder, splitGroups } from "../gpu/recorder.ts";
@@ -35,23 +36,16 @@ export const SAMPLE_ERR_ALL_BANNED = 0xfffffffe;
 /** Largest vocabulary the kernel supports (top-k counts stay exact in f32 far beyond it). */
 export const SAMPLE_MAX_V = 1 << 20;
 
-/** The sampling settings of one step (validated by the caller, e.g. `parseSamplingOptions`). */
-export interface SampleSettings {
-  /** ≥ 0; 0 = greedy (argmax, first id on ties). */
-  temperature: number;
-  /** In (0, 1]; 1 = off. */
-  topP: number;
-  /** Integer ≥ 0; 0 = off. */
-  topK: number;
-  /** Subtracted from the logit of every id whose count is > 0. */
-  presencePenalty: number;
-  /** Times the id's count, subtracted from its logit. */
-  frequencyPenalty: number;
-  /** In [0, 1]; every count is multiplied by it after each draw, then the drawn id's grows by 1. */
-  penaltyDecay: number;
-  /** Integer in [0, 2^32): with the step and row, it fixes the draw. */
-  seed: number;
-}
+/**
+ * The sampling settings of one step (validated by the caller, e.g. `parseSamplingOptions`): the
+ * CPU sampler's options with the seed fixed (with the step and row, it fixes the draw).
+ */
+export type SampleSettings =
+  & Pick<
+    SamplingOptions,
+    "temperature" | "topP" | "topK" | "presencePenalty" | "frequencyPenalty" | "penaltyDecay"
+  >
+  & { seed: number };
 
 /** Arguments of {@link SampleKernel.record}. */
 export interface SampleArgs {
