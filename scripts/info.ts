@@ -84,6 +84,11 @@ export interface MemoryPlanInfo {
   "state-tuning": Record<"f32" | "f16", PlanEntry>;
 }
 
+/** Weight bytes on the GPU: all f32, or f16 matrices with the embedding (V × C) kept f32. */
+function weightBytes(cfg: RwkvConfig, params: number): { f32: number; f16: number } {
+  return { f32: 4 * params, f16: 2 * params + 2 * cfg.vocabSize * cfg.nEmbd };
+}
+
 /** Collect the facts about a loaded model. */
 export function modelInfo(m: LoadedModel): ModelInfo {
   const params = countParams(m.weights);
@@ -94,7 +99,7 @@ export function modelInfo(m: LoadedModel): ModelInfo {
     fileBytes: m.bytes,
     config: m.weights.config,
     params,
-    gpuBytes: { f32: 4 * params, f16: 2 * params },
+    gpuBytes: weightBytes(m.weights.config, params),
   };
 }
 
@@ -132,7 +137,9 @@ function configLines(c: RwkvConfig, params: number): string[] {
     `low-rank     Dw ${c.dimW}, Da ${c.dimA}, Dv ${c.dimV}, Dg ${c.dimG}`,
     `ffn F        ${c.dimFfn}`,
     `parameters   ${params.toLocaleString("en-US")} (${(params / 1e6).toFixed(2)} M)`,
-    `GPU weights  f32 ${size(4 * params)}, f16 ${size(2 * params)}`,
+    `GPU weights  f32 ${size(weightBytes(c, params).f32)}, f16 ${
+      size(weightBytes(c, params).f16)
+    } (embedding f32)`,
   ];
 }
 
@@ -176,7 +183,8 @@ export function formatPlanInfo(p: MemoryPlanInfo): string {
   lines.push(
     "  state tuning: one tuneState step from a shared S0, each layer recomputed from its saved " +
       "input;",
-    "  f16: matrices at 2 bytes (the planned GpuMatrix dtype; weights upload as f32 today).",
+    "  f16: the matrices at 2 bytes (generate/bench `--weights f16`); embedding and vectors f32.",
+    "  Software adapters (llvmpipe) also hold texture copies of the matrices (`--textures`).",
   );
   return lines.join("\n");
 }
@@ -217,7 +225,7 @@ async function main(argv: string[]): Promise<void> {
     });
   if (args.shape) {
     const config = OFFICIAL_SHAPES[args.shape], params = configParams(config);
-    const gpuBytes = { f32: 4 * params, f16: 2 * params };
+    const gpuBytes = weightBytes(config, params);
     const memory = plan(config);
     if (args.json) {
       const out = { shape: args.shape, config, params, gpuBytes, memoryPlan: memory };
