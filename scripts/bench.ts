@@ -24,7 +24,7 @@ import { createStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { MatmulKernel } from "../lib/kernels/matmul.ts";
 import { uploadMatrixTextures } from "../lib/kernels/matmul_tex.ts";
-import { uploadMatrix } from "../lib/model/gpu_weights.ts";
+import { uploadMatrix, useWeightTextures } from "../lib/model/gpu_weights.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { planSkipReason } from "../lib/model/memory_plan.ts";
 import { OFFICIAL_SHAPES, randomWeights } from "../lib/model/random.ts";
@@ -166,6 +166,7 @@ function skipReason(
   cfg: RwkvConfig,
   T: number,
   asked: boolean,
+  upload: { weightDtype: "f32" | "f16"; textures: boolean },
 ): string | null {
   const { nLayer: L, nEmbd: C, vocabSize: V, dimFfn: F } = cfg;
   const host = Deno.systemMemoryInfo().total;
@@ -180,7 +181,7 @@ function skipReason(
     maxStorageBufferBindingSize,
     ...(soft ? { memoryBytes: host } : {}),
   };
-  const why = planSkipReason(cfg, { T, B: 1, weightDtype: "f32" }, limits);
+  const why = planSkipReason(cfg, { T, B: 1, ...upload }, limits);
   if (why) return why;
   if (soft && !asked) return "software adapter: ask with --shapes";
   return null;
@@ -371,7 +372,11 @@ async function main(): Promise<void> {
     } else {
       const cfg = OFFICIAL_SHAPES[shape as keyof typeof OFFICIAL_SHAPES];
       const T = Math.max(...prefillTs, ...o.trainTs);
-      const why = skipReason(gpu, cfg, T, a.shapes !== undefined || shape === "0.1B");
+      const upload = {
+        weightDtype: a.weights,
+        textures: useWeightTextures(gpu, a.textures === "auto" ? "auto" : a.textures === "on"),
+      };
+      const why = skipReason(gpu, cfg, T, a.shapes !== undefined || shape === "0.1B", upload);
       if (why) {
         skipped.push({ shape, reason: why });
         console.log(`skip ${shape}: ${why}`);

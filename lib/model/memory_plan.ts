@@ -404,7 +404,7 @@ export interface PlanLimits {
  */
 export function planSkipReason(
   cfg: RwkvConfig,
-  o: { T: number; B?: number; weightDtype?: "f32" | "f16" },
+  o: { T: number; B?: number; weightDtype?: "f32" | "f16"; textures?: boolean },
   limits: PlanLimits,
 ): string | null {
   const binding = limits.maxStorageBufferBindingSize ?? DEFAULT_BINDING_BYTES;
