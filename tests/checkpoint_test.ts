@@ -95,7 +95,9 @@ Deno.test({
     }
     assertEquals(countParams(a.weights), 829888);
     const info = modelInfo(b);
-    assertEquals([info.params, info.gpuBytes.f16, info.fileBytes], [829888, 1659776, 1782400]);
+    // f16: every matrix at 2 bytes except the embedding (V·C = 256·64), which stays f32
+    const f16 = 2 * 829888 + 2 * 256 * 64;
+    assertEquals([info.params, info.gpuBytes.f16, info.fileBytes], [829888, f16, 1782400]);
   },
 });
 
