@@ -108,7 +108,7 @@ type MatrixArgs = Omit<MatmulArgs, "w" | "wStride" | "Nc" | "K" | "addY" | "wDty
 
 /** Compiled texture kernels plus the scratch textures activations are copied into. */
 export class MatmulTex {
-  readonly #scratch = new Map<string, GPUTexture>();
+  readonly #scratch = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
   readonly #dummy: GPUBuffer;
 
   private constructor(
@@ -214,16 +214,17 @@ export class MatmulTex {
     const key = `${w}x${h}`;
     let tex = this.#scratch.get(key);
     if (!tex) {
-      tex = this.gpu.device.createTexture({
+      const texture = this.gpu.device.createTexture({
         label: `matmul_tex.x.${key}`,
         size: [w, h],
         format: "rgba32float",
         usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
       });
+      tex = { texture, view: texture.createView() };
       this.#scratch.set(key, tex);
     }
-    rec.copyToTexture(a.x, xOff * 4, xStride * 4, tex, [K / 4, a.M]);
-    return tex.createView();
+    rec.copyToTexture(a.x, xOff * 4, xStride * 4, tex.texture, [K / 4, a.M]);
+    return tex.view;
   }
 
   #dispatch(
