@@ -116,6 +116,76 @@ export class StopMatcher {
 }
 
 /**
+ * The text side of a generation, shared by {@linkcode generate} and `gpuGenerate`: accepted
+ * tokens become released chunks; stop strings end it; a chunk whose text may still grow (an
+ * unfinished UTF-8 sequence, a possible stop-string prefix) is held until the next token.
+ */
+export class TokenStream {
+  /** Every accepted token. */
+  readonly tokens: number[] = [];
+  /** Why the generation ended (so far: "max_tokens"). */
+  reason: StopReason = "max_tokens";
+  readonly #decoder: StreamDecoder;
+  readonly #stops: StopMatcher;
+  #held: GeneratedChunk | null = null;
+
+  constructor(tokenizer: Tokenizer, stop: string[], readonly maxTokens: number) {
+    this.#decoder = new StreamDecoder(tokenizer);
+    this.#stops = new StopMatcher(stop);
+  }
+
+  /** Accept a generated token: the chunks to yield now; `done` when a stop string or `maxTokens` ends it. */
+  push(token: number): { chunks: GeneratedChunk[]; done: boolean } {
+    this.tokens.push(token);
+    const r = this.#stops.push(this.#decoder.push(token));
+    const chunks = this.#held ? [this.#held] : [];
+    this.#held = null;
+    if (r.stopped) {
+      this.reason = "stop";
+      chunks.push({ token, text: r.emit });
+      return { chunks, done: true };
+    }
+    if (this.tokens.length >= this.maxTokens) {
+      chunks.push({ token, text: r.emit + this.#finalText() });
+      return { chunks, done: true };
+    }
+    const chunk = { token, text: r.emit };
+    if (this.#decoder.pendingBytes > 0 || this.#stops.holding) this.#held = chunk;
+    else chunks.push(chunk);
+    return { chunks, done: false };
+  }
+
+  /** End at end-of-text or an abort: the held chunk with the flushed tail. */
+  end(reason: "eos" | "abort"): GeneratedChunk[] {
+    this.reason = reason;
+    const tail = this.#finalText();
+    if (this.#held) return [{ token: this.#held.token, text: this.#held.text + tail }];
+    return tail !== "" ? [{ token: this.tokens.at(-1) ?? END_OF_TEXT, text: tail }] : [];
+  }
+
+  /** The result, timed from `t0` (call start) and `tGen` (first generated token). */
+  result(t0: number, tGen: number, promptTokens: number, seed: number): GenerationResult {
+    const end = performance.now();
+    const genSeconds = (end - tGen) / 1000;
+    return {
+      text: this.#stops.text,
+      tokens: this.tokens,
+      promptTokens,
+      stopReason: this.reason,
+      elapsedMs: end - t0,
+      tokensPerSecond: genSeconds > 0 ? this.tokens.length / genSeconds : 0,
+      seed,
+    };
+  }
+
+  #finalText(): string {
+    const r = this.#stops.push(this.#decoder.flush());
+    if (r.stopped) this.reason = "stop";
+    return r.stopped ? r.emit : r.emit + this.#stops.flush();
+  }
+}
+
+/**
  * Throw a RangeError naming the problem when the prompt is empty or holds an id outside [0, V).
  */
 export function checkPrompt(ids: number[], V: number, tokenizer: Tokenizer): void {
@@ -186,70 +256,33 @@ export async function* generate(
 
   const t0 = performance.now();
   let tGen = t0, fed = 0;
-  const tokens: number[] = [];
   const counts = new Map<number, number>();
-  const decoder = new StreamDecoder(tokenizer);
-  const stops = new StopMatcher(opts.stop);
-  let reason: StopReason = "max_tokens";
-  let held: GeneratedChunk | null = null; // yielded once the next token is known
-  const finalText = (): string => {
-    const r = stops.push(decoder.flush());
-    if (r.stopped) reason = "stop";
-    return r.stopped ? r.emit : r.emit + stops.flush();
-  };
-
-  if (signal?.aborted) reason = "abort";
-  else if (opts.maxTokens > 0) {
+  const out = new TokenStream(tokenizer, opts.stop, opts.maxTokens);
+  let end: "eos" | "abort" | null = signal?.aborted ? "abort" : null;
+  if (!end && opts.maxTokens > 0) {
     let logits = await model.feed(promptIds);
     fed = promptIds.length;
     tGen = performance.now();
     while (true) {
       if (signal?.aborted) {
-        reason = "abort";
+        end = "abort";
         break;
       }
       const view = logits.length > limit ? logits.subarray(0, limit) : logits;
       const token = sampleToken(view, opts, rng, counts);
       if (stopAtEndOfText && token === END_OF_TEXT) {
-        reason = "eos";
+        end = "eos";
         break;
       }
-      tokens.push(token);
       recordToken(counts, token, opts.penaltyDecay);
-      const r = stops.push(decoder.push(token));
-      if (held) yield held;
-      held = null;
-      if (r.stopped) {
-        reason = "stop";
-        yield { token, text: r.emit };
-        break;
-      }
-      if (tokens.length >= opts.maxTokens) {
-        yield { token, text: r.emit + finalText() };
-        break;
-      }
-      const chunk = { token, text: r.emit };
-      if (decoder.pendingBytes > 0 || stops.holding) held = chunk;
-      else yield chunk;
+      const { chunks, done } = out.push(token);
+      yield* chunks;
+      if (done) break;
       logits = await model.feed([token]);
     }
   }
-  if (reason === "eos" || reason === "abort") {
-    const tail = finalText();
-    if (held) yield { token: held.token, text: held.text + tail };
-    else if (tail !== "") yield { token: tokens.at(-1) ?? END_OF_TEXT, text: tail }; // unreachable
-  }
-  const end = performance.now();
-  const genSeconds = (end - tGen) / 1000;
-  return {
-    text: stops.text,
-    tokens,
-    promptTokens: fed,
-    stopReason: reason,
-    elapsedMs: end - t0,
-    tokensPerSecond: genSeconds > 0 ? tokens.length / genSeconds : 0,
-    seed,
-  };
+  if (end) yield* out.end(end);
+  return out.result(t0, tGen, fed, seed);
 }
 
 /**

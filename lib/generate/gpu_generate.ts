@@ -28,10 +28,10 @@ import {
 import type { GpuModel } from "../model/gpu_model.ts";
 import { GpuState } from "../model/gpu_state.ts";
 import type { RwkvState } from "../model/types.ts";
-import { END_OF_TEXT, StreamDecoder, type Tokenizer } from "../tokenizer/mod.ts";
+import { END_OF_TEXT, type Tokenizer } from "../tokenizer/mod.ts";
 import { randomSeed } from "../util/rng.ts";
-import { checkPrompt, drainGeneration, StopMatcher } from "./generate.ts";
-import type { GeneratedChunk, GenerationResult, StopReason } from "./generate.ts";
+import { checkPrompt, drainGeneration, TokenStream } from "./generate.ts";
+import type { GeneratedChunk, GenerationResult } from "./generate.ts";
 import { parseSamplingOptions, type SamplingOptionsInput } from "./sampler.ts";
 
 /** Longest prompt chunk fed in one forward (bounds the workspace, as `GpuModel.session`). */
@@ -239,19 +239,11 @@ export async function* gpuGenerate(
   const stopAtEndOfText = eot ?? tokenizer.name !== "bytes";
   const t0 = performance.now();
   let tGen = t0, fed = 0;
-  const tokens: number[] = [];
-  const decoder = new StreamDecoder(tokenizer);
-  const stops = new StopMatcher(opts.stop);
-  let reason: StopReason = "max_tokens";
-  let held: GeneratedChunk | null = null; // yielded once the next token is known
-  const finalText = (): string => {
-    const r = stops.push(decoder.flush());
-    if (r.stopped) reason = "stop";
-    return r.stopped ? r.emit : r.emit + stops.flush();
-  };
+  const out = new TokenStream(tokenizer, opts.stop, opts.maxTokens);
+  const tokens = out.tokens;
+  let end: "eos" | "abort" | null = signal?.aborted ? "abort" : null;
   try {
-    if (signal?.aborted) reason = "abort";
-    else if (opts.maxTokens > 0) {
+    if (!end && opts.maxTokens > 0) {
       await run.prefill(promptIds);
       fed = promptIds.length;
       tGen = performance.now();
@@ -260,7 +252,7 @@ export async function* gpuGenerate(
         const n = Math.min(burst, opts.maxTokens - tokens.length);
         const last = tokens.length + n >= opts.maxTokens;
         const ids = await run.burst(tokens.length, n, !last);
-        let stopAt = -1;
+        let stopAt = -1; // the burst's token where generation ended (accepted unless eos/abort)
         for (let j = 0; j < n && stopAt < 0; j++) {
           const token = ids[j];
           const err = sampleError(token, tokens.length);
@@ -268,53 +260,26 @@ export async function* gpuGenerate(
             run.rewind(j);
             throw err;
           }
-          if (signal?.aborted) reason = "abort";
-          else if (stopAtEndOfText && token === END_OF_TEXT) reason = "eos";
-          if (reason !== "max_tokens") {
+          if (signal?.aborted) end = "abort";
+          else if (stopAtEndOfText && token === END_OF_TEXT) end = "eos";
+          if (end) {
             stopAt = j;
             break;
           }
-          tokens.push(token);
-          const r = stops.push(decoder.push(token));
-          if (held) yield held;
-          held = null;
-          if (r.stopped) {
-            reason = "stop";
-            stopAt = j;
-            yield { token, text: r.emit };
-          } else if (tokens.length >= opts.maxTokens) {
-            stopAt = j;
-            yield { token, text: r.emit + finalText() };
-          } else {
-            const chunk = { token, text: r.emit };
-            if (decoder.pendingBytes > 0 || stops.holding) held = chunk;
-            else yield chunk;
-          }
+          const r = out.push(token);
+          yield* r.chunks;
+          if (r.done) stopAt = j;
         }
         if (stopAt < 0) continue;
         done = true;
         if (stopAt < (last ? n - 1 : n)) run.rewind(stopAt);
       }
     }
-    if (reason === "eos" || reason === "abort") {
-      const tail = finalText();
-      if (held) yield { token: held.token, text: held.text + tail };
-      else if (tail !== "") yield { token: tokens.at(-1) ?? END_OF_TEXT, text: tail };
-    }
+    if (end) yield* out.end(end);
   } finally {
     run.destroy();
   }
-  const end = performance.now();
-  const genSeconds = (end - tGen) / 1000;
-  return {
-    text: stops.text,
-    tokens,
-    promptTokens: fed,
-    stopReason: reason,
-    elapsedMs: end - t0,
-    tokensPerSecond: genSeconds > 0 ? tokens.length / genSeconds : 0,
-    seed,
-  };
+  return out.result(t0, tGen, fed, seed);
 }
 
 /**
