@@ -15,35 +15,8 @@
 //   dd_u = Σ_{t≥u} dL/dlog γ_t / d_u
 // and with α = −kk, β = kk ⊙ a: dkk = −dα + dβ ⊙ a, da = dβ ⊙ kk.
 
-struct Params {
-  T: u32,
-  H: u32,
-  nC: u32,
-  nx: u32,
-  offW: u32,
-  offU: u32,
-  offSA: u32,
-  offDM: u32,
-  offMat: u32,
-  offCkS: u32,
-  offCkD: u32,
-  sOff: u32,
-  sStride: u32,
-  mode: u32,
-  accumulate: u32, // 1 adds dr, dk, dv into their buffers
-  ds0Off: u32,
-  count: u32,
-  offWS: u32,
-  offG: u32,
-  nh: u32, // N again, as a runtime value: loops bounded by it are not unrolled (llvmpipe's
-  // LLVM took minutes on the fully unrolled shaders)
-}
+// Params, N, CH, WG, `p`, chunkLen, vi and cvBase: wkv7_chunked_common.wgsl.
 
-override N: u32 = 64u; // head size, at most 64
-const CH: u32 = 16u;
-const WG: u32 = 256u;
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> r: array<f32>; // (B, T, H, N) each
 @group(0) @binding(2) var<storage, read> d: array<f32>;
 @group(0) @binding(3) var<storage, read> k: array<f32>;
@@ -63,9 +36,6 @@ const WG: u32 = 256u;
 // on zero-initialising large workgroup arrays): [0, 1024) dP, dQ, dPr, dQr as [s][t];
 // [1024, 2048) sc[gmb + 1024u + t][j] = dr r − dβ β − dk k; [2048, 3072) sc[gmb + 2048u + t][j] = dα α.
 
-fn vi(b: u32, t: u32, h: u32, x: u32) -> u32 {
-  return ((b * p.T + t) * p.H + h) * N + x;
-}
 
 @compute @workgroup_size(256)
 fn grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -73,10 +43,10 @@ fn grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let c = wid.x % p.nC;
   let b = bh / p.H;
   let h = bh % p.H;
-  let L = min(CH, p.T - c * CH);
+  let L = chunkLen(c);
   let t0 = c * CH;
   let NN = N * N;
-  let gb = (bh * p.nC + c) * CH * N; // γ of this chunk; SA and dM at offSA / offDM + gb
+  let gb = cvBase(bh, c); // γ of this chunk; SA and dM at offSA / offDM + gb
   let mb = p.offMat + (bh * p.nC + c) * 1024u;
   let cS = p.offCkS + (bh * (p.nC + 1u) + c) * NN; // S0; S_L at cS + NN
   let cD = p.offCkD + (bh * p.nC + c) * NN;

@@ -76,7 +76,8 @@ const TRS = [1, 2, 4] as const;
 /** Row tiles compiled besides the tuned one, for few-row products (T = 1 generation). */
 const SMALL_ROWS = [1, 2, 4, 8] as const;
 
-type Entry = "linear" | "lowrank";
+/** The two product layouts. */
+export type Entry = "linear" | "lowrank";
 
 /** Options of {@link MatmulKernel.create}. */
 export interface MatmulOptions {
@@ -88,6 +89,32 @@ export interface MatmulOptions {
   tune?: TuneMode;
   /** Use these tiles (tests, benchmarks). */
   tuning?: MatmulTuning;
+}
+
+/** The tiles compiled for one entry: the few-row variants below the tuned tile's TR, then it. */
+export function rowTiles(t: Tile): Tile[] {
+  return [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t];
+}
+
+/**
+ * The smallest compiled row tile that covers M rows (else the largest) and its workgroup counts
+ * for an (M, Nc) output (`linear`: TC columns per invocation; `lowrank`: TC groups of 4).
+ */
+export function pickTile(
+  gpu: Gpu,
+  cands: { tile: Tile; pipe: GPUComputePipeline }[],
+  entry: Entry,
+  M: number,
+  Nc: number,
+): { tile: Tile; pipe: GPUComputePipeline; groups: [number, number] } {
+  const { tile, pipe } = cands.find((c) => c.tile.TR >= M) ?? cands[cands.length - 1];
+  const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
+  const tiles = Math.ceil(M / tile.TR) * Math.ceil(Nc / cols);
+  const groups = splitGroups(
+    Math.ceil(tiles / tile.WG),
+    gpu.limits.maxComputeWorkgroupsPerDimension,
+  );
+  return { tile, pipe, groups };
 }
 
 /** A register-tile template (`matmul_vec4` or `matmul_tex`) with `matmul_tile_common.wgsl` prepended. */
@@ -181,8 +208,7 @@ export class MatmulKernel {
     const tiled = { linear: [], lowrank: [] } as Tiled;
     for (const entry of ["linear", "lowrank"] as const) {
       const t = this.tuning[entry];
-      const tiles = [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t];
-      for (const tile of tiles) {
+      for (const tile of rowTiles(t)) {
         tiled[entry].push({ tile, pipe: await tilePipeline(gpu, entry, tile, dtype) });
       }
     }
@@ -320,14 +346,12 @@ export class MatmulKernel {
         a.x.size % 16 === 0 && a.w.size % wVec === 0
       : a.Nc % 4 === 0 && wStride % 4 === 0 && a.w.size % wVec === 0;
     if (aligned) {
-      // the smallest compiled row tile that covers M, else the tuned one
-      const cands = set.tiled[entry];
-      const { tile, pipe } = cands.find((c) => c.tile.TR >= a.M) ?? cands[cands.length - 1];
-      const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
-      const tiles = Math.ceil(a.M / tile.TR) * Math.ceil(a.Nc / cols);
-      const [gx, gy] = splitGroups(
-        Math.ceil(tiles / tile.WG),
-        this.gpu.limits.maxComputeWorkgroupsPerDimension,
+      const { tile, pipe, groups: [gx, gy] } = pickTile(
+        this.gpu,
+        set.tiled[entry],
+        entry,
+        a.M,
+        a.Nc,
       );
       params.push(gx);
       const tag = dtype === "f16" ? ".f16" : "";

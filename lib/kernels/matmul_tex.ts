@@ -18,10 +18,10 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
-import { type Recorder, splitGroups } from "../gpu/recorder.ts";
+import type { Recorder } from "../gpu/recorder.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Activation, GpuMatrix, MatmulArgs, Tile } from "./matmul.ts";
-import { expandTile, tileTemplate } from "./matmul.ts";
+import { type Entry, expandTile, pickTile, rowTiles, tileTemplate } from "./matmul.ts";
 import { needElems } from "./common.ts";
 
 /** Texture copies of a matrix: row parts of at most `maxTextureDimension2D` rows. */
@@ -57,8 +57,6 @@ export function npot(n: number): number {
   return m;
 }
 
-/** Row tiles compiled besides the tuned one, for few-row products (T = 1 generation). */
-const SMALL_ROWS = [1, 2, 4, 8] as const;
 const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2 };
 
 /**
@@ -103,7 +101,6 @@ export function uploadMatrixTextures(
   return { format, parts, bytes };
 }
 
-type Entry = "linear" | "lowrank";
 type MatrixArgs = Omit<MatmulArgs, "w" | "wStride" | "Nc" | "K" | "addY" | "wDtype">;
 
 /** Compiled texture kernels plus the scratch textures activations are copied into. */
@@ -127,7 +124,7 @@ export class MatmulTex {
     const src = tileTemplate("matmul_tex");
     for (const entry of ["linear", "lowrank"] as const) {
       const t = tiles[entry];
-      for (const tile of [...SMALL_ROWS.filter((r) => r < t.TR).map((TR) => ({ ...t, TR })), t]) {
+      for (const tile of rowTiles(t)) {
         const code = expandTile(src, entry, tile.TR, tile.TC);
         const pipe = await getPipeline(gpu, {
           shader: `matmul_tex.${entry}.${tile.TR}x${tile.TC}`,
@@ -249,13 +246,12 @@ export class MatmulTex {
     needElems(name, "y (M, Nc)", d.y, d.yOff + (d.M - 1) * d.yStride + d.Nc);
     if (d.res) needElems(name, "res (M, Nc)", d.res, d.resOff + (d.M - 1) * d.resStride + d.Nc);
     if (d.res === d.y) throw new RangeError(`${name}: res must differ from y`);
-    const cands = this.tiled[entry];
-    const { tile, pipe } = cands.find((c) => c.tile.TR >= d.M) ?? cands[cands.length - 1];
-    const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
-    const tiles = Math.ceil(d.M / tile.TR) * Math.ceil(d.Nc / cols);
-    const [gx, gy] = splitGroups(
-      Math.ceil(tiles / tile.WG),
-      this.gpu.limits.maxComputeWorkgroupsPerDimension,
+    const { tile, pipe, groups: [gx, gy] } = pickTile(
+      this.gpu,
+      this.tiled[entry],
+      entry,
+      d.M,
+      d.Nc,
     );
     const params = [
       d.M,

@@ -17,7 +17,7 @@
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
-import { getPipeline } from "../gpu/pipeline.ts";
+import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, flatGroups, needElems } from "./common.ts";
 import { checkWkvHeadSize } from "./wkv7.ts";
@@ -153,9 +153,28 @@ interface FwdPipes {
   stateFwd: GPUComputePipeline;
 }
 
+/** `shaders/<name>.wgsl` with `wkv7_chunked_common.wgsl` (Params, sizes, index helpers) prepended. */
+function chunkedSource(name: "wkv7_chunked" | "wkv7_chunked_backward"): string {
+  return `${shaderSource("wkv7_chunked_common")}\n${shaderSource(name)}`;
+}
+
+/** The pipeline of one entry point of a chunked shader for head size N. */
+function chunkedPipe(
+  gpu: Gpu,
+  name: "wkv7_chunked" | "wkv7_chunked_backward",
+  entryPoint: string,
+  N: number,
+): Promise<GPUComputePipeline> {
+  return getPipeline(gpu, {
+    shader: name,
+    entryPoint,
+    constants: { N },
+    code: chunkedSource(name),
+  });
+}
+
 async function fwdPipes(gpu: Gpu, N: number): Promise<FwdPipes> {
-  const get = (entryPoint: string) =>
-    getPipeline(gpu, { shader: "wkv7_chunked", entryPoint, constants: { N } });
+  const get = (entryPoint: string) => chunkedPipe(gpu, "wkv7_chunked", entryPoint, N);
   const [gamma, intra, stateFwd] = await Promise.all([
     get("gamma"),
     get("intra"),
@@ -270,12 +289,8 @@ export class Wkv7ChunkedBackwardKernel {
       checkWkvHeadSize("wkv7_chunked_backward", N);
       const [fwd, stateBwd, grads] = await Promise.all([
         fwdPipes(gpu, N),
-        getPipeline(gpu, { shader: "wkv7_chunked", entryPoint: "state_bwd", constants: { N } }),
-        getPipeline(gpu, {
-          shader: "wkv7_chunked_backward",
-          entryPoint: "grads",
-          constants: { N },
-        }),
+        chunkedPipe(gpu, "wkv7_chunked", "state_bwd", N),
+        chunkedPipe(gpu, "wkv7_chunked_backward", "grads", N),
       ]);
       pipes.set(N, { ...fwd, stateBwd, grads });
     }
