@@ -89,6 +89,20 @@ export interface WkvGrads {
   dS0: Float64Array;
 }
 
+/** Zero gradients of a (T, H·N) WKV input set and its (H, N, N) initial state. */
+export function zeroWkvGrads(T: number, H: number, N: number): WkvGrads {
+  const n = T * H * N, z = () => new Float64Array(n);
+  return {
+    dr: z(),
+    dd: z(),
+    dk: z(),
+    dv: z(),
+    dalpha: z(),
+    dbeta: z(),
+    dS0: new Float64Array(H * N * N),
+  };
+}
+
 /**
  * Backward of {@link wkvForward}, exactly SPEC §2: per head, rebuild S_0 … S_T by running
  * forward from `s0` (memory (T+1)·N·N for one head at a time), then walk t = T−1 … 0:
@@ -111,15 +125,7 @@ export function wkvBackward(
   dSFinal?: ArrayLike<number>,
 ): WkvGrads {
   const C = H * N, NN = N * N;
-  const g: WkvGrads = {
-    dr: new Float64Array(T * C),
-    dd: new Float64Array(T * C),
-    dk: new Float64Array(T * C),
-    dv: new Float64Array(T * C),
-    dalpha: new Float64Array(T * C),
-    dbeta: new Float64Array(T * C),
-    dS0: new Float64Array(H * NN),
-  };
+  const g = zeroWkvGrads(T, H, N);
   const hist = new Float64Array((T + 1) * NN); // S_0 … S_T of one head
   const dS = new Float64Array(NN);
   for (let h = 0; h < H; h++) {

@@ -27,7 +27,7 @@
  *
  * @module
  */
-import type { WkvGrads, WkvInputs } from "./wkv.ts";
+import { type WkvGrads, type WkvInputs, zeroWkvGrads } from "./wkv.ts";
 
 /** Tokens per chunk of the chunked form (SPEC §2). */
 export const WKV_CHUNK = 16;
@@ -181,16 +181,8 @@ export function wkvChunkedBackward(
   N: number,
   dSFinal?: ArrayLike<number>,
 ): WkvGrads {
-  const C = H * N, NN = N * N, n = T * C;
-  const g: WkvGrads = {
-    dr: new Float64Array(n),
-    dd: new Float64Array(n),
-    dk: new Float64Array(n),
-    dv: new Float64Array(n),
-    dalpha: new Float64Array(n),
-    dbeta: new Float64Array(n),
-    dS0: new Float64Array(H * NN),
-  };
+  const C = H * N, NN = N * N;
+  const g = zeroWkvGrads(T, H, N);
   for (let h = 0; h < H; h++) {
     const chunks: { t0: number; c: Chunk; S0: Float64Array; SA: Float64Array }[] = [];
     const S = Float64Array.from({ length: NN }, (_, e) => s0[h * NN + e]);
