@@ -63,12 +63,13 @@ export {
 } from "./lib/train/gpu_backward.ts";
 export * from "./lib/train/pretrain.ts";
 export * from "./lib/train/pretrain_gpu.ts";
-export * from "./lib/ext/types.ts";
-export * from "./lib/ext/support.ts";
-export * from "./lib/ext/dbp.ts";
-export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/ext/gpu_lifted.ts";
+export * from "./lib/ref/lifted_types.ts";
+export * from "./lib/parts/config.ts";
+export * from "./lib/parts/support.ts";
+export * from "./lib/parts/dbp.ts";
+export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/model/gpu_lifted.ts";
 export * from "./lib/tts/guide.ts";
 export * from "./lib/tts/local_guide.ts";
 export * from "./lib/tts/http_guide.ts";
 export * from "./lib/tts/tts.ts";
-export * from "./lib/ext/ablation.ts";
+export * from "./lib/experiments/ablation.ts";

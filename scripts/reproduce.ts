@@ -32,7 +32,7 @@ import {
   summaryBarFigure,
   VARIANT_LABELS,
   VARIANTS,
-} from "../lib/ext/ablation.ts";
+} from "../lib/experiments/ablation.ts";
 import { DEFAULT_MODEL, parseWith, runMain } from "./_cli.ts";
 
 const USAGE =

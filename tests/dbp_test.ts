@@ -15,7 +15,7 @@ import {
   decorrelationLoss,
   featureCovariance,
   stepFeatures,
-} from "../lib/ext/dbp.ts";
+} from "../lib/parts/dbp.ts";
 import {
   collectHeadVectors,
   gaussianKernelMatrix,
@@ -25,8 +25,8 @@ import {
   nystromWhitening,
   randomSupport,
   symmetricEigen,
-} from "../lib/ext/support.ts";
-import { DbpConfigSchema, LiftedConfigSchema } from "../lib/ext/types.ts";
+} from "../lib/parts/support.ts";
+import { DbpConfigSchema, LiftedConfigSchema } from "../lib/parts/config.ts";
 
 const rng = new TestRng(4242);
 

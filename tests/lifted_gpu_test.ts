@@ -17,8 +17,8 @@
 import { assert, assertEquals } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
-import { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "../lib/ext/gpu_lifted.ts";
-import type { LiftedState } from "../lib/ext/types.ts";
+import { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "../lib/model/gpu_lifted.ts";
+import type { LiftedState } from "../lib/ref/lifted_types.ts";
 import { liftedBackward, liftedForward } from "../lib/ref/lifted.ts";
 import type { RwkvConfig } from "../lib/model/types.ts";
 import { errRatio, gpu, Rng } from "./_helpers.ts";
@@ -26,10 +26,11 @@ import { GpuModel } from "../lib/model/gpu_model.ts";
 import { GpuBackward } from "../lib/train/gpu_backward.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { zeroState } from "../lib/model/types.ts";
-import { initLiftedLayers } from "../lib/ext/support.ts";
-import { DbpConfigSchema, LiftedConfigSchema, type LiftedLayers } from "../lib/ext/types.ts";
+import { initLiftedLayers } from "../lib/parts/support.ts";
+import { type LiftedLayers } from "../lib/ref/lifted_types.ts";
+import { DbpConfigSchema, LiftedConfigSchema } from "../lib/parts/config.ts";
 import { tuneState } from "../lib/train/tune.ts";
-import { dbpLayerStep } from "../lib/ext/dbp.ts";
+import { dbpLayerStep } from "../lib/parts/dbp.ts";
 import type { Example } from "../lib/train/data.ts";
 
 const TOL = 1e-4;

@@ -19,8 +19,9 @@ import { liftedBackward, liftedForward, liftedStep } from "../lib/ref/lifted.ts"
 import { refBackward, refBatchLossAndGrad, refLossAndGrad } from "../lib/ref/backward.ts";
 import { refForward, type RefLayerState64 } from "../lib/ref/model.ts";
 import { crossEntropy } from "../lib/ref/loss.ts";
-import { initLiftedLayers } from "../lib/ext/support.ts";
-import { LiftedConfigSchema, type LiftedLayers, type LiftedState } from "../lib/ext/types.ts";
+import { initLiftedLayers } from "../lib/parts/support.ts";
+import { type LiftedLayers, type LiftedState } from "../lib/ref/lifted_types.ts";
+import { LiftedConfigSchema } from "../lib/parts/config.ts";
 
 const fd = new GradChecker(777);
 const { rng } = fd;

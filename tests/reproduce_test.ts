@@ -15,7 +15,7 @@ import {
   runsToCsv,
   summariseRuns,
   trainableCount,
-} from "../lib/ext/ablation.ts";
+} from "../lib/experiments/ablation.ts";
 
 Deno.test("ablation: trainable counts, mean ± std, table and CSV", () => {
   const cfg = { nLayer: 2, nHead: 1, headSize: 64 };

@@ -40,7 +40,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import type { Kernels } from "../kernels/kernels.ts";
 import { recordWkvForward } from "../kernels/wkv7_chunked.ts";
 import type { Wkv7ChunkedKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
-import type { GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
+import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
 import type { GpuState } from "./gpu_state.ts";
 import { type GpuWeights, layerVec } from "./gpu_weights.ts";
 import type { RwkvConfig } from "./types.ts";

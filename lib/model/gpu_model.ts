@@ -8,7 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
-import { type GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
+import { type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
 import {
   createLayerWorkspace,
   destroyLayerWorkspace,

@@ -16,7 +16,7 @@ import {
 } from "./model.ts";
 import { layerNormBackward } from "./norm.ts";
 import { timeMixBackward } from "./time_mix.ts";
-import type { LiftedLayers } from "../ext/types.ts";
+import type { LiftedLayers } from "./lifted_types.ts";
 
 /** Gradients of one layer's weights, same names and shapes as {@link LayerWeights}. */
 export type LayerGrads = { [K in keyof LayerWeights]: Float64Array };

@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { checkLiftedState, type LiftedState } from "../ext/types.ts";
+import { checkLiftedState, type LiftedState } from "./lifted_types.ts";
 
 /** Inputs the branch reads from the time mix: every vector (T, H·N). */
 export interface LiftedInputs {

@@ -10,7 +10,7 @@ import { type ChannelMixCache, channelMixForward } from "./channel_mix.ts";
 import { linear } from "./linear.ts";
 import { layerNorm } from "./norm.ts";
 import { type TimeMixCache, timeMixForward } from "./time_mix.ts";
-import type { LiftedLayers } from "../ext/types.ts";
+import type { LiftedLayers } from "./lifted_types.ts";
 
 /**
  * One layer's state with any numeric arrays (an {@link RwkvState} entry fits; float64 arrays

@@ -10,7 +10,7 @@ import { linear, linearBackward, matmul, matmulBackward } from "./linear.ts";
 import { groupNorm, groupNormBackward, layerNorm, layerNormBackward } from "./norm.ts";
 import { shiftMix, shiftMixBackward, tokenShift, tokenShiftBackward } from "./shift.ts";
 import { wkvBackward, wkvForward } from "./wkv.ts";
-import type { LiftedState } from "../ext/types.ts";
+import type { LiftedState } from "./lifted_types.ts";
 import { liftedBackward, type LiftedCache, liftedForward } from "./lifted.ts";
 
 /** Sizes the time mix needs. */

@@ -34,7 +34,7 @@ import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked.ts";
 import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordLayer } from "../model/gpu_layer.ts";
-import { type DbpRows, type GpuLifted, GpuLiftedState } from "../ext/gpu_lifted.ts";
+import { type DbpRows, type GpuLifted, GpuLiftedState } from "../model/gpu_lifted.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { GpuState } from "../model/gpu_state.ts";
 import {

@@ -28,7 +28,7 @@ import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordWkvBackward } from "../kernels/wkv7_chunked.ts";
 import type { Wkv7ChunkedBackwardKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
 import type { LayerWorkspace } from "../model/gpu_layer.ts";
-import type { GpuLifted } from "../ext/gpu_lifted.ts";
+import type { GpuLifted } from "../model/gpu_lifted.ts";
 import {
   type GpuLayerWeights,
   type GpuWeights,

@@ -23,13 +23,9 @@ import { type Batch, type Dataset, type Example, makeBatch } from "./data.ts";
 import { learningRate } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import { type DbpRows, GpuLifted, loadLifted, saveLifted } from "../ext/gpu_lifted.ts";
-import {
-  type DbpConfig,
-  type DbpConfigInput,
-  DbpConfigSchema,
-  type LiftedLayers,
-} from "../ext/types.ts";
+import { type DbpRows, GpuLifted, loadLifted, saveLifted } from "../model/gpu_lifted.ts";
+import { type LiftedLayers } from "../ref/lifted_types.ts";
+import { type DbpConfig, type DbpConfigInput, DbpConfigSchema } from "../parts/config.ts";
 import { Rng } from "../util/rng.ts";
 
 /** Options of {@link tuneState} (defaults: the established recipe of SPEC §5). */

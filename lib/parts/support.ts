@@ -20,7 +20,8 @@
 import type { RwkvWeights } from "../model/types.ts";
 import { refForward } from "../ref/model.ts";
 import { Rng } from "../util/rng.ts";
-import type { LiftedConfig, LiftedLayers, LiftedState } from "./types.ts";
+import type { LiftedConfig } from "./config.ts";
+import type { LiftedLayers, LiftedState } from "../ref/lifted_types.ts";
 
 /** Squared distance between row i of `a` and row j of `b` (rows of N). */
 function dist2(a: ArrayLike<number>, i: number, b: ArrayLike<number>, j: number, N: number) {

@@ -12,7 +12,8 @@
  */
 import { liftedPhi } from "../ref/lifted.ts";
 import { Rng } from "../util/rng.ts";
-import type { DbpConfig, LiftedState } from "./types.ts";
+import type { DbpConfig } from "./config.ts";
+import type { LiftedState } from "../ref/lifted_types.ts";
 
 /**
  * C = (1/n) Σ z zᵀ with z = R φ for n feature rows.

@@ -17,7 +17,7 @@ import { type LiftedFeatures, LiftedKernel, type LiftedParams } from "../kernels
 import { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
 import { readSafetensors, serializeSafetensors } from "../model/safetensors.ts";
 import type { RwkvConfig, Tensor } from "../model/types.ts";
-import { checkLiftedState, type LiftedLayers, type LiftedState } from "./types.ts";
+import { checkLiftedState, type LiftedLayers, type LiftedState } from "../ref/lifted_types.ts";
 
 /** One lifted layer on the GPU. */
 export interface GpuLiftedLayer extends LiftedParams {

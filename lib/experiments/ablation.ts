@@ -24,9 +24,10 @@ import { type HistoryRow, tuneState } from "../train/tune.ts";
 import { ByteTokenizer } from "../tokenizer/bytes.ts";
 import { Rng } from "../util/rng.ts";
 import { Figure, lineFigure } from "../plot/figure.ts";
-import { initLiftedLayers } from "./support.ts";
-import { LiftedConfigSchema, type LiftedLayers } from "./types.ts";
-import { GpuLifted } from "./gpu_lifted.ts";
+import { initLiftedLayers } from "../parts/support.ts";
+import { LiftedConfigSchema } from "../parts/config.ts";
+import type { LiftedLayers } from "../ref/lifted_types.ts";
+import { GpuLifted } from "../model/gpu_lifted.ts";
 
 /** The ablation's variants, in table order. */
 export const VARIANTS = ["untuned", "state", "lifted", "dbp"] as const;

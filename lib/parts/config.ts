@@ -1,54 +1,12 @@
 /**
- * Types and option schemas of the paper's extensions (SPEC §6): the kernel-upscaled ("lifted")
- * state and decorrelated backpropagation (DBP).
- *
- * Letters: `H` heads, `N` head size, `M` lifted features per head (default 4N). Layouts, all
- * row-major and float64 in the reference:
- * - lifted state Ŝ: (H, N, M), `[h][value i][feature m]`, feature fastest (like S's key);
- * - mixing matrix R: (H, M, M), `[h][row][col]`, so `z = R φ` per head;
- * - support vectors: (H, M, N), `[h][m][j]`;
- * - γ: (H).
+ * Option schemas of the kernel-upscaled state and of decorrelated backpropagation (DBP),
+ * SPEC §6 (docs/MATH.md): how a lifted branch is built (support vectors, γ, R) and how DBP
+ * moves R.
  *
  * @module
  */
 import { z } from "zod";
-
-/** Feature map φ: Gaussian RBF over support vectors, or the identity (M = N, for the limit test). */
-export type FeatureMap = "gaussian" | "identity";
-
-/**
- * One layer's lifted branch: the trained Ŝ0 and the fixed (or DBP-updated) parts.
- *
- * With `featureMap: "gaussian"`, `φ(u)_m = exp(−γ_h ‖u − c_{h,m}‖²)`. With `"identity"`,
- * `φ(u) = u` and `M` must equal `N` (`support`/`gamma` are not read).
- * With `headMeans: true` the edit uses the head means (`d̄` geometric, `ā` arithmetic):
- * `Ŝ_t = Ŝ_{t−1}(d̄ I − ā e eᵀ)`. With `false` (needs M = N) it uses the per-channel d and a:
- * `Ŝ_t = Ŝ_{t−1}(diag(d) − e (e ⊙ a)ᵀ)` — with the identity map and R = I this is exactly the
- * homogeneous part of the WKV recurrence, so the branch is a second copy of S0.
- */
-export interface LiftedState {
-  /** M, features per head */
-  M: number;
-  featureMap: FeatureMap;
-  headMeans: boolean;
-  /** Ŝ0, (H, N, M): the trained tensor */
-  s0: ArrayLike<number>;
-  /** R, (H, M, M) */
-  R: ArrayLike<number>;
-  /** support vectors c, (H, M, N); gaussian map only */
-  support?: ArrayLike<number>;
-  /** γ per head, (H); gaussian map only */
-  gamma?: ArrayLike<number>;
-  /**
-   * Not in SPEC §6 (off by default): read with `q = ‖r‖ · R φ(r / ‖r‖)` instead of `R φ(r)`, so
-   * the Gaussian features see r on the unit sphere where the support vectors (from unit kk)
-   * live. Equal to the SPEC read for the identity map (φ linear), so the identity limit holds.
-   */
-  normalisedRead?: boolean;
-}
-
-/** Per-layer lifted branches of a model: `undefined` where a layer has none. */
-export type LiftedLayers = (LiftedState | undefined)[];
+import type { FeatureMap } from "../ref/lifted_types.ts";
 
 /** A number schema that must satisfy `ok`; the message quotes the bad value. */
 function ranged(name: string, expected: string, ok: (v: number) => boolean) {
@@ -97,7 +55,7 @@ const int = (name: string, min: number) =>
  *
  * @example
  * ```ts
- * import { LiftedConfigSchema } from "./types.ts";
+ * import { LiftedConfigSchema } from "./config.ts";
  * const c = LiftedConfigSchema.parse({ enabled: true });
  * console.assert(c.featureRatio === 4 && c.headMeans && c.featureMap === "gaussian");
  * ```
@@ -146,7 +104,7 @@ export type DbpConfigInput = Partial<DbpConfig>;
  *
  * @example
  * ```ts
- * import { DbpConfigSchema } from "./types.ts";
+ * import { DbpConfigSchema } from "./config.ts";
  * console.assert(DbpConfigSchema.parse({}).kappa === 0.5);
  * ```
  */
@@ -160,29 +118,3 @@ export const DbpConfigSchema: z.ZodType<DbpConfig, DbpConfigInput> = z.object({
 
 /** The DBP defaults (on, η_R 1e-3, κ 0.5, all vectors). */
 export const DEFAULT_DBP: DbpConfig = DbpConfigSchema.parse({});
-
-/**
- * Validate a lifted state against the model shape.
- *
- * @throws {RangeError} naming the bad field, its length and the expected one
- */
-export function checkLiftedState(s: LiftedState, H: number, N: number, where = "lifted"): void {
-  const { M } = s;
-  if (!Number.isInteger(M) || M < 1) throw new RangeError(`${where}.M = ${M}: expected ≥ 1`);
-  const need = (name: string, a: ArrayLike<number> | undefined, n: number) => {
-    if (!a || a.length !== n) {
-      throw new RangeError(`${where}.${name} has length ${a?.length}, expected ${n}`);
-    }
-  };
-  need("s0", s.s0, H * N * M);
-  need("R", s.R, H * M * M);
-  if (s.featureMap === "gaussian") {
-    need("support", s.support, H * M * N);
-    need("gamma", s.gamma, H);
-  } else if (M !== N) {
-    throw new RangeError(`${where}: featureMap "identity" needs M = N = ${N}, got M = ${M}`);
-  }
-  if (!s.headMeans && M !== N) {
-    throw new RangeError(`${where}: headMeans false needs M = N = ${N}, got M = ${M}`);
-  }
-}
