@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Tokenizer } from "./mod.ts";
+import type { Tokenizer } from "./types.ts";
 
 /**
  * Byte-level tokenizer (V = 256).

@@ -6,23 +6,11 @@
  */
 import { ByteTokenizer } from "./bytes.ts";
 import { loadWorldTokenizer } from "./world.ts";
+import type { Tokenizer } from "./types.ts";
 
 export { ByteTokenizer } from "./bytes.ts";
+export type { Tokenizer } from "./types.ts";
 export { END_OF_TEXT, loadWorldTokenizer, parsePythonLiteral, WorldTokenizer } from "./world.ts";
-
-/** What generation, evaluation and training need from a tokenizer. */
-export interface Tokenizer {
-  /** A short name for messages: `"bytes"` or `"world(<vocab path>)"`. */
-  readonly name: string;
-  /** Number of token ids the tokenizer can produce (largest id + 1). */
-  readonly vocabSize: number;
-  /** Token ids of a text. */
-  encode(text: string): number[];
-  /** Text of token ids (invalid UTF-8 becomes U+FFFD). */
-  decode(ids: number[]): string;
-  /** Raw bytes of token ids. */
-  decodeBytes(ids: number[]): Uint8Array;
-}
 
 /** The World vocabulary's file name, looked for beside a model first. */
 export const WORLD_VOCAB_FILE = "rwkv_vocab_v20230424.txt";

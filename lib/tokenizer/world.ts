@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { Tokenizer } from "./mod.ts";
+import type { Tokenizer } from "./types.ts";
 
 /** The end-of-text token id of the World vocabulary (decodes to nothing). */
 export const END_OF_TEXT = 0;
