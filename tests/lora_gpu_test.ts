@@ -12,7 +12,7 @@
  * - Adam steps through `LoraPart` (driven by hand) lower the loss; the frozen W's bytes never
  *   change; `read`/`write` restore the part; f16 weights are refused.
  */
-import { assert, assertEquals, assertRejects } from "@std/assert";
+import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { readBytes, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { AdamKernel } from "../lib/kernels/adam.ts";
@@ -116,6 +116,8 @@ Deno.test({
       model.useWeights(lora.weights);
       const viaModel = await run();
       model.useWeights();
+      const other = { ...lora.weights, config: { ...w.config, nLayer: 3 } };
+      assertThrows(() => model.useWeights(other), RangeError, "do not fit this model");
       for (const x of [viaArgs, viaModel]) {
         assertEquals(new Uint32Array(x.buffer), new Uint32Array(base.buffer));
       }

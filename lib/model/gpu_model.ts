@@ -205,8 +205,10 @@ export class GpuModel {
    * @throws {RangeError} when `w` is for another shape of model
    */
   useWeights(w?: GpuWeights): void {
-    if (w && (w.layers.length !== this.config.nLayer ||
-      JSON.stringify(w.config) !== JSON.stringify(this.config))) {
+    if (
+      w && (w.layers.length !== this.config.nLayer ||
+        JSON.stringify(w.config) !== JSON.stringify(this.config))
+    ) {
       throw new RangeError(
         `useWeights: weights for ${JSON.stringify(w.config)} do not fit this model ` +
           `(${JSON.stringify(this.config)}); pass weights built from this model's`,

@@ -161,7 +161,7 @@ export function parseLoraSpec(spec: string): LoraConfig {
 }
 
 /** (out, in) of target `t` in a model of `cfg`. */
-export function targetShape(cfg: RwkvConfig, t: LoraTarget): { out: number; in: number } {
+export function loraTargetShape(cfg: RwkvConfig, t: LoraTarget): { out: number; in: number } {
   const C = cfg.nEmbd, F = cfg.dimFfn;
   if (t === "ffn.key") return { out: F, in: C };
   if (t === "ffn.value") return { out: C, in: F };
@@ -173,7 +173,7 @@ export function targetShape(cfg: RwkvConfig, t: LoraTarget): { out: number; in: 
  *
  * @throws {LoraError} for an index outside [0, L)
  */
-export function resolveLayers(cfg: RwkvConfig, layers: LoraConfig["layers"]): number[] {
+export function loraLayers(cfg: RwkvConfig, layers: LoraConfig["layers"]): number[] {
   if (layers === "all") return Array.from({ length: cfg.nLayer }, (_, l) => l);
   for (const l of layers) {
     if (l >= cfg.nLayer) {
@@ -217,8 +217,11 @@ export function loraTrainableCount(cfg: RwkvConfig, lora: LoraConfigInput = {}):
 }
 
 function perRankCount(cfg: RwkvConfig, c: LoraConfig): number {
-  const per = c.targets.reduce((s, t) => s + targetShape(cfg, t).in + targetShape(cfg, t).out, 0);
-  return per * resolveLayers(cfg, c.layers).length;
+  const per = c.targets.reduce(
+    (s, t) => s + loraTargetShape(cfg, t).in + loraTargetShape(cfg, t).out,
+    0,
+  );
+  return per * loraLayers(cfg, c.layers).length;
 }
 
 /**
@@ -259,9 +262,9 @@ export function initLora(cfg: RwkvConfig, lora: LoraConfigInput = {}): LoraAdapt
   const c = parseLoraConfig(lora);
   const rng = new Rng(c.seed);
   const modules: LoraModule[] = [];
-  for (const layer of resolveLayers(cfg, c.layers)) {
+  for (const layer of loraLayers(cfg, c.layers)) {
     for (const target of LORA_TARGETS.filter((t) => c.targets.includes(t))) {
-      const { out, in: inp } = targetShape(cfg, target), bound = 1 / Math.sqrt(inp);
+      const { out, in: inp } = loraTargetShape(cfg, target), bound = 1 / Math.sqrt(inp);
       const A = new Float32Array(c.r * inp);
       for (let i = 0; i < A.length; i++) A[i] = rng.uniform(-bound, bound);
       modules.push({ layer, target, out, in: inp, A, B: new Float32Array(out * c.r) });
@@ -300,7 +303,7 @@ export function checkLoraAdapter(adapter: LoraAdapter, cfg: RwkvConfig, source =
           `load the adapter with the model it was trained on`,
       );
     }
-    const want = targetShape(cfg, m.target);
+    const want = loraTargetShape(cfg, m.target);
     const bad = (name: string, shape: number[], n: number) =>
       new LoraError(
         `${source}: ${name} holds ${n} values but this model (C ${cfg.nEmbd}, F ` +
