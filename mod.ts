@@ -73,3 +73,7 @@ export * from "./lib/tts/local_guide.ts";
 export * from "./lib/tts/http_guide.ts";
 export * from "./lib/tts/tts.ts";
 export * from "./lib/experiments/ablation.ts";
+export * from "./lib/model/lora.ts";
+export * from "./lib/model/lora_file.ts";
+export { GpuLora, type GpuLoraModule } from "./lib/model/gpu_lora.ts";
+export { createLoraPart, LoraPart } from "./lib/parts/lora.ts";

@@ -55,6 +55,11 @@ export interface RecordForwardArgs {
    * ({@link GpuModel.setLifted}); default: the one the model keeps for `state`
    */
   liftedState?: GpuLiftedState;
+  /**
+   * run with these weights instead (same shapes and chunks, e.g. a LoRA set's merged weights
+   * that share every other buffer); default {@link GpuModel.activeWeights}
+   */
+  weights?: GpuWeights;
 }
 
 /** A single-sequence stream over a {@link GpuModel} (the `LanguageModel` interface). */
@@ -79,6 +84,7 @@ export class GpuModel {
   #ws?: LayerWorkspace;
   #retired: GPUBuffer[] = [];
   #lifted?: GpuLifted;
+  #active?: GpuWeights;
   #liftedStates = new WeakMap<GpuState, GpuLiftedState>();
   #bufs: Record<BufName, GPUBuffer | undefined> = {
     x0: undefined,
@@ -191,6 +197,31 @@ export class GpuModel {
     rec.submit();
   }
 
+  /**
+   * Run every later forward (sessions, generation, evaluation) and backward with `w` in place of
+   * the uploaded {@link weights}, or go back to them (undefined). `w` must have the model's
+   * shapes (e.g. a LoRA set's merged weights); it stays the caller's to destroy.
+   *
+   * @throws {RangeError} when `w` is for another shape of model
+   */
+  useWeights(w?: GpuWeights): void {
+    if (
+      w && (w.layers.length !== this.config.nLayer ||
+        JSON.stringify(w.config) !== JSON.stringify(this.config))
+    ) {
+      throw new RangeError(
+        `useWeights: weights for ${JSON.stringify(w.config)} do not fit this model ` +
+          `(${JSON.stringify(this.config)}); pass weights built from this model's`,
+      );
+    }
+    this.#active = w;
+  }
+
+  /** The weights forwards use: those given to {@link useWeights}, else the uploaded ones. */
+  get activeWeights(): GpuWeights {
+    return this.#active ?? this.weights;
+  }
+
   /** A zero state for B sequences. */
   createState(B = 1): GpuState {
     return new GpuState(this.gpu, this.config, B);
@@ -246,19 +277,20 @@ export class GpuModel {
     const cfg = this.config, C = cfg.nEmbd, M = B * T;
     const ws = this.workspace(M);
     const b = this.#bufs as Record<string, GPUBuffer>;
+    const W = args.weights ?? this.activeWeights;
     this.kernels.embed.record(rec, {
       rows: M,
       tokens: args.tokens,
       tokOff: args.tokOff,
-      emb: this.weights.emb,
-      vecs: this.weights.vecs,
+      emb: W.emb,
+      vecs: W.vecs,
       wOff: modelVec("ln0_w", C),
       bOff: modelVec("ln0_b", C),
       out: b.x0,
     });
     const ctx = {
       kernels: this.kernels,
-      weights: this.weights,
+      weights: W,
       wkvForm: this.wkvForm,
       ...(this.wkvChunked ? { wkvChunked: this.wkvChunked } : {}),
     };
@@ -285,13 +317,13 @@ export class GpuModel {
       x: xLast,
       inRowStep: args.logits === "last" ? T : 1,
       inRowOff: args.logits === "last" ? T - 1 : 0,
-      vecs: this.weights.vecs,
+      vecs: W.vecs,
       wOff: modelVec("ln_out_w", C),
       bOff: modelVec("ln_out_b", C),
       out: xNorm,
     });
     const out = args.out ?? this.#grow("logits", count * 4);
-    this.kernels.matmul.linearMatrix(rec, this.weights.head, {
+    this.kernels.matmul.linearMatrix(rec, W.head, {
       M: rows,
       x: xNorm,
       y: out,
@@ -337,7 +369,7 @@ export class GpuModel {
   async forward(
     tokens: number[][],
     state: GpuState,
-    opts: { logits?: LogitsMode } = {},
+    opts: { logits?: LogitsMode; weights?: GpuWeights } = {},
   ): Promise<Float32Array> {
     const mode = opts.logits ?? "last";
     const buf = this.uploadTokens(tokens);
@@ -348,6 +380,7 @@ export class GpuModel {
       tokens: buf,
       state,
       logits: mode,
+      ...(opts.weights ? { weights: opts.weights } : {}),
     });
     rec.submit();
     if (!logits) {

@@ -123,6 +123,11 @@ export interface LossAndGradArgs {
    * dL/dŜ0. With `dbp`, each lifted layer's DBP covariance of the listed vectors is recorded.
    */
   lifted?: { set: GpuLifted; dbp?: DbpRows };
+  /**
+   * run with these weights instead of {@link GpuModel.activeWeights} (same shapes and chunks,
+   * e.g. merged adapter weights); `dWeights` is then dL/d(these weights)
+   */
+  weights?: GpuWeights;
 }
 
 /** Where {@link GpuBackward.record} leaves its results (valid once the recording ran). */
@@ -245,7 +250,7 @@ export class GpuBackward {
     if (a.init.kind === "state" && a.init.state.B !== a.B) {
       throw new RangeError(`backward: initial state holds ${a.init.state.B} sequences, B = ${a.B}`);
     }
-    const b = this.#buffers(a.B, a.T), rows = a.B * a.T, w = this.model.weights;
+    const b = this.#buffers(a.B, a.T), rows = a.B * a.T, w = this.#weights(a);
     const ws = this.model.workspace(rows);
     const ctx = { kernels: this.model.kernels, weights: w };
     const dW = this.dWeights;
@@ -315,6 +320,11 @@ export class GpuBackward {
     };
   }
 
+  /** The weights this recording runs with. */
+  #weights(a: LossAndGradArgs): GpuWeights {
+    return a.weights ?? this.model.activeWeights;
+  }
+
   /** The lifted work state and dŜ0 buffer for `a.lifted` (kept while the set and B stay). */
   #lifted(a: LossAndGradArgs, b: Buffers): Buffers["lifted"] {
     const set = a.lifted?.set;
@@ -335,7 +345,7 @@ export class GpuBackward {
 
   /** Weight gradients of ln0 and the embedding from b.dx = dL/dx0, x0 = LN(emb[token]; ln0). */
   #embedding(rec: Recorder, a: LossAndGradArgs, b: Buffers, dW: GpuWeights): void {
-    const w = this.model.weights, C = this.model.config.nEmbd, rows = a.B * a.T;
+    const w = this.#weights(a), C = this.model.config.nEmbd, rows = a.B * a.T;
     const g = b.grad, dw = this.k.dw!;
     dw.embGather(rec, rows, a.tokens, w.emb, g.dxMid);
     const [wOff, bOff] = [modelVec("ln0_w", C), modelVec("ln0_b", C)];
@@ -384,7 +394,7 @@ export class GpuBackward {
 
   /** ln_out, head, cross-entropy and their backward: b.dx = dL/d(last residual). */
   #head(rec: Recorder, a: LossAndGradArgs, b: Buffers): void {
-    const w = this.model.weights, C = this.model.config.nEmbd, rows = a.B * a.T;
+    const w = this.#weights(a), C = this.model.config.nEmbd, rows = a.B * a.T;
     const xLast = b.xs[this.model.config.nLayer];
     const ln = { vecs: w.vecs, wOff: modelVec("ln_out_w", C) };
     this.model.kernels.layerNorm.record(rec, {
