@@ -54,7 +54,7 @@ export interface LoraConfig {
   /**
    * Learning-rate factor of the LoRA part relative to the tuning schedule, whose lr (≈ 1) is
    * made for the state: Adam moves every A and B entry by about lr · lrScale a step.
-   * Default 1e-3.
+   * Default 1e-2: SPEC §9's calibration trained LoRA at lr 1e-2 beside the state's 1.0.
    */
   lrScale: number;
 }
@@ -98,10 +98,10 @@ export const LoraConfigSchema: z.ZodType<LoraConfig, LoraConfigInput> = z.object
     .default([...LORA_TARGETS]),
   layers: z.union([z.literal("all"), z.array(int("layers[i]", 0)).min(1)]).default("all"),
   seed: int("seed", 0).default(0),
-  lrScale: positive("lrScale").default(1e-3),
+  lrScale: positive("lrScale").default(1e-2),
 }).strict();
 
-/** The LoRA defaults (r 8, α 16, all six targets, every layer, seed 0, lrScale 1e-3). */
+/** The LoRA defaults (r 8, α 16, all six targets, every layer, seed 0, lrScale 1e-2). */
 export const DEFAULT_LORA: LoraConfig = LoraConfigSchema.parse({});
 
 /** Error for a bad LoRA option, spec string, adapter or file; the message says the fix. */

@@ -121,7 +121,7 @@ export class LoraPart implements TrainablePart {
  * or a given adapter (e.g. `loadLora`), uploaded and merged.
  *
  * @param source LoRA options (see `LoraConfigSchema`) or an adapter
- * @param options.lrScale learning-rate factor; default the options' `lrScale` (1e-3)
+ * @param options.lrScale learning-rate factor; default the options' `lrScale` (1e-2)
  * @example
  * ```ts ignore
  * const part = await createLoraPart(model, { r: 8, alpha: 16 });
