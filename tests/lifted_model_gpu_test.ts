@@ -3,13 +3,16 @@
  * reference `refBatchLossAndGrad` with the same lifted layers: loss, dL/dS0, dL/dŜ0 and dL/dg
  * (batch sums), for memory mode (normalised read) and writes mode. This checks the threading
  * of the written k and v and of their gradients into the layer backward, beyond the branch-level
- * test in lifted_gpu_test.ts. errRatio = rms(a − b)/rms(b) ≤ 1e-4; loss rel ≤ 1e-5.
+ * test in lifted_gpu_test.ts. errRatio = rms(a − b)/rms(b) ≤ 1e-4; loss rel ≤ 1e-5. And every
+ * lifted and DBP pipeline validates and runs on a device created with WebGPU's default limits.
  *
  * @module
  */
 import { assert, assertEquals } from "@std/assert";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
-import { GpuLifted } from "../lib/model/gpu_lifted.ts";
+import { GpuLifted, GpuLiftedState } from "../lib/model/gpu_lifted.ts";
+import { Recorder } from "../lib/gpu/recorder.ts";
+import { liftedWorkgroupBytes } from "../lib/kernels/lifted.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { zeroState } from "../lib/model/types.ts";
@@ -74,3 +77,53 @@ for (const writes of [false, true]) {
     },
   });
 }
+
+Deno.test({
+  name: "lifted and DBP pipelines run on a device with WebGPU's default limits (≤ 8 storage)",
+  ignore: !gpu,
+  fn: async () => {
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter!.requestDevice(); // the spec's default limits
+    assertEquals(device.limits.maxStorageBuffersPerShaderStage, 8);
+    const g = { ...gpu!, device, limits: device.limits };
+    const rng = new Rng(43), B = 2, T = 18, Hh = 2, Nh = 8, M = 4 * Nh, C = Hh * Nh;
+    const small = { nLayer: 1, nHead: Hh, headSize: Nh, nEmbd: C } as typeof cfg;
+    assert(liftedWorkgroupBytes(4 * 64, 64) <= 16384, "M = 4N at N = 64 fits 16 KiB");
+    const support = Float64Array.from({ length: Hh * M * Nh }, () => rng.normal() / Math.sqrt(Nh));
+    const R = new Float64Array(Hh * M * M);
+    for (let h = 0; h < Hh; h++) for (let m = 0; m < M; m++) R[h * M * M + m * M + m] = 1;
+    device.pushErrorScope("validation");
+    const set = await GpuLifted.create(g, small, [{
+      ...{ M, featureMap: "gaussian", headMeans: true, writes: true, R, support },
+      ...{ s0: new Float64Array(Hh * Nh * M), gamma: [0.5, 0.7], gate: [0.5, 0.5] },
+    }]);
+    const state = new GpuLiftedState(set, B);
+    const vec = (n: string) => uploadStorage(g, `t.${n}`, rng.f32(B * T * C, 0.1, 0.9));
+    const v = { B, T, kk: vec("kk"), r: vec("r"), d: vec("d"), a: vec("a"), k: vec("k"), v: vec("v") };
+    const grads = { dkk: vec("dkk"), dr: vec("dr"), dd: vec("dd"), da: vec("da"), dk: vec("dk") };
+    const out = { dv: vec("dv"), y: vec("y"), dy: vec("dy") };
+    const dLifted = uploadStorage(g, "t.dl", new Float32Array(set.size));
+    const dLiftedGate = uploadStorage(g, "t.dg", new Float32Array(set.gateSize));
+    const rec = new Recorder(g, "t.limits");
+    const counts = new Map<string, number>();
+    const dispatch = rec.dispatch.bind(rec);
+    rec.dispatch = (pipe, params, bindings, groups, label) => {
+      counts.set(label ?? pipe.label, bindings.length);
+      return dispatch(pipe, params, bindings, groups, label);
+    };
+    set.recordForward(rec, 0, { ...v, y: out.y, state });
+    set.recordBackward(rec, 0, { ...v, ...grads, dv: out.dv, dy: out.dy, dLifted, dLiftedGate });
+    const idx = uploadStorage(g, "t.idx", Uint32Array.from({ length: 3 * B * T }, (_, i) => i));
+    set.recordCovariance(rec, 0, { idx, n: 3 * B * T, stride: 3, accumulate: false });
+    set.recordDbp(rec, { count: 3 * B * T, lr: 0.01, kappa: 0.5, enabled: true });
+    rec.submit();
+    await device.queue.onSubmittedWorkDone();
+    const err = await device.popErrorScope();
+    assertEquals(err?.message, undefined, "validation error on a default-limits device");
+    console.log("storage buffers per dispatch: " + [...counts].map(([k, n]) => `${k} ${n}`).join(", "));
+    for (const [k, n] of counts) assert(n <= 8, `${k} binds ${n} storage buffers`);
+    state.destroy();
+    set.destroy();
+    device.destroy();
+  },
+});
