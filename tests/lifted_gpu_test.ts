@@ -1,16 +1,19 @@
 /**
- * The lifted branch (SPEC §6) on the GPU against the CPU reference `lib/ref/lifted.ts`, and the
- * design pins on the GPU path.
+ * The lifted branch (SPEC §6 v2) on the GPU against the CPU reference `lib/ref/lifted.ts`, and
+ * the design pins on the GPU path.
  *
- * Branch level (random seeded kk, r, d, a, Ŝ0, R, support vectors; B = 2, H = 2): y, Ŝ_T, dŜ0
- * (batch sum), dkk, dr, dd, da vs `liftedForward` / `liftedBackward`, errRatio ≤ 1e-4, for T = 1,
- * T = 21 (two checkpoint chunks, not a multiple of 16), head-mean and per-channel edits, the
- * Gaussian and identity maps and the normalised read.
+ * Branch level (random seeded kk, r, d, a, k, v, Ŝ0, g, R, support vectors; B = 2, H = 2): y,
+ * Ŝ_T, dŜ0 and dg (batch sums), dkk, dr, dd, da, dk, dv vs `liftedForward` / `liftedBackward`,
+ * errRatio = rms(a − b)/rms(b) ≤ 1e-4, for T = 1, T = 21 (two checkpoint chunks, not a multiple
+ * of 16), head-mean and per-channel edits, the Gaussian and identity maps, the normalised
+ * (default) and raw reads, memory and writes mode; DBP (kk, r and, in writes mode, k rows) vs
+ * `dbpLayerStep`.
  *
- * Model level (N = 64, the only head size of the WKV kernel): Ŝ0 = 0 leaves the logits equal
- * to the model without the branch; the identity limit equals plain state tuning with S0 + Ŝ0
- * (logits and dŜ0 vs dS0, 1e-5); tuneState with lifting + DBP runs, records the decorrelation
- * loss and lowers it on a correlated case.
+ * Model level (N = 64, the only head size of the WKV kernel): Ŝ0 = 0 (memory) and g = 0
+ * (writes) leave the logits bit for bit; the identity limit equals plain state tuning with
+ * S0 + Ŝ0 (logits and dŜ0 vs dS0, 1e-5); tuneState with lifting + DBP runs, records the
+ * decorrelation loss and lowers it on a correlated case. Files: round trip with modes and gate,
+ * and version 1 metadata.
  *
  * @module
  */
@@ -28,7 +31,7 @@ import { GpuBackward } from "../lib/train/gpu_backward.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { zeroState } from "../lib/model/types.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
-import { type LiftedLayers } from "../lib/ref/lifted_types.ts";
+import type { LiftedLayers } from "../lib/ref/lifted_types.ts";
 import { DbpConfigSchema, LiftedConfigSchema } from "../lib/parts/config.ts";
 import { tuneState } from "../lib/train/tune.ts";
 import { dbpLayerStep } from "../lib/parts/dbp.ts";
@@ -227,9 +230,23 @@ Deno.test({
   name: "lifted GPU branch vs reference: writes mode (Ŝ0, g, k, v), Gaussian and identity",
   ignore: !gpu,
   fn: async () => {
-    await checkBranch({ T: 21, N: 8, M: 12, featureMap: "gaussian", headMeans: true, writes: true }, 7);
-    await checkBranch({ T: 18, N: 8, M: 8, featureMap: "identity", headMeans: false, writes: true }, 8);
-    await checkBranch({ T: 5, N: 8, M: 16, featureMap: "gaussian", headMeans: true, writes: true, read: "raw" }, 9);
+    await checkBranch(
+      { T: 21, N: 8, M: 12, featureMap: "gaussian", headMeans: true, writes: true },
+      7,
+    );
+    await checkBranch(
+      { T: 18, N: 8, M: 8, featureMap: "identity", headMeans: false, writes: true },
+      8,
+    );
+    await checkBranch({
+      T: 5,
+      N: 8,
+      M: 16,
+      featureMap: "gaussian",
+      headMeans: true,
+      writes: true,
+      read: "raw",
+    }, 9);
   },
 });
 

@@ -99,7 +99,16 @@ Deno.test({
     }]);
     const state = new GpuLiftedState(set, B);
     const vec = (n: string) => uploadStorage(g, `t.${n}`, rng.f32(B * T * C, 0.1, 0.9));
-    const v = { B, T, kk: vec("kk"), r: vec("r"), d: vec("d"), a: vec("a"), k: vec("k"), v: vec("v") };
+    const v = {
+      B,
+      T,
+      kk: vec("kk"),
+      r: vec("r"),
+      d: vec("d"),
+      a: vec("a"),
+      k: vec("k"),
+      v: vec("v"),
+    };
     const grads = { dkk: vec("dkk"), dr: vec("dr"), dd: vec("dd"), da: vec("da"), dk: vec("dk") };
     const out = { dv: vec("dv"), y: vec("y"), dy: vec("dy") };
     const dLifted = uploadStorage(g, "t.dl", new Float32Array(set.size));
@@ -120,7 +129,9 @@ Deno.test({
     await device.queue.onSubmittedWorkDone();
     const err = await device.popErrorScope();
     assertEquals(err?.message, undefined, "validation error on a default-limits device");
-    console.log("storage buffers per dispatch: " + [...counts].map(([k, n]) => `${k} ${n}`).join(", "));
+    console.log(
+      "storage buffers per dispatch: " + [...counts].map(([k, n]) => `${k} ${n}`).join(", "),
+    );
     for (const [k, n] of counts) assert(n <= 8, `${k} binds ${n} storage buffers`);
     state.destroy();
     set.destroy();

@@ -21,7 +21,7 @@ import { refBackward, refBatchLossAndGrad, refLossAndGrad } from "../lib/ref/bac
 import { refForward, type RefLayerState64 } from "../lib/ref/model.ts";
 import { crossEntropy } from "../lib/ref/loss.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
-import { type LiftedLayers, type LiftedState } from "../lib/ref/lifted_types.ts";
+import type { LiftedLayers, LiftedState } from "../lib/ref/lifted_types.ts";
 import { LiftedConfigSchema } from "../lib/parts/config.ts";
 
 const fd = new GradChecker(777);
@@ -275,7 +275,13 @@ const modelSmallR: RwkvWeights = {
 };
 
 function liftedModel(w = model, read: "raw" | "normalised" = "raw", writes = false): LiftedLayers {
-  const conf = LiftedConfigSchema.parse({ featureRatio: 2, rInit: "nystrom", seed: 5, read, writes });
+  const conf = LiftedConfigSchema.parse({
+    featureRatio: 2,
+    rInit: "nystrom",
+    seed: 5,
+    read,
+    writes,
+  });
   const lifted = initLiftedLayers(w, calib, conf);
   for (const s of lifted) {
     (s!.s0 as Float64Array).set(rand(H * N * 2 * N, -0.5, 0.5));

@@ -78,7 +78,20 @@ export class DbpKernel {
       needElems(name, `${k} (H, M, M)`, b, a.H * M * M);
     }
     const { groups, nx } = flatGroups(a.H * M * M);
-    const params = [a.H, 0, 0, 0, f32bits(1 / a.count), f32bits(lr), f32bits(kappa), nx, 0, 0, 0, 0];
+    const params = [
+      a.H,
+      0,
+      0,
+      0,
+      f32bits(1 / a.count),
+      f32bits(lr),
+      f32bits(kappa),
+      nx,
+      0,
+      0,
+      0,
+      0,
+    ];
     rec.dispatch(this.upd, params, [a.cov, a.R, a.Rout], groups, name);
   }
 

@@ -17,8 +17,8 @@ import { SumBatchKernel } from "./sum_batch.ts";
 import {
   checkLiftedDims,
   liftedArenaLayout,
-  liftedFeatureStride,
   type LiftedFeatures,
+  liftedFeatureStride,
   liftedFlags,
   type LiftedParams,
 } from "./lifted.ts";

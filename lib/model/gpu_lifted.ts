@@ -18,8 +18,8 @@ import { Recorder } from "../gpu/recorder.ts";
 import { DbpKernel } from "../kernels/dbp.ts";
 import {
   liftedArenaLayout,
-  liftedFeatureStride,
   type LiftedFeatures,
+  liftedFeatureStride,
   LiftedKernel,
   type LiftedParams,
 } from "../kernels/lifted.ts";
@@ -164,7 +164,11 @@ export class GpuLifted {
       layers.push({
         ...{ M, s0Off: offs[l], gateOff: gOffs[l], writes: s.writes ?? false },
         ...{ featureMap: s.featureMap, headMeans: s.headMeans, read: liftedRead(s) },
-        ...{ arena: upload(gpu, `lifted.${l}.arena`, arena), supOff: lay.supOff, gamOff: lay.gamOff },
+        ...{
+          arena: upload(gpu, `lifted.${l}.arena`, arena),
+          supOff: lay.supOff,
+          gamOff: lay.gamOff,
+        },
         gate,
         fwd: await LiftedKernel.create(gpu, N, M),
         bwd: await LiftedBackwardKernel.create(gpu, N, M),
@@ -235,10 +239,24 @@ export class GpuLifted {
       dfeat: w.dfeat,
     });
     const src = w.scratch, srcOff = ly.bwd.ds0Offset(v.B, v.T, H);
-    ly.bwd.sumBatch(rec, { B: v.B, n: H * N * ly.M, src, srcOff, dst: v.dLifted, dstOff: ly.s0Off });
+    ly.bwd.sumBatch(rec, {
+      B: v.B,
+      n: H * N * ly.M,
+      src,
+      srcOff,
+      dst: v.dLifted,
+      dstOff: ly.s0Off,
+    });
     if (v.dLiftedGate) {
       const gOff = ly.bwd.dgOffset(v.B, v.T, H);
-      ly.bwd.sumBatch(rec, { B: v.B, n: H, src, srcOff: gOff, dst: v.dLiftedGate, dstOff: ly.gateOff });
+      ly.bwd.sumBatch(rec, {
+        B: v.B,
+        n: H,
+        src,
+        srcOff: gOff,
+        dst: v.dLiftedGate,
+        dstOff: ly.gateOff,
+      });
     }
   }
 
@@ -354,11 +372,15 @@ export class GpuLifted {
       if (!ly) return;
       if (!s || s.M !== ly.M) throw new RangeError(`lifted[${l}]: expected M = ${ly.M}`);
       if ((s.writes ?? false) !== ly.writes) {
-        throw new RangeError(`lifted[${l}]: writes = ${s.writes}, the set's layer has ${ly.writes}`);
+        throw new RangeError(
+          `lifted[${l}]: writes = ${s.writes}, the set's layer has ${ly.writes}`,
+        );
       }
       checkLiftedState(s, H, N, `lifted[${l}]`);
       writeStorage(this.gpu, this.s0, Float32Array.from(s.s0), ly.s0Off * 4);
-      const g = ly.writes ? Float32Array.from(s.gate ?? new Float32Array(H)) : new Float32Array(H).fill(1);
+      const g = ly.writes
+        ? Float32Array.from(s.gate ?? new Float32Array(H))
+        : new Float32Array(H).fill(1);
       writeStorage(this.gpu, this.gate, g, ly.gateOff * 4);
       if (withR) writeStorage(this.gpu, ly.arena, Float32Array.from(s.R));
     });

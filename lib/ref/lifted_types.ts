@@ -91,7 +91,9 @@ export function checkLiftedState(s: LiftedState, H: number, N: number, where = "
   }
   if (s.gate !== undefined) need("gate", s.gate, H);
   if (s.read !== undefined && s.read !== "normalised" && s.read !== "raw") {
-    throw new RangeError(`${where}.read = ${JSON.stringify(s.read)}: expected "normalised" or "raw"`);
+    throw new RangeError(
+      `${where}.read = ${JSON.stringify(s.read)}: expected "normalised" or "raw"`,
+    );
   }
   if (!s.headMeans && M !== N) {
     throw new RangeError(`${where}: headMeans false needs M = N = ${N}, got M = ${M}`);

@@ -298,7 +298,9 @@ export class GpuBackward {
         ...(dW ? { dW: dW.layers[l] } : {}),
         ...(dW && st ? { shift0: { att: st.att, ffn: st.ffn, off: st.shiftOffset(l) } } : {}),
         ...(lifted
-          ? { lifted: { set: lifted.set, dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate } }
+          ? {
+            lifted: { set: lifted.set, dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate },
+          }
           : {}),
       });
       this.k.wkv.sumBatch(rec, {

@@ -24,7 +24,7 @@ import { learningRate } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type DbpRows, GpuLifted, loadLifted, saveLifted } from "../model/gpu_lifted.ts";
-import { type LiftedLayers } from "../ref/lifted_types.ts";
+import type { LiftedLayers } from "../ref/lifted_types.ts";
 import { type DbpConfig, type DbpConfigInput, DbpConfigSchema } from "../parts/config.ts";
 import { Rng } from "../util/rng.ts";
 
