@@ -484,6 +484,18 @@ Deno.test({
     set.write(lifted.map((s) => ({ ...s!, gate: Float32Array.of(0.5, -0.5) })));
     const gated = await logitsOf(model, tokens, s0, set);
     assert(errRatio(gated, plain) > 1e-4, "g ≠ 0 changes the logits");
+    const back = await set.read();
+    assertEquals(back.map((s) => Array.from(s!.gate!)), [[0.5, -0.5], [0.5, -0.5]]);
+    assertEquals(set.gateSize, 2 * H64);
+    // a memory-mode set holds g = 1 and reads back no gate
+    const mem = await GpuLifted.create(
+      gpu!,
+      modelCfg,
+      lifted.map((s) => ({ ...s!, writes: false })),
+    );
+    assertEquals(Array.from(await readF32(gpu!, mem.gate, mem.gateSize)), [1, 1, 1, 1]);
+    assert((await mem.read()).every((s) => s!.gate === undefined || !s!.writes));
+    mem.destroy();
     set.destroy();
     model.destroy();
   },
