@@ -56,13 +56,16 @@ results/<name>/ (runs.json, runs.csv, table.md, plots, manifest.json).
                    ~4× slower per step on a software GPU)
   --lifted-layers  "all" or comma-separated layer indices (default all)
   --lr-scale       Ŝ0's learning rate relative to S0's (default 1)
-  --normalised-read  read with ‖r‖ R φ(r/‖r‖) instead of the SPEC's R φ(r)
+  --read           the lifted read (SPEC §6 v2): normalised ‖r‖ R φ(r/‖r‖) (default) or raw
+                   R φ(r) (version 1, for that comparison); --normalised-read = --read normalised
+  --writes         writes mode: v uᵀ written into Ŝ, a per-head gate trained (default memory mode)
   --dbp-lr         η_R (default 1e-3);  --dbp-kappa  κ (default 0.5)
   --variants       comma-separated subset of ${VARIANTS.join(",")} (default all)
   --name           results/<name> (default ablation)
   --out            parent folder (default results)`;
 
 const num = z.coerce.number();
+const BOOLEANS = ["normalised-read", "writes"];
 const Args = z.object({
   model: z.string().default(DEFAULT_MODEL),
   tokenizer: z.string().optional(),
@@ -81,7 +84,9 @@ const Args = z.object({
   "lifted-layers": z.string().regex(/^(all|\d+(,\d+)*)$/, 'expected "all" or e.g. "0,1"')
     .default("all"),
   "lr-scale": num.positive().default(1),
+  read: z.enum(["normalised", "raw"]).default("normalised"),
   "normalised-read": z.boolean().default(false),
+  writes: z.boolean().default(false),
   "dbp-lr": num.min(0).default(1e-3),
   "dbp-kappa": num.min(0).max(1).default(0.5),
   variants: z.string().default(VARIANTS.join(",")).transform((s, ctx) => {
@@ -101,9 +106,9 @@ await runMain(USAGE, async () => {
   const { values } = parseArgs({
     options: {
       ...Object.fromEntries(
-        Object.keys(Args.shape).filter((k) => k !== "normalised-read").map((k) => [k, s]),
+        Object.keys(Args.shape).filter((k) => !BOOLEANS.includes(k)).map((k) => [k, s]),
       ),
-      "normalised-read": { type: "boolean" },
+      ...Object.fromEntries(BOOLEANS.map((k) => [k, { type: "boolean" } as const])),
       help: { type: "boolean", short: "h" },
     },
   });
@@ -145,7 +150,8 @@ await runMain(USAGE, async () => {
     featureRatio: a.m,
     liftedLayers: a["lifted-layers"] === "all" ? "all" : a["lifted-layers"].split(",").map(Number),
     lrScale: a["lr-scale"],
-    normalisedRead: a["normalised-read"],
+    read: a["normalised-read"] ? "normalised" : a.read,
+    writes: a.writes,
     dbpLr: a["dbp-lr"],
     dbpKappa: a["dbp-kappa"],
   };

@@ -1,7 +1,8 @@
 // Decorrelated backpropagation of the lifted branch's mixing matrices R (SPEC §6; reference
-// lib/ext/dbp.ts). Per lifted layer and head:
-//   covariance  cov[h] (+)= Σ_k z_k z_kᵀ over the listed vectors, z = R φ(u) read back from the
-//               forward's features: z = e·‖z‖ for a kk row, z = q / ρ for an r row
+// lib/parts/dbp.ts). Per lifted layer and head:
+//   covariance  cov[h] (+)= Σ_k z_k z_kᵀ over the listed vectors, z = R φ(û) read back from the
+//               forward's features: z = e·‖z‖ for a kk row, q / ρ_r for an r row and
+//               u·‖z_k‖ / ρ_k for a k row (writes mode)
 //   update      R ← R − lr [(1 − κ) offdiag(C) + κ diag(C − I)] R,  C = cov / n   (into Rout)
 //   loss        per head ‖offdiag(C)‖² / M² and Σ_{i≠j} C_ij² / (C_ii C_jj) / M²
 
@@ -14,6 +15,10 @@ struct Params {
   lr: f32,
   kappa: f32,
   nx: u32, // workgroups along x
+  F: u32, // covariance: floats per features record (shaders/lifted.wgsl)
+  stride: u32, // covariance: idx entries are row·stride + kind
+  _p0: u32,
+  _p1: u32,
 }
 
 override M: u32 = 256u;
@@ -22,16 +27,18 @@ const WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 
 // ---- covariance: one invocation per (h, i, j) ----
-@group(0) @binding(1) var<storage, read> e: array<f32>; // (rows, H, M)
-@group(0) @binding(2) var<storage, read> q: array<f32>; // (rows, H, M)
-@group(0) @binding(3) var<storage, read> aux: array<f32>; // (rows, H, 4) ‖z‖, ρ, d̄, ā
-@group(0) @binding(4) var<storage, read> idx: array<u32>; // (n) row·2 + (0 kk, 1 r)
-@group(0) @binding(5) var<storage, read_write> cov: array<f32>; // (H, M, M)
+@group(0) @binding(1) var<storage, read> feat: array<f32>; // (rows, H, F) forward features
+@group(0) @binding(2) var<storage, read> idx: array<u32>; // (n) row·stride + (0 kk, 1 r, 2 k)
+@group(0) @binding(3) var<storage, read_write> cov: array<f32>; // (H, M, M)
 
+// z = R φ(û) of a listed vector: e·‖z‖ (kk), q / ρ_r (r), u·‖z_k‖ / ρ_k (k, writes mode)
 fn zOf(entry: u32, h: u32, m: u32) -> f32 {
-  let pair = (entry >> 1u) * p.H + h;
-  if ((entry & 1u) == 0u) { return e[pair * M + m] * aux[pair * 4u]; }
-  return q[pair * M + m] / aux[pair * 4u + 1u];
+  let pair = (entry / p.stride) * p.H + h;
+  let kind = entry % p.stride;
+  let fo = pair * p.F;
+  if (kind == 0u) { return feat[fo + 8u + m] * feat[fo]; }
+  if (kind == 1u) { return feat[fo + 8u + M + m] / feat[fo + 1u]; }
+  return feat[fo + 8u + 2u * M + m] * feat[fo + 5u] / feat[fo + 4u];
 }
 
 @compute @workgroup_size(WG)

@@ -1,20 +1,29 @@
-// Backward of the lifted branch (SPEC §6; reference liftedBackward in lib/ref/lifted.ts).
+// Backward of the lifted branch (SPEC §6 v2; reference liftedBackward in lib/ref/lifted.ts).
 //
 // scan_backward  one workgroup per (b, head), N invocations. Ŝ_{t−1} is rebuilt from
 //   checkpoints every CHUNK tokens and an exact recompute of each chunk forward (exact
 //   inversion of Ŝ(d̄ I − ā e eᵀ) divides by d̄ − ā, which can be near 0). Walking back with
 //   G = dL/dŜ_t (N × M, in storage), per token:
-//     rows    (invocation = i):  G[i,:] += dy_i q;  p_i = Ŝ_{t−1}[i,:]·e;  dp_i = −G[i,:]·b
+//     rows    (invocation = i):  G[i,:] += g dy_i q;  p_i = Ŝ_{t−1}[i,:]·e;  dp_i = −G[i,:]·b;
+//                                dv_i = G[i,:]·u (writes)
 //     columns (invocation = m, m += N):
-//       dq_m = Σ_i Ŝ_t[i,m] dy_i;  db_m = −Σ_i G[i,m] p_i;  deS_m = Σ_i Ŝ_{t−1}[i,m] dp_i;
-//       dD_m = Σ_i G[i,m] Ŝ_{t−1}[i,m];  G[:,m] ← G[:,m] D_m + dp e_m
-//   and writes dfeat = (dq, deS, db, dD) per (row, head); after t = 0, G = dL/dŜ0.
+//       dq_m = g Σ_i Ŝ_t[i,m] dy_i;  dg += q_m Σ_i Ŝ_t[i,m] dy_i;  db_m = −Σ_i G[i,m] p_i;
+//       deS_m = Σ_i Ŝ_{t−1}[i,m] dp_i;  dD_m = Σ_i G[i,m] Ŝ_{t−1}[i,m];  du_m = Σ_i G[i,m] v_i;
+//       G[:,m] ← G[:,m] D_m + dp e_m
+//   and writes (dq, deS, db, dD, du) and dv per (row, head) into dfeat; after t = 0 it writes
+//   G = dL/dŜ0 and dL/dg (0 in memory mode) into the scratch's result regions.
 // features_backward  one workgroup per (row, head): from dfeat through b, D (head means or
-//   per channel), the normalisation of e, R and φ into dkk, dr, dd, da (added to).
-// (The batch sum of dŜ0 is shaders/sum_batch.wgsl.)
+//   per channel), the scaled features e, q, u (normalisation, R, φ, input length) into the
+//   per-channel gradients of kk, r, k, d, a, written into dfeat's vector block.
+// scatter  one invocation per (row, head, j): adds the vector block into dkk, dr, dk, dd, da,
+//   dv (the model's gradient buffers).
+// (The batch sums of dŜ0 and dg are shaders/sum_batch.wgsl.)
 //
-// Scratch per workgroup (slot = wid.x): ckpt (nChunks, N, M), sp (CHUNK, N, M) = Ŝ_{t−1} of
-// the chunk's tokens, G (N, M).
+// dfeat record of one (row, head) at pair·DF, DF = 5M + 6N:
+//   dq, deS, db, dD, du (M each), then dkk, dr, dk, dd, da, dv (N each).
+// Scratch: per (b, h) slot (nChunks + CHUNK + 1)·N·M = ckpt (nChunks, N, M), sp (CHUNK, N, M)
+//   = Ŝ_{t−1} of the chunk's tokens, G (N, M); then dŜ0 (B, H, N, M) at dsOff and dg (B, H)
+//   at dgOff. The features record and the arena are the forward's (shaders/lifted.wgsl).
 
 const CHUNK: u32 = 16u;
 const WG: u32 = 64u;
@@ -22,14 +31,20 @@ const WG: u32 = 64u;
 struct Params {
   rows: u32, // B·T
   H: u32,
-  nx: u32, // features_backward: workgroups along x
-  flags: u32, // bit 0 identity map, bit 1 head means, bit 2 normalised read
+  nx: u32, // features_backward / scatter: workgroups along x
+  flags: u32, // bit 0 identity map, bit 1 head means, bit 2 normalised read, bit 3 writes
   B: u32,
   T: u32,
   nChunks: u32, // ceil(T / CHUNK)
   s0Off: u32, // element offset of the (B or 1, H, N, M) initial state in s0
   s0Stride: u32, // elements between sequences' initial states (0 when shared)
-  ds0Off: u32, // element offset of the (B, H, N, M) block in ds0
+  F: u32, // floats per features record
+  supOff: u32,
+  gamOff: u32,
+  gateOff: u32,
+  dsOff: u32, // scratch offset of the dŜ0 result
+  dgOff: u32, // scratch offset of the dg result
+  _pad: u32,
 }
 
 override N: u32 = 64u;
@@ -37,46 +52,58 @@ override M: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-fn headMeans() -> bool { return (p.flags & 2u) != 0u; }
 fn identityMap() -> bool { return (p.flags & 1u) != 0u; }
+fn headMeans() -> bool { return (p.flags & 2u) != 0u; }
 fn normalisedRead() -> bool { return (p.flags & 4u) != 0u; }
+fn writes() -> bool { return (p.flags & 8u) != 0u; }
+fn DF() -> u32 { return 5u * M + 6u * N; }
 
 // ---- scan_backward ----
-@group(0) @binding(1) var<storage, read> e: array<f32>; // (rows, H, M)
-@group(0) @binding(2) var<storage, read> q: array<f32>; // (rows, H, M)
-@group(0) @binding(3) var<storage, read> aux: array<f32>; // (rows, H, 4) ‖z‖, ρ, d̄, ā
-@group(0) @binding(4) var<storage, read> d: array<f32>; // (rows, H, N)
-@group(0) @binding(5) var<storage, read> a: array<f32>; // (rows, H, N)
-@group(0) @binding(6) var<storage, read> dy: array<f32>; // (rows, H, N) gradient of the output
-@group(0) @binding(7) var<storage, read> s0: array<f32>; // initial Ŝ, see s0Off / s0Stride
-@group(0) @binding(8) var<storage, read_write> dfeat: array<f32>; // (rows, H, 4, M)
-@group(0) @binding(9) var<storage, read_write> ds0: array<f32>; // (B, H, N, M) at ds0Off
-@group(0) @binding(10) var<storage, read_write> scratch: array<f32>; // (B·H, slot)
+@group(0) @binding(1) var<storage, read> feat: array<f32>; // (rows, H, F)
+@group(0) @binding(2) var<storage, read> v: array<f32>; // (rows, H, N) written value
+@group(0) @binding(3) var<storage, read> dy: array<f32>; // (rows, H, N) gradient of the output
+@group(0) @binding(4) var<storage, read> s0: array<f32>; // initial Ŝ, see s0Off / s0Stride
+@group(0) @binding(5) var<storage, read> gate: array<f32>; // H gates at gateOff
+@group(0) @binding(6) var<storage, read_write> dfeat: array<f32>; // (rows, H, DF)
+@group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
 
 var<workgroup> wP: array<f32, N>;
 var<workgroup> wDp: array<f32, N>;
 var<workgroup> wDy: array<f32, N>;
+var<workgroup> wV: array<f32, N>;
+var<workgroup> wDg: array<f32, N>;
 
 fn slotSize() -> u32 {
   return (p.nChunks + CHUNK + 1u) * N * M;
 }
 
-fn editD(pair: u32, m: u32) -> f32 {
-  if (headMeans()) { return aux[pair * 4u + 2u]; }
-  return d[pair * N + m];
+fn fE(fo: u32, m: u32) -> f32 { return feat[fo + 8u + m]; }
+fn fQ(fo: u32, m: u32) -> f32 { return feat[fo + 8u + M + m]; }
+fn fU(fo: u32, m: u32) -> f32 { return feat[fo + 8u + 2u * M + m]; }
+
+fn editD(fo: u32, m: u32) -> f32 {
+  if (headMeans()) { return feat[fo + 2u]; }
+  return feat[fo + 8u + 3u * M + m];
 }
 
-fn editB(pair: u32, m: u32) -> f32 {
-  if (headMeans()) { return aux[pair * 4u + 3u] * e[pair * M + m]; }
-  return e[pair * M + m] * a[pair * N + m];
+fn editB(fo: u32, m: u32) -> f32 {
+  if (headMeans()) { return feat[fo + 3u] * fE(fo, m); }
+  return feat[fo + 8u + 4u * M + m];
+}
+
+fn valueOf(pair: u32, i: u32) -> f32 {
+  if (writes()) { return v[pair * N + i]; }
+  return 0.0;
 }
 
 // One token on row i: scratch[dst..] = step(scratch[src..]) (src may equal dst).
-fn stepRow(src: u32, dst: u32, pair: u32) {
+fn stepRow(src: u32, dst: u32, pair: u32, i: u32) {
+  let fo = pair * p.F;
   var pi = 0.0;
-  for (var m = 0u; m < M; m++) { pi += scratch[src + m] * e[pair * M + m]; }
+  for (var m = 0u; m < M; m++) { pi += scratch[src + m] * fE(fo, m); }
+  let vi = valueOf(pair, i);
   for (var m = 0u; m < M; m++) {
-    scratch[dst + m] = scratch[src + m] * editD(pair, m) - pi * editB(pair, m);
+    scratch[dst + m] = scratch[src + m] * editD(fo, m) - pi * editB(fo, m) + vi * fU(fo, m);
   }
 }
 
@@ -91,6 +118,8 @@ fn scan_backward(@builtin(workgroup_id) wid: vec3<u32>,
   let spBase = slot + p.nChunks * NM;
   let gBase = spBase + CHUNK * NM;
   let row = i * M;
+  let g = gate[p.gateOff + h];
+  var dgAcc = 0.0;
   // 1. checkpoints: ckpt[0] = Ŝ0, ckpt[c] = state before chunk c
   let s0b = p.s0Off + b * p.s0Stride + h * NM + row;
   for (var m = 0u; m < M; m++) {
@@ -102,7 +131,7 @@ fn scan_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let dst = slot + c * NM + row;
     for (var t = (c - 1u) * CHUNK; t < c * CHUNK; t++) {
       let pair = (b * p.T + t) * p.H + h;
-      if (t == (c - 1u) * CHUNK) { stepRow(src, dst, pair); } else { stepRow(dst, dst, pair); }
+      if (t == (c - 1u) * CHUNK) { stepRow(src, dst, pair, i); } else { stepRow(dst, dst, pair, i); }
     }
   }
   // 2. chunks backwards
@@ -114,82 +143,101 @@ fn scan_backward(@builtin(workgroup_id) wid: vec3<u32>,
     for (var m = 0u; m < M; m++) { scratch[spBase + row + m] = scratch[slot + c * NM + row + m]; }
     for (var tt = 1u; tt < len; tt++) {
       let pair = (b * p.T + t0 + tt - 1u) * p.H + h;
-      stepRow(spBase + (tt - 1u) * NM + row, spBase + tt * NM + row, pair);
+      stepRow(spBase + (tt - 1u) * NM + row, spBase + tt * NM + row, pair, i);
     }
     storageBarrier();
     for (var tr = 0u; tr < len; tr++) {
       let tt = len - 1u - tr;
       let pair = (b * p.T + t0 + tt) * p.H + h;
+      let fo = pair * p.F;
+      let df = pair * DF();
       let sp = spBase + tt * NM;
       // rows
       let dyi = dy[pair * N + i];
+      let vi = valueOf(pair, i);
       var pi = 0.0;
       var dpi = 0.0;
+      var dvi = 0.0;
       for (var m = 0u; m < M; m++) {
-        let g = scratch[gBase + row + m] + dyi * q[pair * M + m];
-        scratch[gBase + row + m] = g;
-        pi += scratch[sp + row + m] * e[pair * M + m];
-        dpi -= g * editB(pair, m);
+        let gm = scratch[gBase + row + m] + g * dyi * fQ(fo, m);
+        scratch[gBase + row + m] = gm;
+        pi += scratch[sp + row + m] * fE(fo, m);
+        dpi -= gm * editB(fo, m);
+        dvi += gm * fU(fo, m);
       }
       wP[i] = pi;
       wDp[i] = dpi;
       wDy[i] = dyi;
+      wV[i] = vi;
+      dfeat[df + 5u * M + 5u * N + i] = dvi;
       storageBarrier();
       workgroupBarrier();
       // columns
       for (var m = i; m < M; m += N) {
-        let D = editD(pair, m);
-        let bm = editB(pair, m);
-        let em = e[pair * M + m];
-        var dq = 0.0;
+        let D = editD(fo, m);
+        let bm = editB(fo, m);
+        let em = fE(fo, m);
+        let um = fU(fo, m);
+        var sy = 0.0;
         var db = 0.0;
         var deS = 0.0;
         var dD = 0.0;
+        var du = 0.0;
         for (var k = 0u; k < N; k++) {
           let prev = scratch[sp + k * M + m];
-          let g = scratch[gBase + k * M + m];
-          dq += (prev * D - wP[k] * bm) * wDy[k];
-          db -= g * wP[k];
+          let gk = scratch[gBase + k * M + m];
+          sy += (prev * D - wP[k] * bm + wV[k] * um) * wDy[k];
+          db -= gk * wP[k];
           deS += prev * wDp[k];
-          dD += g * prev;
-          scratch[gBase + k * M + m] = g * D + wDp[k] * em;
+          dD += gk * prev;
+          du += gk * wV[k];
+          scratch[gBase + k * M + m] = gk * D + wDp[k] * em;
         }
-        let o = pair * 4u * M + m;
-        dfeat[o] = dq;
-        dfeat[o + M] = deS;
-        dfeat[o + 2u * M] = db;
-        dfeat[o + 3u * M] = dD;
+        dgAcc += sy * fQ(fo, m);
+        dfeat[df + m] = g * sy;
+        dfeat[df + M + m] = deS;
+        dfeat[df + 2u * M + m] = db;
+        dfeat[df + 3u * M + m] = dD;
+        dfeat[df + 4u * M + m] = du;
       }
       storageBarrier();
       workgroupBarrier();
     }
   }
-  let ob = p.ds0Off + bh * NM + row;
-  for (var m = 0u; m < M; m++) { ds0[ob + m] = scratch[gBase + row + m]; }
+  let ob = p.dsOff + bh * NM + row;
+  for (var m = 0u; m < M; m++) { scratch[ob + m] = scratch[gBase + row + m]; }
+  wDg[i] = dgAcc;
+  workgroupBarrier();
+  if (i == 0u) {
+    var s = 0.0;
+    if (writes()) { for (var k = 0u; k < N; k++) { s += wDg[k]; } }
+    scratch[p.dgOff + bh] = s;
+  }
 }
 
 // ---- features_backward ----
 @group(0) @binding(1) var<storage, read> fkk: array<f32>; // (rows, H, N)
 @group(0) @binding(2) var<storage, read> fr: array<f32>; // (rows, H, N)
-@group(0) @binding(3) var<storage, read> fd: array<f32>; // (rows, H, N)
-@group(0) @binding(4) var<storage, read> fa: array<f32>; // (rows, H, N)
-@group(0) @binding(5) var<storage, read> R: array<f32>; // (H, M, M)
-@group(0) @binding(6) var<storage, read> support: array<f32>; // (H, M, N)
-@group(0) @binding(7) var<storage, read> gamma: array<f32>; // (H)
-@group(0) @binding(8) var<storage, read> fe: array<f32>; // (rows, H, M)
-@group(0) @binding(9) var<storage, read> fq: array<f32>; // (rows, H, M)
-@group(0) @binding(10) var<storage, read> faux: array<f32>; // (rows, H, 4)
-@group(0) @binding(11) var<storage, read> fdfeat: array<f32>; // (rows, H, 4, M)
-@group(0) @binding(12) var<storage, read_write> dkk: array<f32>; // (rows, H, N) added to
-@group(0) @binding(13) var<storage, read_write> dr: array<f32>; // (rows, H, N) added to
-@group(0) @binding(14) var<storage, read_write> dd: array<f32>; // (rows, H, N) added to
-@group(0) @binding(15) var<storage, read_write> da: array<f32>; // (rows, H, N) added to
+@group(0) @binding(3) var<storage, read> fk: array<f32>; // (rows, H, N) written key
+@group(0) @binding(4) var<storage, read> fd: array<f32>; // (rows, H, N)
+@group(0) @binding(5) var<storage, read> fa: array<f32>; // (rows, H, N)
+@group(0) @binding(6) var<storage, read> arena: array<f32>; // R, support, γ
+@group(0) @binding(7) var<storage, read> ffeat: array<f32>; // (rows, H, F)
+@group(0) @binding(8) var<storage, read_write> fdfeat: array<f32>; // (rows, H, DF)
 
-var<workgroup> wDz: array<f32, M>; // de, then dz
-var<workgroup> wDq: array<f32, M>; // dq (scaled by ρ with the normalised read)
+var<workgroup> wDz: array<f32, M>; // de, then dz (edit direction)
+var<workgroup> wDq: array<f32, M>; // dq, then dz of the read
+var<workgroup> wDu: array<f32, M>; // du, then dz of the write key
 var<workgroup> wPhiK: array<f32, M>; // φ(kk) · dφ(kk)
 var<workgroup> wPhiR: array<f32, M>; // φ(r̂) · dφ(r̂)
-var<workgroup> wDhat: array<f32, N>; // dL/dr̂ (normalised read)
+var<workgroup> wPhiU: array<f32, M>; // φ(k̂) · dφ(k̂)
+var<workgroup> wRed: array<f32, 8>; // dot products: e·de, ẑ_q·dq, ẑ_u·du, …
+var<workgroup> wDhat: array<f32, N>; // dL/dr̂
+var<workgroup> wDkh: array<f32, N>; // dL/dk̂
+
+fn bE(fo: u32, m: u32) -> f32 { return ffeat[fo + 8u + m]; }
+fn bQ(fo: u32, m: u32) -> f32 { return ffeat[fo + 8u + M + m]; }
+fn bU(fo: u32, m: u32) -> f32 { return ffeat[fo + 8u + 2u * M + m]; }
 
 @compute @workgroup_size(WG)
 fn features_backward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -198,105 +246,187 @@ fn features_backward(@builtin(workgroup_id) wid: vec3<u32>,
   if (pair >= p.rows * p.H) { return; }
   let h = pair % p.H;
   let base = pair * N;
-  let fo = pair * M;
-  let df = pair * 4u * M;
-  let zn = faux[pair * 4u + 0u];
-  let rn = faux[pair * 4u + 1u];
-  let dBar = faux[pair * 4u + 2u];
-  let aBar = faux[pair * 4u + 3u];
+  let fo = pair * p.F;
+  let df = pair * DF();
+  let vb = df + 5u * M; // the vector block
+  let zn = ffeat[fo + 0u];
+  let rn = ffeat[fo + 1u];
+  let dBar = ffeat[fo + 2u];
+  let aBar = ffeat[fo + 3u];
+  let kn = ffeat[fo + 4u];
+  let un = ffeat[fo + 5u];
   let means = headMeans();
-  // de = Ŝᵀdp + ∂b/∂e · db; dq (× ρ)
+  let wr = writes();
+  // de = Ŝᵀdp + ∂b/∂e · db;  dẑ_q = ρ_r dq;  dẑ_u = ρ_k du
   for (var m = li; m < M; m += WG) {
     let db = fdfeat[df + 2u * M + m];
     var de = fdfeat[df + M + m];
     if (means) { de += aBar * db; } else { de += fa[base + m] * db; }
     wDz[m] = de;
     wDq[m] = fdfeat[df + m] * rn;
+    if (wr) { wDu[m] = fdfeat[df + 4u * M + m] * kn; } else { wDu[m] = 0.0; }
   }
   workgroupBarrier();
-  var dot = 0.0;
-  var dA = 0.0;
-  var dDsum = 0.0;
-  var dRho = 0.0;
-  for (var m = 0u; m < M; m++) {
-    dot += fe[fo + m] * wDz[m];
-    let db = fdfeat[df + 2u * M + m];
-    dA += fe[fo + m] * db;
-    dDsum += fdfeat[df + 3u * M + m];
-    dRho += (fq[fo + m] / rn) * (wDq[m] / rn);
+  if (li == 0u) {
+    var dot = 0.0;
+    var dA = 0.0;
+    var dDsum = 0.0;
+    var dRho = 0.0;
+    var dotU = 0.0;
+    var dKn = 0.0;
+    for (var m = 0u; m < M; m++) {
+      dot += bE(fo, m) * wDz[m];
+      dA += bE(fo, m) * fdfeat[df + 2u * M + m];
+      dDsum += fdfeat[df + 3u * M + m];
+      dRho += (bQ(fo, m) / rn) * (wDq[m] / rn); // ẑ_q · dq
+      if (wr) {
+        let uh = bU(fo, m) / kn;
+        dotU += uh * wDu[m];
+        dKn += uh * (wDu[m] / kn); // ẑ_u · du
+      }
+    }
+    wRed[0] = dot;
+    wRed[1] = dA;
+    wRed[2] = dDsum;
+    wRed[3] = dRho;
+    wRed[4] = dotU;
+    wRed[5] = dKn;
   }
   workgroupBarrier();
+  let dot = wRed[0];
+  let dotU = wRed[4];
   for (var m = li; m < M; m += WG) {
     let de = wDz[m];
-    if (zn > 1e-12) { wDz[m] = (de - fe[fo + m] * dot) / zn; } else { wDz[m] = de / zn; }
+    if (zn > 1e-12) { wDz[m] = (de - bE(fo, m) * dot) / zn; } else { wDz[m] = de / zn; }
+    if (wr) {
+      let du = wDu[m];
+      let uh = bU(fo, m) / kn;
+      if (un > 1e-12) { wDu[m] = (du - uh * dotU) / un; } else { wDu[m] = du / un; }
+    }
   }
   workgroupBarrier();
-  // dφ = Rᵀ dz, Rᵀ dq; times φ for the Gaussian map
+  // dφ = Rᵀ dz; times φ for the Gaussian map
   for (var j = li; j < M; j += WG) {
     var gk = 0.0;
     var gr = 0.0;
+    var gu = 0.0;
     for (var m = 0u; m < M; m++) {
-      let w = R[(h * M + m) * M + j];
+      let w = arena[(h * M + m) * M + j];
       gk += w * wDz[m];
       gr += w * wDq[m];
+      if (wr) { gu += w * wDu[m]; }
     }
     if (!identityMap()) {
-      let c = (h * M + j) * N;
+      let c = p.supOff + (h * M + j) * N;
       var d2k = 0.0;
       var d2r = 0.0;
-      for (var k = 0u; k < N; k++) {
-        let cj = support[c + k];
-        let x = fkk[base + k] - cj;
-        let y = fr[base + k] / rn - cj;
+      var d2u = 0.0;
+      for (var q = 0u; q < N; q++) {
+        let cj = arena[c + q];
+        let x = fkk[base + q] - cj;
+        let y = fr[base + q] / rn - cj;
         d2k += x * x;
         d2r += y * y;
+        if (wr) {
+          let w = fk[base + q] / kn - cj;
+          d2u += w * w;
+        }
       }
-      gk *= exp(-gamma[h] * d2k);
-      gr *= exp(-gamma[h] * d2r);
+      let ga = arena[p.gamOff + h];
+      gk *= exp(-ga * d2k);
+      gr *= exp(-ga * d2r);
+      gu *= exp(-ga * d2u);
     }
     wPhiK[j] = gk;
     wPhiR[j] = gr;
+    wPhiU[j] = gu;
   }
   workgroupBarrier();
-  // per channel j: dkk, dr̂ through φ; dd, da through D and b
+  // per channel j: dkk, dr̂, dk̂ through φ; dd, da through D and b
+  let dA = wRed[1];
+  let dDsum = wRed[2];
   for (var j = li; j < N; j += WG) {
     var gk = 0.0;
     var gr = 0.0;
-    let rh = fr[base + j] / rn;
+    var gu = 0.0;
     if (identityMap()) {
       gk = wPhiK[j];
       gr = wPhiR[j];
+      gu = wPhiU[j];
     } else {
-      let g2 = -2.0 * gamma[h];
+      let g2 = -2.0 * arena[p.gamOff + h];
+      let rh = fr[base + j] / rn;
+      let kh = fk[base + j] / kn;
       for (var m = 0u; m < M; m++) {
-        let cj = support[(h * M + m) * N + j];
+        let cj = arena[p.supOff + (h * M + m) * N + j];
         gk += g2 * wPhiK[m] * (fkk[base + j] - cj);
         gr += g2 * wPhiR[m] * (rh - cj);
+        if (wr) { gu += g2 * wPhiU[m] * (kh - cj); }
       }
     }
-    dkk[base + j] += gk;
+    fdfeat[vb + j] = gk;
     wDhat[j] = gr;
+    wDkh[j] = gu;
     if (means) {
-      dd[base + j] += dDsum * dBar / (f32(N) * fd[base + j]);
-      da[base + j] += dA / f32(N);
+      fdfeat[vb + 3u * N + j] = dDsum * dBar / (f32(N) * fd[base + j]);
+      fdfeat[vb + 4u * N + j] = dA / f32(N);
     } else {
-      dd[base + j] += fdfeat[df + 3u * M + j];
-      da[base + j] += fe[fo + j] * fdfeat[df + 2u * M + j];
+      fdfeat[vb + 3u * N + j] = fdfeat[df + 3u * M + j];
+      fdfeat[vb + 4u * N + j] = bE(fo, j) * fdfeat[df + 2u * M + j];
     }
   }
   workgroupBarrier();
-  if (normalisedRead()) {
-    var dh = 0.0;
-    for (var k = 0u; k < N; k++) { dh += (fr[base + k] / rn) * wDhat[k]; }
-    for (var j = li; j < N; j += WG) {
+  // x̂ = x/ρ: dx = (dx̂ − x̂ (x̂·dx̂))/ρ + x̂ dρ  (below the floor: dx = dx̂/ρ)
+  var dh = 0.0;
+  var dkh = 0.0;
+  for (var q = 0u; q < N; q++) {
+    dh += (fr[base + q] / rn) * wDhat[q];
+    if (wr) { dkh += (fk[base + q] / kn) * wDkh[q]; }
+  }
+  let dRho = wRed[3];
+  let dKn = wRed[5];
+  for (var j = li; j < N; j += WG) {
+    if (normalisedRead()) {
       let rh = fr[base + j] / rn;
       if (rn > 1e-12) {
-        dr[base + j] += (wDhat[j] - rh * dh) / rn + rh * dRho;
+        fdfeat[vb + N + j] = (wDhat[j] - rh * dh) / rn + rh * dRho;
       } else {
-        dr[base + j] += wDhat[j] / rn;
+        fdfeat[vb + N + j] = wDhat[j] / rn;
       }
+    } else {
+      fdfeat[vb + N + j] = wDhat[j];
     }
-  } else {
-    for (var j = li; j < N; j += WG) { dr[base + j] += wDhat[j]; }
+    var dk = 0.0;
+    if (wr) {
+      let kh = fk[base + j] / kn;
+      if (kn > 1e-12) { dk = (wDkh[j] - kh * dkh) / kn + kh * dKn; } else { dk = wDkh[j] / kn; }
+    }
+    fdfeat[vb + 2u * N + j] = dk;
+  }
+}
+
+// ---- scatter ----
+@group(0) @binding(1) var<storage, read> sdfeat: array<f32>; // (rows, H, DF)
+@group(0) @binding(2) var<storage, read_write> dkk: array<f32>; // (rows, H, N) added to
+@group(0) @binding(3) var<storage, read_write> dr: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> da: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+
+@compute @workgroup_size(WG)
+fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let gi = (wid.x + wid.y * p.nx) * WG + li;
+  if (gi >= p.rows * p.H * N) { return; }
+  let pair = gi / N;
+  let j = gi % N;
+  let vb = pair * DF() + 5u * M;
+  dkk[gi] += sdfeat[vb + j];
+  dr[gi] += sdfeat[vb + N + j];
+  dd[gi] += sdfeat[vb + 3u * N + j];
+  da[gi] += sdfeat[vb + 4u * N + j];
+  if (writes()) {
+    dk[gi] += sdfeat[vb + 2u * N + j];
+    dv[gi] += sdfeat[vb + 5u * N + j];
   }
 }

@@ -289,3 +289,34 @@ Deno.test("initLiftedLayers: shapes, chosen layers, identity map; options are va
     "does not exist",
   );
 });
+
+Deno.test("lifted v2 options and DBP rows: normalised read by default, writes mode measures k", () => {
+  const c = LiftedConfigSchema.parse({});
+  assertEquals([c.read, c.writes], ["normalised", false]);
+  assertThrows(() => LiftedConfigSchema.parse({ read: "unit" }), Error, "read");
+  const { nHead: H, headSize: N } = tinyConfig({ nLayer: 1, nEmbd: 16, headSize: 8 });
+  const M = 8, C = H * N, T = 3;
+  const base = {
+    M,
+    featureMap: "gaussian" as const,
+    headMeans: true,
+    s0: new Float64Array(H * N * M),
+    R: Float64Array.from({ length: H * M * M }, (_, i) => (i % (M + 1) === 0 ? 1 : 0)),
+    support: Float64Array.from({ length: H * M * N }, () => rng.normal()),
+    gamma: [0.5, 0.5],
+  };
+  const v = { kk: rng.f32(T * C), r: rng.f32(T * C), k: rng.f32(T * C) };
+  const mem = stepFeatures(base, 0, H, N, [v], 0);
+  const wr = stepFeatures({ ...base, writes: true, gate: [0, 0] }, 0, H, N, [v], 0);
+  assertEquals([mem.n, wr.n], [2 * T, 3 * T]);
+  // the first 2T rows agree; the k rows see k/‖k‖: scaling k leaves them unchanged
+  assertEquals(Array.from(wr.phi.subarray(0, 2 * T * M)), Array.from(mem.phi));
+  const scaled = { ...v, k: Float64Array.from(v.k, (x) => 3 * x) };
+  const wr3 = stepFeatures({ ...base, writes: true }, 0, H, N, [scaled], 0);
+  assertClose(wr3.phi, wr.phi, { maxAbs: 1e-12 }, "k rows are length-free");
+  assertThrows(
+    () => stepFeatures({ ...base, writes: true }, 0, H, N, [{ kk: v.kk, r: v.r }], 0),
+    RangeError,
+    "needs the k vectors",
+  );
+});

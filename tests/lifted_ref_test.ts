@@ -16,11 +16,12 @@ import { dot, GradChecker, maxAbs } from "./_fd.ts";
 import type { RwkvWeights } from "../lib/model/types.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { liftedBackward, liftedForward, liftedStep } from "../lib/ref/lifted.ts";
+import { wkvForward } from "../lib/ref/wkv.ts";
 import { refBackward, refBatchLossAndGrad, refLossAndGrad } from "../lib/ref/backward.ts";
 import { refForward, type RefLayerState64 } from "../lib/ref/model.ts";
 import { crossEntropy } from "../lib/ref/loss.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
-import { type LiftedLayers, type LiftedState } from "../lib/ref/lifted_types.ts";
+import type { LiftedLayers, LiftedState } from "../lib/ref/lifted_types.ts";
 import { LiftedConfigSchema } from "../lib/parts/config.ts";
 
 const fd = new GradChecker(777);
@@ -59,23 +60,29 @@ function randomLifted(H: number, N: number, M: number, opts: Partial<LiftedState
 }
 
 for (
-  const [name, featureMap, headMeans, ratio, normalisedRead] of [
-    ["gaussian, head means, M = 2N", "gaussian", true, 2, false],
-    ["gaussian, per-channel d and a, M = N", "gaussian", false, 1, false],
-    ["identity, per-channel d and a", "identity", false, 1, false],
-    ["gaussian, head means, normalised read", "gaussian", true, 2, true],
+  const [name, featureMap, headMeans, ratio, read, writes] of [
+    ["gaussian, head means, M = 2N, raw read", "gaussian", true, 2, "raw", false],
+    ["gaussian, per-channel d and a, M = N, raw read", "gaussian", false, 1, "raw", false],
+    ["identity, per-channel d and a", "identity", false, 1, "normalised", false],
+    ["gaussian, head means, normalised read", "gaussian", true, 2, "normalised", false],
+    ["writes, gaussian, head means, M = 2N", "gaussian", true, 2, "normalised", true],
+    ["writes, identity, per-channel d and a", "identity", false, 1, "normalised", true],
   ] as const
 ) {
-  Deno.test(`liftedBackward (${name}) matches FD on Ŝ0, kk, r, d, a`, () => {
+  Deno.test(`liftedBackward (${name}) matches FD on Ŝ0, g, kk, r, d, a, k, v`, () => {
     const T = 5, H = 2, N = 4, C = H * N, M = ratio * N;
-    const s = randomLifted(H, N, M, { featureMap, headMeans, normalisedRead });
+    const gate = writes ? rand(H, 0.3, 1) : undefined;
+    const s = randomLifted(H, N, M, { featureMap, headMeans, read, writes, gate });
     const s0 = s.s0 as Float64Array;
     // r near the support vectors' scale so that φ(r) is not negligible
+    const wide = read === "normalised";
     const inp = {
       kk: unitRows(T, H, N),
-      r: rand(T * C, normalisedRead ? -3 : -1, normalisedRead ? 3 : 1),
+      r: rand(T * C, wide ? -3 : -1, wide ? 3 : 1),
       d: rand(T * C, 0.55, 1),
       a: rand(T * C, 0, 1),
+      k: rand(T * C, -2, 2),
+      v: rand(T * C, -1, 1),
     };
     const Ry = rand(T * C), RS = rand(H * N * M);
     const f = () => {
@@ -89,12 +96,41 @@ for (
     check("dr", g.dr, f, inp.r);
     check("dd", g.dd, f, inp.d);
     check("da", g.da, f, inp.a);
+    if (writes) {
+      check("dg", g.dGate, f, gate!);
+      check("dk", g.dk, f, inp.k);
+      check("dv", g.dv, f, inp.v);
+    } else {
+      assert(maxAbs(g.dGate) === 0 && maxAbs(g.dk) === 0 && maxAbs(g.dv) === 0, "memory mode");
+    }
     // no final-state gradient
     const f2 = () => dot(liftedForward(inp, s, T, H, N).y, Ry);
     checkDir("dS0 (no dSFinal)", liftedBackward(cache, Ry, T, H, N).dS0, f2, s0);
     report(`lifted op (${name})`);
   });
 }
+
+Deno.test("writes-mode identity limit (op): y_S + y_lifted = (1 + g) y_S with Ŝ0 = S0", () => {
+  const T = 7, H = 2, N = 4, C = H * N, gate = Float64Array.of(0.3, -0.7);
+  const S0 = rand(H * N * N, -0.5, 0.5), R = new Float64Array(H * N * N);
+  for (let h = 0; h < H; h++) for (let m = 0; m < N; m++) R[h * N * N + m * N + m] = 1;
+  const s: LiftedState = {
+    ...{ M: N, featureMap: "identity", headMeans: false, s0: S0, R, writes: true, gate },
+  };
+  const kk = unitRows(T, H, N), r = rand(T * C), d = rand(T * C, 0.55, 1), a = rand(T * C, 0, 1);
+  const k = rand(T * C), v = rand(T * C);
+  const alpha = kk.map((x) => -x), beta = kk.map((x, i) => x * a[i]);
+  const wkv = wkvForward({ r, d, k, v, alpha, beta }, Float64Array.from(S0), T, H, N);
+  const lf = liftedForward({ kk, r, d, a, k, v }, s, T, H, N);
+  let worst = 0;
+  for (let i = 0; i < T * C; i++) {
+    const want = (1 + gate[Math.floor((i % C) / N)]) * wkv.y[i];
+    worst = Math.max(worst, Math.abs(wkv.y[i] + lf.y[i] - want));
+  }
+  assert(worst <= 1e-12, `max |Δ| = ${worst}`);
+  assertClose(lf.state, wkv.state, { maxAbs: 1e-12 }, "final Ŝ = final S");
+  console.log(`writes identity limit (op): max |Δ| = ${worst.toExponential(2)}`);
+});
 
 Deno.test("lifted edit is a contraction: ‖Ŝ_t‖_F ≤ ‖Ŝ_{t−1}‖_F and every row's norm too", () => {
   const N = 8, M = 32, T = 200;
@@ -157,6 +193,40 @@ Deno.test("lifted model: Ŝ0 = 0 leaves the logits exactly equal to the model wi
   assert(withBranch.lifted!.every((s) => s!.every((x) => x === 0)), "Ŝ stays 0");
 });
 
+Deno.test("writes mode: g = 0 leaves the logits exactly equal (Ŝ0 ≠ 0, writes on)", () => {
+  const conf = LiftedConfigSchema.parse({ featureRatio: 2, writes: true });
+  const lifted = initLiftedLayers(model, calib, conf);
+  for (const s of lifted) {
+    assert(s!.writes && s!.gate!.length === H && Array.from(s!.gate!).every((x) => x === 0));
+    (s!.s0 as Float64Array).set(rand(H * N * 2 * N, -0.5, 0.5));
+  }
+  const state = randomState(), tokens = [3, 17, 42, 8, 8, 29];
+  const plain = refForward(model, tokens, state);
+  const withBranch = refForward(model, tokens, state, { lifted });
+  assertEquals(maxAbsDiff(withBranch.logits, plain.logits), 0, "logits differ");
+  assert(withBranch.lifted!.some((s) => s!.some((x) => x !== 0)), "Ŝ moves (writes on)");
+});
+
+Deno.test("writes-mode identity limit (model): the last layer's WKV output times (1 + g)", () => {
+  const conf = LiftedConfigSchema.parse({
+    ...{ featureMap: "identity", headMeans: false, featureRatio: 1, writes: true },
+  });
+  const all = initLiftedLayers(model, [], conf);
+  const state = randomState(), l = L - 1, gate = Float64Array.of(0.4, -0.25);
+  const lifted: LiftedLayers = [undefined, { ...all[l]!, s0: state[l].wkv, gate }];
+  const tokens = [3, 17, 42, 8, 8, 29];
+  const a = refForward(model, tokens, state, { lifted, keepCache: true });
+  const b = refForward(model, tokens, state, { keepCache: true });
+  const ya = a.cache!.layers[l].att.y, yb = b.cache!.layers[l].att.y;
+  let worst = 0;
+  for (let i = 0; i < ya.length; i++) {
+    worst = Math.max(worst, Math.abs(ya[i] - (1 + gate[Math.floor((i % C) / N)]) * yb[i]));
+  }
+  assert(worst <= 1e-12, `GroupNorm input: max |Δ| = ${worst}`);
+  assertClose(a.lifted![l]!, b.state64[l].wkv, { maxAbs: 1e-12 }, "final Ŝ = final S");
+  console.log(`writes identity limit (model): max |Δ| = ${worst.toExponential(2)}`);
+});
+
 Deno.test("identity limit: S0 and Ŝ0 together equal plain state tuning with S0 + Ŝ0", () => {
   const conf = LiftedConfigSchema.parse({
     featureMap: "identity",
@@ -182,11 +252,11 @@ Deno.test("identity limit: S0 and Ŝ0 together equal plain state tuning with S0 
     const fin = a.state64[l].wkv.map((x, i) => x + a.lifted![l]![i]);
     assertClose(fin, b.state64[l].wkv, { maxAbs: 1e-5 }, `final state[${l}]`);
   }
-  // the normalised read ‖r‖ R φ(r/‖r‖) is the same read for the identity map
-  const nr = lifted.map((s) => ({ ...s!, normalisedRead: true }));
+  // the raw read R φ(r) is the same read for the identity map
+  const nr = lifted.map((s) => ({ ...s!, read: "raw" as const }));
   const gn = refLossAndGrad(model, tokens, targets, mask, state, { lifted: nr });
   for (let l = 0; l < L; l++) {
-    assertClose(gn.dLifted![l]!, gb.dState[l].wkv, { maxAbs: 1e-5 }, `normalised read [${l}]`);
+    assertClose(gn.dLifted![l]!, gb.dState[l].wkv, { maxAbs: 1e-5 }, `raw read [${l}]`);
     worstD = Math.max(worstD, maxAbsDiff(gn.dLifted![l]!, gb.dState[l].wkv));
   }
   assert(Math.abs(ga.loss - gb.loss) <= 1e-12, "loss");
@@ -204,26 +274,31 @@ const modelSmallR: RwkvWeights = {
   blocks: model.blocks.map((b) => ({ ...b, Wr: b.Wr.map((x) => 0.2 * x) })),
 };
 
-function liftedModel(w = model, normalisedRead = false): LiftedLayers {
+function liftedModel(w = model, read: "raw" | "normalised" = "raw", writes = false): LiftedLayers {
   const conf = LiftedConfigSchema.parse({
     featureRatio: 2,
     rInit: "nystrom",
     seed: 5,
-    normalisedRead,
+    read,
+    writes,
   });
   const lifted = initLiftedLayers(w, calib, conf);
-  for (const s of lifted) (s!.s0 as Float64Array).set(rand(H * N * 2 * N, -0.5, 0.5));
+  for (const s of lifted) {
+    (s!.s0 as Float64Array).set(rand(H * N * 2 * N, -0.5, 0.5));
+    if (writes) s!.gate = rand(H, 0.2, 0.8);
+  }
   return lifted;
 }
 
 for (
-  const [name, w, normalisedRead] of [
-    ["Wr × 0.2", modelSmallR, false],
-    ["normalised read", model, true],
+  const [name, w, read, writes] of [
+    ["raw read, Wr × 0.2", modelSmallR, "raw", false],
+    ["normalised read", model, "normalised", false],
+    ["writes", model, "normalised", true],
   ] as const
 ) {
   Deno.test(`lifted model (${name}): dL/dŜ0 and input gradients match FD (L2 C64 H2 N32 M2N)`, () => {
-    const lifted = liftedModel(w, normalisedRead);
+    const lifted = liftedModel(w, read, writes);
     const state = randomState();
     const tokens = [3, 17, 42, 8, 8, 29], targets = [17, 42, 8, 8, 29, 1];
     const mask = [0, 1, 1, 0, 1, 1];
@@ -241,6 +316,11 @@ for (
       assert(big > 1e-4, `dL/dŜ0[${l}] is (near) zero`);
       check(`dŜ0[${l}]`, dS, f, s0, 16);
       checkDir(`dŜ0[${l}]`, dS, f, s0);
+      if (writes) {
+        const dg = g.dLiftedGate![l]!;
+        assert(maxAbs(dg) > 1e-4, `dL/dg[${l}] is (near) zero`);
+        check(`dg[${l}]`, dg, f, lifted[l]!.gate as Float64Array);
+      } else assert(maxAbs(g.dLiftedGate![l]!) === 0, "memory mode: dL/dg = 0");
       // gradients that flow through the branch's inputs (kk, r, d, a) into the network
       checkDir(`dS0[${l}]`, g.dState[l].wkv, f, state[l].wkv);
       checkDir(`dShiftAtt[${l}]`, g.dState[l].att, f, state[l].att);
@@ -251,6 +331,7 @@ for (
 
 Deno.test("lifted model: batches sum, dFinalLifted chains chunks, mixed layers", () => {
   const w = modelSmallR, lifted: LiftedLayers = [undefined, liftedModel(w)[1]];
+  const lw: LiftedLayers = [undefined, liftedModel(model, "normalised", true)[1]];
   const state = randomState();
   const tokens = [4, 9, 16, 25, 36, 49, 0], targets = [9, 16, 25, 36, 49, 0, 1];
   const whole = refLossAndGrad(w, tokens, targets, undefined, state, { lifted });
@@ -271,6 +352,25 @@ Deno.test("lifted model: batches sum, dFinalLifted chains chunks, mixed layers",
     dFinalLifted: gB.dLifted,
   });
   assertClose(gA.dLifted![1]!, whole.dLifted![1]!, { rel: 1e-12 }, "chunked dL/dŜ0");
+  // writes mode chains too (dŜ0 and the summed dg)
+  const wWhole = refLossAndGrad(model, tokens, targets, undefined, state, { lifted: lw });
+  const run = (lo: number, hi: number, st: RefLayerState64[], lf: LiftedLayers) => {
+    const fwd = refForward(model, tokens.slice(lo, hi), st, { keepCache: true, lifted: lf });
+    const ce = crossEntropy(fwd.logits, targets.slice(lo, hi), hi - lo, V, undefined, {
+      denominator: 7,
+    });
+    return { fwd, ce };
+  };
+  const wA = run(0, 4, state, lw);
+  const wB = run(4, 7, wA.fwd.state64, [undefined, { ...lw[1]!, s0: wA.fwd.lifted![1]! }]);
+  const wgB = refBackward(model, wB.fwd.cache!, wB.ce.dLogits);
+  const wgA = refBackward(model, wA.fwd.cache!, wA.ce.dLogits, {
+    dFinalState: wgB.dState,
+    dFinalLifted: wgB.dLifted,
+  });
+  assertClose(wgA.dLifted![1]!, wWhole.dLifted![1]!, { rel: 1e-12 }, "writes: chunked dŜ0");
+  const dgSum = wgA.dLiftedGate![1]!.map((x, h) => x + wgB.dLiftedGate![1]![h]);
+  assertClose(dgSum, wWhole.dLiftedGate![1]!, { rel: 1e-12 }, "writes: chunked dg");
   assertClose(gA.dState[1].wkv, whole.dState[1].wkv, { rel: 1e-12 }, "chunked dL/dS0");
   // batch: the gradient of the pooled mean
   const sa = { tokens: [1, 2, 3, 4], targets: [2, 3, 4, 5], mask: [0, 1, 1, 1] };

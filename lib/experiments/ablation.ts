@@ -55,8 +55,12 @@ export const AblationOptionsSchema = z.object({
   liftedLayers: z.union([z.literal("all"), z.array(z.number().int().min(0))]).default("all"),
   /** Ŝ0's learning rate relative to S0's */
   lrScale: z.number().positive().default(1),
-  /** read with ‖r‖ R φ(r/‖r‖) (not in SPEC §6; see LiftedState.normalisedRead) */
-  normalisedRead: z.boolean().default(false),
+  /** the read (SPEC §6 v2): "normalised" ‖r‖ R φ(r/‖r‖) or v1's "raw" R φ(r); default from normalisedRead */
+  read: z.enum(["normalised", "raw"]).optional(),
+  /** older spelling of `read`: true = "normalised", false = "raw"; neither given = "normalised" */
+  normalisedRead: z.boolean().optional(),
+  /** writes mode (SPEC §6 v2) */
+  writes: z.boolean().default(false),
   support: z.enum(["kmeans", "random"]).default("kmeans"),
   /**
    * φ: Gaussian (SPEC §6) or identity (needs featureRatio 1; with `headMeans: false` the branch
@@ -305,7 +309,8 @@ function initLifted(
       headMeans: o.headMeans,
       support: o.support,
       seed: o.seed,
-      normalisedRead: o.normalisedRead,
+      read: o.read ?? (o.normalisedRead === false ? "raw" : "normalised"),
+      writes: o.writes,
       calibrationSequences: calib.length,
     }),
   );

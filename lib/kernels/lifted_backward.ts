@@ -1,7 +1,10 @@
 /**
- * Host wrapper of `shaders/lifted_backward.wgsl`: the backward of the lifted branch (SPEC §6)
- * down to dL/dŜ0 and into the gradients of kk, r, d and a (added to what the WKV backward
- * wrote), plus the batch sum of per-sequence dŜ0.
+ * Host wrapper of `shaders/lifted_backward.wgsl`: the backward of the lifted branch (SPEC §6
+ * v2) down to dL/dŜ0 and dL/dg, and into the gradients of kk, r, d, a (and the written k, v in
+ * writes mode), added to what the WKV backward wrote; plus the batch sums of dŜ0 and dg.
+ *
+ * Storage buffers per pipeline (WebGPU's default limit is 8): scan_backward 7,
+ * features_backward 8, scatter 7 (sum_batch 2).
  *
  * @module
  */
@@ -9,9 +12,16 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { type Recorder, splitGroups } from "../gpu/recorder.ts";
-import { checkDim, needElems } from "./common.ts";
+import { checkDim, flatGroups, needElems } from "./common.ts";
 import { SumBatchKernel } from "./sum_batch.ts";
-import { checkLiftedDims, type LiftedFeatures, liftedFlags, type LiftedParams } from "./lifted.ts";
+import {
+  checkLiftedDims,
+  liftedArenaLayout,
+  type LiftedFeatures,
+  liftedFeatureStride,
+  liftedFlags,
+  type LiftedParams,
+} from "./lifted.ts";
 
 /** Tokens between Ŝ checkpoints (the shader's `CHUNK`). */
 export const LIFTED_BWD_CHUNK = 16;
@@ -21,11 +31,13 @@ export interface LiftedBackwardArgs {
   B: number;
   T: number;
   H: number;
-  /** forward inputs */
+  /** forward inputs (k, v: the written key and value; any vector buffer in memory mode) */
   kk: GPUBuffer;
   r: GPUBuffer;
   d: GPUBuffer;
   a: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
   params: LiftedParams;
   /** the forward's features for the same inputs */
   features: LiftedFeatures;
@@ -35,17 +47,20 @@ export interface LiftedBackwardArgs {
   s0: GPUBuffer;
   s0Off?: number;
   sharedS0: boolean;
-  /** outputs, added to: dL/dkk, dL/dr, dL/dd, dL/da */
+  /** outputs, added to: dL/dkk, dL/dr, dL/dd, dL/da, dL/dk, dL/dv (the last two: writes mode) */
   dkk: GPUBuffer;
   dr: GPUBuffer;
   dd: GPUBuffer;
   da: GPUBuffer;
-  /** (B, H, N, M) dL/dŜ0 per sequence at `ds0Off` */
-  ds0: GPUBuffer;
-  ds0Off?: number;
-  /** from {@link LiftedBackwardKernel.createScratch} for the same B, T, H */
+  dk: GPUBuffer;
+  dv: GPUBuffer;
+  /**
+   * from {@link LiftedBackwardKernel.createScratch} for the same B, T, H; afterwards it holds
+   * dL/dŜ0 per sequence (B, H, N, M) at {@link LiftedBackwardKernel.ds0Offset} and dL/dg
+   * (B, H) at {@link LiftedBackwardKernel.dgOffset}
+   */
   scratch: GPUBuffer;
-  /** (B·T, H, 4, M) from {@link LiftedBackwardKernel.createDfeat} */
+  /** (B·T, H, 5M + 6N) from {@link LiftedBackwardKernel.createDfeat} */
   dfeat: GPUBuffer;
 }
 
@@ -55,6 +70,7 @@ export class LiftedBackwardKernel {
     private readonly gpu: Gpu,
     private readonly scan: GPUComputePipeline,
     private readonly feat: GPUComputePipeline,
+    private readonly scatter: GPUComputePipeline,
     private readonly sum: SumBatchKernel,
     readonly N: number,
     readonly M: number,
@@ -63,25 +79,36 @@ export class LiftedBackwardKernel {
   /** Fetch the pipelines for head size N and M features. */
   static async create(gpu: Gpu, N: number, M: number): Promise<LiftedBackwardKernel> {
     checkLiftedDims(gpu, "lifted_backward", N, M);
-    const pipe = (entryPoint: string, c: Record<string, number> = { N, M }) =>
-      getPipeline(gpu, { shader: "lifted_backward", entryPoint, constants: c });
+    const pipe = (entryPoint: string) =>
+      getPipeline(gpu, { shader: "lifted_backward", entryPoint, constants: { N, M } });
     return new LiftedBackwardKernel(
       gpu,
       await pipe("scan_backward"),
       await pipe("features_backward"),
+      await pipe("scatter"),
       await SumBatchKernel.create(gpu),
       N,
       M,
     );
   }
 
-  /** f32 elements of scratch for B sequences of T tokens and H heads. */
-  scratchElems(B: number, T: number, H: number): number {
+  /** Element offset of the per-sequence dŜ0 (B, H, N, M) in the scratch. */
+  ds0Offset(B: number, T: number, H: number): number {
     const nChunks = Math.ceil(T / LIFTED_BWD_CHUNK);
     return B * H * (nChunks + LIFTED_BWD_CHUNK + 1) * this.N * this.M;
   }
 
-  /** Allocate the scan scratch (checkpoints, a chunk of states, dL/dŜ). */
+  /** Element offset of the per-sequence dg (B, H) in the scratch. */
+  dgOffset(B: number, T: number, H: number): number {
+    return this.ds0Offset(B, T, H) + B * H * this.N * this.M;
+  }
+
+  /** f32 elements of scratch for B sequences of T tokens and H heads. */
+  scratchElems(B: number, T: number, H: number): number {
+    return this.dgOffset(B, T, H) + B * H;
+  }
+
+  /** Allocate the scan scratch (checkpoints, a chunk of states, dL/dŜ, the results). */
   createScratch(B: number, T: number, H: number, label = "lifted_backward.scratch"): GPUBuffer {
     const bytes = this.scratchElems(B, T, H) * 4;
     if (bytes > this.gpu.limits.maxStorageBufferBindingSize) {
@@ -93,48 +120,66 @@ export class LiftedBackwardKernel {
     return createStorage(this.gpu, label, bytes);
   }
 
-  /** Allocate the per-(row, head) feature gradients (dq, Ŝᵀdp, db, dD). */
-  createDfeat(rows: number, H: number, label = "lifted_backward.dfeat"): GPUBuffer {
-    return createStorage(this.gpu, label, rows * H * 4 * this.M * 4);
+  /** Floats per (row, head) of dfeat: dq, deS, db, dD, du (M each), six gradient vectors (N). */
+  get dfeatStride(): number {
+    return 5 * this.M + 6 * this.N;
   }
 
-  /** Record the scan backward and the features backward. */
+  /** Allocate the per-(row, head) feature gradients. */
+  createDfeat(rows: number, H: number, label = "lifted_backward.dfeat"): GPUBuffer {
+    return createStorage(this.gpu, label, rows * H * this.dfeatStride * 4);
+  }
+
+  /** Record the scan backward, the features backward and the scatter into the gradients. */
   record(rec: Recorder, a: LiftedBackwardArgs): void {
     const name = "lifted_backward";
     for (const [n, v] of [["B", a.B], ["T", a.T], ["H", a.H]] as const) checkDim(name, n, v);
-    const { N, M } = this, rows = a.B * a.T, pairs = rows * a.H, NM = N * M;
-    const vecs = { kk: a.kk, r: a.r, d: a.d, a: a.a, dy: a.dy, dkk: a.dkk, dr: a.dr };
-    for (const [k, b] of Object.entries({ ...vecs, dd: a.dd, da: a.da })) {
+    const { N, M } = this, rows = a.B * a.T, pairs = rows * a.H, NM = N * M, p = a.params;
+    const vecs = { kk: a.kk, r: a.r, d: a.d, a: a.a, k: a.k, v: a.v, dy: a.dy };
+    const outs = { dkk: a.dkk, dr: a.dr, dd: a.dd, da: a.da, dk: a.dk, dv: a.dv };
+    for (const [k, b] of Object.entries({ ...vecs, ...outs })) {
       needElems(name, `${k} (B·T, H·N)`, b, pairs * N);
     }
-    const s0Off = a.s0Off ?? 0, ds0Off = a.ds0Off ?? 0;
+    const s0Off = a.s0Off ?? 0, F = liftedFeatureStride(M, p.headMeans);
     needElems(name, "s0", a.s0, s0Off + (a.sharedS0 ? 1 : a.B) * a.H * NM);
-    needElems(name, "ds0 (B, H, N, M)", a.ds0, ds0Off + a.B * a.H * NM);
+    needElems(name, "features (B·T, H, F)", a.features.feat, pairs * F);
     needElems(name, "scratch", a.scratch, this.scratchElems(a.B, a.T, a.H));
-    needElems(name, "dfeat (B·T, H, 4, M)", a.dfeat, pairs * 4 * M);
+    needElems(name, "dfeat (B·T, H, 5M + 6N)", a.dfeat, pairs * this.dfeatStride);
+    const lay = liftedArenaLayout(a.H, N, M, p.featureMap === "gaussian");
+    needElems(name, "arena", p.arena, lay.size);
+    needElems(name, "gate", p.gate, p.gateOff + a.H);
     if (a.B * a.H > rec.gpu.limits.maxComputeWorkgroupsPerDimension) {
       throw new RangeError(`${name}: B·H = ${a.B * a.H} exceeds the workgroup count limit`);
     }
     const groups = splitGroups(pairs, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
     const nChunks = Math.ceil(a.T / LIFTED_BWD_CHUNK);
-    const params = [rows, a.H, groups[0], liftedFlags(a.params), a.B, a.T, nChunks, s0Off];
-    params.push(a.sharedS0 ? 0 : a.H * NM, ds0Off);
-    const f = a.features;
+    const params = (nx: number) => [
+      ...[rows, a.H, nx, liftedFlags(p), a.B, a.T, nChunks, s0Off],
+      ...[a.sharedS0 ? 0 : a.H * NM, F, lay.supOff, lay.gamOff, p.gateOff],
+      ...[this.ds0Offset(a.B, a.T, a.H), this.dgOffset(a.B, a.T, a.H), 0],
+    ];
+    const f = a.features.feat;
     rec.dispatch(
       this.scan,
-      params,
-      [f.e, f.q, f.aux, a.d, a.a, a.dy, a.s0, a.dfeat, a.ds0, a.scratch],
+      params(groups[0]),
+      [f, a.v, a.dy, a.s0, p.gate, a.dfeat, a.scratch],
       [a.B * a.H],
       "lifted_backward.scan",
     );
-    const p = a.params;
     rec.dispatch(
       this.feat,
-      params,
-      [a.kk, a.r, a.d, a.a, p.R, p.support, p.gamma, f.e, f.q, f.aux, a.dfeat]
-        .concat([a.dkk, a.dr, a.dd, a.da]),
+      params(groups[0]),
+      [a.kk, a.r, a.k, a.d, a.a, p.arena, f, a.dfeat],
       groups,
       "lifted_backward.features",
+    );
+    const flat = flatGroups(pairs * N, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+    rec.dispatch(
+      this.scatter,
+      params(flat.nx),
+      [a.dfeat, a.dkk, a.dr, a.dk, a.dd, a.da, a.dv],
+      flat.groups,
+      "lifted_backward.scatter",
     );
   }
 

@@ -251,7 +251,7 @@ export function recordTimeMix(
   });
   const lifted = io.lifted;
   if (lifted?.set.layers[l]) {
-    const v = { B: io.B, T: io.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a };
+    const v = { B: io.B, T: io.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, k: ws.k, v: ws.v };
     lifted.set.recordForward(rec, l, { ...v, y: ws.y, state: lifted.state });
   }
   k.groupNormBonus.record(rec, {

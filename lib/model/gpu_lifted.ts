@@ -1,11 +1,14 @@
 /**
  * The kernel-upscaled ("lifted") state of SPEC §6 on the GPU: the buffers of a
- * {@link LiftedLayers} set (Ŝ0 of every lifted layer in one trainable buffer, R, support
- * vectors, γ per layer), the kernels that run the branch forward and backward and DBP, the
- * running lifted state of B sequences, and save / load as `lifted.safetensors`.
+ * {@link LiftedLayers} set (Ŝ0 of every lifted layer in one trainable buffer, the per-head gates
+ * in another, per layer one arena of R, support vectors and γ), the kernels that run the branch
+ * forward and backward and DBP, the running lifted state of B sequences, and (re-exported from
+ * lib/model/lifted_file.ts) save / load as `lifted.safetensors`.
  *
  * Layouts (f32): Ŝ0 of layer l is (H, N, M) at element `layers[l].s0Off` of {@link GpuLifted.s0};
- * a {@link GpuLiftedState} holds (B, H, N, M) per lifted layer at element `B · s0Off`.
+ * its gates are H values at `layers[l].gateOff` of {@link GpuLifted.gate} (1 in memory mode,
+ * where the backward gives them zero gradient); a {@link GpuLiftedState} holds (B, H, N, M) per
+ * lifted layer at element `B · s0Off`.
  *
  * @module
  */
@@ -13,17 +16,26 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { DbpKernel } from "../kernels/dbp.ts";
-import { type LiftedFeatures, LiftedKernel, type LiftedParams } from "../kernels/lifted.ts";
+import {
+  liftedArenaLayout,
+  type LiftedFeatures,
+  liftedFeatureStride,
+  LiftedKernel,
+  type LiftedParams,
+} from "../kernels/lifted.ts";
 import { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
-import { readSafetensors, serializeSafetensors } from "../model/safetensors.ts";
-import type { RwkvConfig, Tensor } from "../model/types.ts";
-import { checkLiftedState, type LiftedLayers, type LiftedState } from "../ref/lifted_types.ts";
+import type { RwkvConfig } from "../model/types.ts";
+import { checkLiftedState, type LiftedLayers, liftedRead } from "../ref/lifted_types.ts";
+
+export { loadLifted, saveLifted } from "./lifted_file.ts";
 
 /** One lifted layer on the GPU. */
 export interface GpuLiftedLayer extends LiftedParams {
   M: number;
   /** element offset of this layer's Ŝ0 (H, N, M) in {@link GpuLifted.s0} */
   s0Off: number;
+  /** writes mode (the gate is trained) */
+  writes: boolean;
   fwd: LiftedKernel;
   bwd: LiftedBackwardKernel;
   dbp: DbpKernel;
@@ -37,12 +49,20 @@ export interface LiftedVectors {
   r: GPUBuffer;
   d: GPUBuffer;
   a: GPUBuffer;
+  /** the key and value that write into S (after the k_a modification and the v-first mix) */
+  k: GPUBuffer;
+  v: GPUBuffer;
 }
 
-/** The step's vectors DBP measures: `n` entries `row·2 + kind` (kind 0 kk, 1 r) in `idx`. */
+/**
+ * The step's vectors DBP measures: `n` entries `row·stride + kind` in `idx` (kind 0 kk, 1 r,
+ * 2 the written k; writes-mode layers should list their k rows, with stride 3).
+ */
 export interface DbpRows {
   idx: GPUBuffer;
   n: number;
+  /** entries per row of the encoding: 2 (kk, r; the default) or 3 (kk, r, k) */
+  stride?: 2 | 3;
   /** add to the covariance of earlier micro-batches of the same step */
   accumulate: boolean;
 }
@@ -57,10 +77,27 @@ export interface DbpLosses {
   perLayer: ([number, number] | undefined)[];
 }
 
+/** Gradient outputs of {@link GpuLifted.recordBackward}. */
+export interface LiftedGradOutputs {
+  /** gradient of the branch output (the GroupNorm input's gradient) (B·T, H·N) */
+  dy: GPUBuffer;
+  /** added to: the gradients of kk, r, d, a and of the written k, v */
+  dkk: GPUBuffer;
+  dr: GPUBuffer;
+  dd: GPUBuffer;
+  da: GPUBuffer;
+  dk: GPUBuffer;
+  dv: GPUBuffer;
+  /** batch-summed dL/dŜ0, written at the layer's `s0Off` (layout of {@link GpuLifted.s0}) */
+  dLifted: GPUBuffer;
+  /** batch-summed dL/dg, written at the layer's `gateOff` (0 in memory mode) */
+  dLiftedGate?: GPUBuffer;
+}
+
 /** A set of lifted layers on the GPU; create with {@link GpuLifted.create}. */
 export class GpuLifted {
-  #feat?: LiftedFeatures & { rows: number };
-  #bwd?: { B: number; T: number; scratch: GPUBuffer; dfeat: GPUBuffer; ds0: GPUBuffer };
+  #feat?: { feat: GPUBuffer; rows: number };
+  #bwd?: { B: number; T: number; scratch: GPUBuffer; dfeat: GPUBuffer };
   #dbp?: { cov: GPUBuffer[]; Rtmp: GPUBuffer; loss: GPUBuffer };
   #retired: GPUBuffer[] = [];
 
@@ -68,10 +105,14 @@ export class GpuLifted {
     readonly gpu: Gpu,
     readonly config: RwkvConfig,
     readonly layers: (GpuLiftedLayer | undefined)[],
-    /** every lifted layer's Ŝ0, concatenated (the trained tensor) */
+    /** every lifted layer's Ŝ0, concatenated (a trained tensor) */
     readonly s0: GPUBuffer,
     /** elements of {@link s0} */
     readonly size: number,
+    /** every lifted layer's H gates, concatenated (trained in writes mode; 1 in memory mode) */
+    readonly gate: GPUBuffer,
+    /** elements of {@link gate} */
+    readonly gateSize: number,
     private readonly host: LiftedLayers,
     private readonly dummy: GPUBuffer,
   ) {}
@@ -91,16 +132,19 @@ export class GpuLifted {
     if (lifted.length !== L) {
       throw new RangeError(`lifted has ${lifted.length} layers, the model has ${L}`);
     }
-    let size = 0;
-    const offs: number[] = [];
+    let size = 0, gateSize = 0;
+    const offs: number[] = [], gOffs: number[] = [];
     lifted.forEach((s, l) => {
       if (!s) return;
       checkLiftedState(s, H, N, `lifted[${l}]`);
       offs[l] = size;
+      gOffs[l] = gateSize;
       size += H * N * s.M;
+      gateSize += H;
     });
     if (size === 0) throw new RangeError("lifted: no layer has a lifted branch");
     const s0 = createStorage(gpu, "lifted.s0", size * 4);
+    const gate = createStorage(gpu, "lifted.gate", gateSize * 4);
     const dummy = createStorage(gpu, "lifted.unused", 16);
     const layers: (GpuLiftedLayer | undefined)[] = [];
     for (let l = 0; l < L; l++) {
@@ -109,26 +153,31 @@ export class GpuLifted {
         layers.push(undefined);
         continue;
       }
-      const M = s.M;
-      writeStorage(gpu, s0, Float32Array.from(s.s0), offs[l] * 4);
-      const up = (name: string, x: ArrayLike<number> | undefined) =>
-        x ? upload(gpu, `lifted.${l}.${name}`, x) : dummy;
-      const gaussian = s.featureMap === "gaussian";
+      const M = s.M, gaussian = s.featureMap === "gaussian";
+      const lay = liftedArenaLayout(H, N, M, gaussian);
+      const arena = new Float32Array(Math.max(4, lay.size));
+      arena.set(Float32Array.from(s.R));
+      if (gaussian) {
+        arena.set(Float32Array.from(s.support!), lay.supOff);
+        arena.set(Float32Array.from(s.gamma!), lay.gamOff);
+      }
       layers.push({
-        M,
-        s0Off: offs[l],
-        featureMap: s.featureMap,
-        headMeans: s.headMeans,
-        normalisedRead: s.normalisedRead ?? false,
-        R: up("R", s.R),
-        support: gaussian ? up("support", s.support) : dummy,
-        gamma: gaussian ? up("gamma", s.gamma) : dummy,
+        ...{ M, s0Off: offs[l], gateOff: gOffs[l], writes: s.writes ?? false },
+        ...{ featureMap: s.featureMap, headMeans: s.headMeans, read: liftedRead(s) },
+        ...{
+          arena: upload(gpu, `lifted.${l}.arena`, arena),
+          supOff: lay.supOff,
+          gamOff: lay.gamOff,
+        },
+        gate,
         fwd: await LiftedKernel.create(gpu, N, M),
         bwd: await LiftedBackwardKernel.create(gpu, N, M),
         dbp: await DbpKernel.create(gpu, M),
       });
     }
-    return new GpuLifted(gpu, config, layers, s0, size, lifted, dummy);
+    const set = new GpuLifted(gpu, config, layers, s0, size, gate, gateSize, lifted, dummy);
+    set.write(lifted, false);
+    return set;
   }
 
   /** Largest M over the lifted layers. */
@@ -139,16 +188,15 @@ export class GpuLifted {
   /** The features workspace for at least `rows` = B·T rows (grows; shared by all layers). */
   features(rows: number): LiftedFeatures {
     if (!this.#feat || this.#feat.rows < rows) {
-      if (this.#feat) this.#retired.push(this.#feat.e, this.#feat.q, this.#feat.aux);
-      const H = this.config.nHead, M = this.maxM;
-      const buf = (n: string, w: number) =>
-        createStorage(this.gpu, `lifted.${n}`, rows * H * w * 4);
-      this.#feat = { rows, e: buf("e", M), q: buf("q", M), aux: buf("aux", 4) };
+      if (this.#feat) this.#retired.push(this.#feat.feat);
+      const H = this.config.nHead;
+      const F = Math.max(...this.layers.map((x) => x ? liftedFeatureStride(x.M, x.headMeans) : 0));
+      this.#feat = { rows, feat: createStorage(this.gpu, "lifted.features", rows * H * F * 4) };
     }
     return this.#feat;
   }
 
-  /** Record layer l's branch: y += Ŝ q per token, the lifted state advanced in place. */
+  /** Record layer l's branch: y += g Ŝ q per token, the lifted state advanced in place. */
   recordForward(
     rec: Recorder,
     l: number,
@@ -172,23 +220,11 @@ export class GpuLifted {
 
   /**
    * Record layer l's branch backward from a shared Ŝ0 (right after the layer's forward was
-   * recorded, so the features are this layer's): adds into dkk, dr, dd, da and writes the
-   * batch-summed dL/dŜ0 into `dLifted` at the layer's `s0Off`.
-   *
-   * @param v.dy gradient of the branch output (the GroupNorm input's gradient) (B·T, H·N)
+   * recorded, so the features are this layer's): adds into dkk, dr, dd, da, dk, dv and writes
+   * the batch-summed dL/dŜ0 into `dLifted` at the layer's `s0Off` and dL/dg into `dLiftedGate`
+   * at its `gateOff` (zeros in memory mode).
    */
-  recordBackward(
-    rec: Recorder,
-    l: number,
-    v: LiftedVectors & {
-      dy: GPUBuffer;
-      dkk: GPUBuffer;
-      dr: GPUBuffer;
-      dd: GPUBuffer;
-      da: GPUBuffer;
-      dLifted: GPUBuffer;
-    },
-  ): void {
+  recordBackward(rec: Recorder, l: number, v: LiftedVectors & LiftedGradOutputs): void {
     const ly = this.#layer(l), H = this.config.nHead, N = this.config.headSize;
     const w = this.#backwardWorkspace(v.B, v.T);
     ly.bwd.record(rec, {
@@ -199,11 +235,29 @@ export class GpuLifted {
       s0: this.s0,
       s0Off: ly.s0Off,
       sharedS0: true,
-      ds0: w.ds0,
       scratch: w.scratch,
       dfeat: w.dfeat,
     });
-    ly.bwd.sumBatch(rec, { B: v.B, n: H * N * ly.M, src: w.ds0, dst: v.dLifted, dstOff: ly.s0Off });
+    const src = w.scratch, srcOff = ly.bwd.ds0Offset(v.B, v.T, H);
+    ly.bwd.sumBatch(rec, {
+      B: v.B,
+      n: H * N * ly.M,
+      src,
+      srcOff,
+      dst: v.dLifted,
+      dstOff: ly.s0Off,
+    });
+    if (v.dLiftedGate) {
+      const gOff = ly.bwd.dgOffset(v.B, v.T, H);
+      ly.bwd.sumBatch(rec, {
+        B: v.B,
+        n: H,
+        src,
+        srcOff: gOff,
+        dst: v.dLiftedGate,
+        dstOff: ly.gateOff,
+      });
+    }
   }
 
   /** Record `dst (+)= src` over the whole Ŝ0 layout (accumulating gradients of micro-batches). */
@@ -212,18 +266,23 @@ export class GpuLifted {
     ly.bwd.sumBatch(rec, { B: 1, n: this.size, src, dst, accumulate });
   }
 
+  /** Record `dst (+)= src` over the whole gate layout (accumulating dg of micro-batches). */
+  recordAddGate(rec: Recorder, src: GPUBuffer, dst: GPUBuffer, accumulate: boolean): void {
+    const ly = this.layers.find((x) => x)!;
+    ly.bwd.sumBatch(rec, { B: 1, n: this.gateSize, src, dst, accumulate });
+  }
+
   #backwardWorkspace(B: number, T: number) {
     const b = this.#bwd;
     if (b && b.B === B && b.T === T) return b;
-    if (b) this.#retired.push(b.scratch, b.dfeat, b.ds0);
-    const H = this.config.nHead, N = this.config.headSize, M = this.maxM;
+    if (b) this.#retired.push(b.scratch, b.dfeat);
+    const H = this.config.nHead, M = this.maxM;
     const big = this.layers.find((x) => x?.M === M)!.bwd;
     this.#bwd = {
       B,
       T,
       scratch: big.createScratch(B, T, H, "lifted.bwd.scratch"),
       dfeat: big.createDfeat(B * T, H, "lifted.bwd.dfeat"),
-      ds0: createStorage(this.gpu, "lifted.bwd.ds0", B * H * N * M * 4),
     };
     return this.#bwd;
   }
@@ -254,8 +313,9 @@ export class GpuLifted {
     const ly = this.#layer(l), H = this.config.nHead;
     const features = this.#feat;
     if (!features) throw new RangeError("lifted: recordCovariance before any forward");
-    const cov = this.#dbpBuffers().cov[l];
-    ly.dbp.covariance(rec, { H, features, idx: rows.idx, n: rows.n, cov }, rows.accumulate);
+    const cov = this.#dbpBuffers().cov[l], F = liftedFeatureStride(ly.M, ly.headMeans);
+    const { idx, n, stride } = rows;
+    ly.dbp.covariance(rec, { H, features, F, idx, n, stride, cov }, rows.accumulate);
   }
 
   /**
@@ -272,8 +332,9 @@ export class GpuLifted {
       const cov = b.cov[l];
       ly.dbp.loss(rec, { H, cov, count: o.count, out: b.loss, lossOff: l * H * 2 });
       if (!o.enabled) return;
-      ly.dbp.update(rec, { H, cov, R: ly.R, Rout: b.Rtmp, count: o.count }, o.lr, o.kappa);
-      rec.copy(b.Rtmp, 0, ly.R, 0, H * ly.M * ly.M * 4);
+      // R is the first block of the arena
+      ly.dbp.update(rec, { H, cov, R: ly.arena, Rout: b.Rtmp, count: o.count }, o.lr, o.kappa);
+      rec.copy(b.Rtmp, 0, ly.arena, 0, H * ly.M * ly.M * 4);
     });
   }
 
@@ -298,23 +359,38 @@ export class GpuLifted {
     return { decorrelationLoss: dec / k, correlationLoss: cor / k, perLayer };
   }
 
-  /** Overwrite Ŝ0 (and R when given) of every lifted layer from `lifted` (same shapes). */
+  /**
+   * Overwrite Ŝ0, the gates (writes mode: `gate`, zeros when absent; memory mode: 1) and, when
+   * `withR`, R of every lifted layer from `lifted` (same shapes and modes).
+   *
+   * @throws {RangeError} when a layer's M or mode differs from the set's
+   */
   write(lifted: LiftedLayers, withR = true): void {
     const { nHead: H, headSize: N } = this.config;
     this.layers.forEach((ly, l) => {
       const s = lifted[l];
       if (!ly) return;
       if (!s || s.M !== ly.M) throw new RangeError(`lifted[${l}]: expected M = ${ly.M}`);
+      if ((s.writes ?? false) !== ly.writes) {
+        throw new RangeError(
+          `lifted[${l}]: writes = ${s.writes}, the set's layer has ${ly.writes}`,
+        );
+      }
       checkLiftedState(s, H, N, `lifted[${l}]`);
       writeStorage(this.gpu, this.s0, Float32Array.from(s.s0), ly.s0Off * 4);
-      if (withR) writeStorage(this.gpu, ly.R, Float32Array.from(s.R));
+      const g = ly.writes
+        ? Float32Array.from(s.gate ?? new Float32Array(H))
+        : new Float32Array(H).fill(1);
+      writeStorage(this.gpu, this.gate, g, ly.gateOff * 4);
+      if (withR) writeStorage(this.gpu, ly.arena, Float32Array.from(s.R));
     });
   }
 
-  /** Read the current Ŝ0 and R back (support vectors and γ are the uploaded ones). */
+  /** Read the current Ŝ0, gates (writes mode) and R back (support vectors and γ as uploaded). */
   async read(): Promise<LiftedLayers> {
     const { nHead: H, headSize: N } = this.config;
     const s0 = await readF32(this.gpu, this.s0, this.size);
+    const gate = await readF32(this.gpu, this.gate, this.gateSize);
     const out: LiftedLayers = [];
     for (const [l, ly] of this.layers.entries()) {
       const h = this.host[l];
@@ -322,18 +398,19 @@ export class GpuLifted {
         out.push(undefined);
         continue;
       }
-      const R = await readF32(this.gpu, ly.R, H * ly.M * ly.M);
-      out.push({ ...h, s0: s0.slice(ly.s0Off, ly.s0Off + H * N * ly.M), R });
+      const R = await readF32(this.gpu, ly.arena, H * ly.M * ly.M);
+      const g = ly.writes ? { gate: gate.slice(ly.gateOff, ly.gateOff + H) } : {};
+      out.push({ ...h, s0: s0.slice(ly.s0Off, ly.s0Off + H * N * ly.M), R, ...g });
     }
     return out;
   }
 
   /** Free every buffer (lifted states created from the set are freed separately). */
   destroy(): void {
-    const bufs = [this.s0, this.dummy, ...this.#retired];
-    for (const ly of this.layers) if (ly) bufs.push(ly.R, ly.support, ly.gamma);
-    if (this.#feat) bufs.push(this.#feat.e, this.#feat.q, this.#feat.aux);
-    if (this.#bwd) bufs.push(this.#bwd.scratch, this.#bwd.dfeat, this.#bwd.ds0);
+    const bufs = [this.s0, this.gate, this.dummy, ...this.#retired];
+    for (const ly of this.layers) if (ly) bufs.push(ly.arena);
+    if (this.#feat) bufs.push(this.#feat.feat);
+    if (this.#bwd) bufs.push(this.#bwd.scratch, this.#bwd.dfeat);
     if (this.#dbp) bufs.push(...this.#dbp.cov, this.#dbp.Rtmp, this.#dbp.loss);
     for (const b of new Set(bufs)) b.destroy();
     this.#retired = [];
@@ -393,84 +470,4 @@ function upload(gpu: Gpu, label: string, x: ArrayLike<number>): GPUBuffer {
   const b = createStorage(gpu, label, Math.max(16, x.length * 4));
   writeStorage(gpu, b, Float32Array.from(x));
   return b;
-}
-
-/** Switches of each lifted layer, stored as the file's `lifted` metadata (JSON). */
-interface LiftedMeta {
-  nLayer: number;
-  layers: Record<
-    string,
-    { M: number; featureMap: string; headMeans: boolean; normalisedRead: boolean }
-  >;
-}
-
-/**
- * Save lifted layers as safetensors: `blocks.{l}.att.lifted_state` (H, N, M), `…lifted_R`
- * (H, M, M), `…lifted_support` (H, M, N) and `…lifted_gamma` (H) (Gaussian map only), with the
- * switches in the `lifted` metadata entry.
- *
- * @param H heads, to give the tensors their shapes
- */
-export async function saveLifted(path: string, lifted: LiftedLayers, H: number): Promise<void> {
-  const t: Record<string, Tensor> = {};
-  const meta: LiftedMeta = { nLayer: lifted.length, layers: {} };
-  lifted.forEach((s, l) => {
-    if (!s) return;
-    const M = s.M, N = s.s0.length / (H * M), p = `blocks.${l}.att.lifted_`;
-    t[`${p}state`] = { shape: [H, N, M], data: Float32Array.from(s.s0) };
-    t[`${p}R`] = { shape: [H, M, M], data: Float32Array.from(s.R) };
-    if (s.featureMap === "gaussian") {
-      t[`${p}support`] = { shape: [H, M, N], data: Float32Array.from(s.support!) };
-      t[`${p}gamma`] = { shape: [H], data: Float32Array.from(s.gamma!) };
-    }
-    meta.layers[l] = {
-      M,
-      featureMap: s.featureMap,
-      headMeans: s.headMeans,
-      normalisedRead: s.normalisedRead ?? false,
-    };
-  });
-  await Deno.writeFile(path, serializeSafetensors(t, "f32", { lifted: JSON.stringify(meta) }));
-}
-
-/**
- * Load lifted layers written by {@link saveLifted}.
- *
- * @throws {RangeError} when a tensor the metadata names is missing
- */
-export async function loadLifted(path: string): Promise<LiftedLayers> {
-  const bytes = await Deno.readFile(path);
-  const file = await readSafetensors(path);
-  const meta = JSON.parse(readMetadata(bytes).lifted ?? "null") as LiftedMeta | null;
-  if (!meta) throw new RangeError(`${path}: no "lifted" metadata; not a lifted-state file`);
-  const out: LiftedLayers = new Array(meta.nLayer).fill(undefined);
-  for (const [ls, m] of Object.entries(meta.layers)) {
-    const l = Number(ls), p = `blocks.${l}.att.lifted_`;
-    const get = (n: string) => {
-      const x = file.tensors.get(p + n);
-      if (!x) throw new RangeError(`${path}: tensor ${p}${n} is missing`);
-      return x.data;
-    };
-    const s: LiftedState = {
-      M: m.M,
-      featureMap: m.featureMap === "identity" ? "identity" : "gaussian",
-      headMeans: m.headMeans,
-      normalisedRead: m.normalisedRead,
-      s0: get("state"),
-      R: get("R"),
-    };
-    if (s.featureMap === "gaussian") {
-      s.support = get("support");
-      s.gamma = get("gamma");
-    }
-    out[l] = s;
-  }
-  return out;
-}
-
-/** The `__metadata__` string map of a safetensors file. */
-function readMetadata(bytes: Uint8Array): Record<string, string> {
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const head = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  return head.__metadata__ ?? {};
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import type { FeatureMap } from "../ref/lifted_types.ts";
+import type { FeatureMap, LiftedRead } from "../ref/lifted_types.ts";
 
 /** A number schema that must satisfy `ok`; the message quotes the bad value. */
 function ranged(name: string, expected: string, ok: (v: number) => boolean) {
@@ -40,8 +40,13 @@ export interface LiftedConfig {
   nystromRidge: number;
   /** Seed of support selection and pair sampling. Default 0. */
   seed: number;
-  /** Read with q = ‖r‖ R φ(r/‖r‖) (not in SPEC §6; see {@link LiftedState}). Default false. */
-  normalisedRead: boolean;
+  /**
+   * The read (SPEC §6 v2): "normalised" `q = ‖r‖ R φ(r/‖r‖)` (default), or version 1's "raw"
+   * `R φ(r)`, kept only for that comparison.
+   */
+  read: LiftedRead;
+  /** Writes mode (SPEC §6 v2): v and k also write `v uᵀ` into Ŝ, a per-head gate (init 0) is trained. Default false (memory mode). */
+  writes: boolean;
 }
 
 /** Lifted-state options as a caller writes them. */
@@ -73,7 +78,8 @@ export const LiftedConfigSchema: z.ZodType<LiftedConfig, LiftedConfigInput> = z.
   rInit: z.enum(["identity", "nystrom"]).default("identity"),
   nystromRidge: ranged("nystromRidge", "≥ 0", (v) => v >= 0).default(1e-3),
   seed: int("seed", 0).default(0),
-  normalisedRead: z.boolean().default(false),
+  read: z.enum(["normalised", "raw"]).default("normalised"),
+  writes: z.boolean().default(false),
 }).strict().refine(
   (c) => c.featureMap === "gaussian" || (c.featureRatio === 1 && c.rInit === "identity"),
   { error: 'featureMap "identity" needs featureRatio 1 and rInit "identity"' },

@@ -2,7 +2,8 @@
  * Decorrelated backpropagation (SPEC §6), CPU reference in float64: after each optimiser step
  * every head's feature-mixing matrix R moves by
  *
- *     C = E[z zᵀ],  z = R φ(u)   over the step's kk and r vectors (all, or a random sample)
+ *     C = E[z zᵀ],  z = R φ(û)   over the step's kk, r (and k in writes mode) vectors (all,
+ *                              or a random sample)
  *     R ← R − η_R [(1 − κ) offdiag(C) + κ diag(C − I)] R
  *
  * and the decorrelation loss ‖offdiag(C)‖²_F / M² (C before the update) is recorded. R is never
@@ -10,10 +11,10 @@
  *
  * @module
  */
-import { liftedPhi } from "../ref/lifted.ts";
+import { headNorm, liftedPhi } from "../ref/lifted_math.ts";
 import { Rng } from "../util/rng.ts";
 import type { DbpConfig } from "./config.ts";
-import type { LiftedState } from "../ref/lifted_types.ts";
+import { liftedRead, type LiftedState } from "../ref/lifted_types.ts";
 
 /**
  * C = (1/n) Σ z zᵀ with z = R φ for n feature rows.
@@ -135,18 +136,24 @@ export function dbpHeadStep(
   return { R: dbpUpdateR(R, C, M, lr, kappa), C, loss: decorrelationLoss(C, M) };
 }
 
-/** One step's vectors of one lifted layer: kk and r of each sequence, (T, H·N) each. */
+/**
+ * One step's vectors of one lifted layer: kk and r of each sequence, (T, H·N) each, and in
+ * writes mode the written k (after the k_a modification).
+ */
 export interface DbpStepVectors {
   kk: ArrayLike<number>;
   r: ArrayLike<number>;
+  /** the key that writes into S; measured only when the layer is in writes mode */
+  k?: ArrayLike<number>;
 }
 
 /**
- * φ rows of head h for the step's kk and r vectors (kk rows of every sequence, then r rows),
- * or `sample` of them drawn without replacement when 0 < sample < the total. With the
- * `normalisedRead` option the r rows enter φ as r/‖r‖, as in the branch.
+ * φ rows of head h for the step's vectors (the kk rows of every sequence, then its r rows, then
+ * in writes mode its k rows), or `sample` of them drawn without replacement when 0 < sample <
+ * the total. φ sees û = u/‖u‖ where the branch does: r with the normalised read, and k.
  *
  * @returns (n, M) and n
+ * @throws {RangeError} when a writes-mode layer's vectors lack k
  */
 export function stepFeatures(
   s: LiftedState,
@@ -158,9 +165,17 @@ export function stepFeatures(
   rng?: Rng,
 ): { phi: Float64Array; n: number } {
   const C = H * N, M = s.M;
-  const rows: [ArrayLike<number>, number][] = [];
+  const rows: [ArrayLike<number>, number, boolean][] = [];
+  const unitR = liftedRead(s) === "normalised";
   for (const v of vectors) {
-    for (const src of [v.kk, v.r]) for (let t = 0; t < src.length / C; t++) rows.push([src, t]);
+    const srcs: [ArrayLike<number>, boolean][] = [[v.kk, false], [v.r, unitR]];
+    if (s.writes) {
+      if (!v.k) throw new RangeError("stepFeatures: a writes-mode layer needs the k vectors");
+      srcs.push([v.k, true]);
+    }
+    for (const [src, unit] of srcs) {
+      for (let t = 0; t < src.length / C; t++) rows.push([src, t, unit]);
+    }
   }
   let chosen = rows;
   if (sample > 0 && sample < rows.length) {
@@ -168,13 +183,10 @@ export function stepFeatures(
   }
   const phi = new Float64Array(chosen.length * M), tmp = new Float64Array(M);
   const unit = new Float64Array(N);
-  chosen.forEach(([src, t], i) => {
+  chosen.forEach(([src, t, scale], i) => {
     const o = t * C + h * N;
-    if (s.normalisedRead && vectors.some((v) => v.r === src)) {
-      // φ sees r/‖r‖ with the normalised read, as in the branch
-      let n2 = 0;
-      for (let j = 0; j < N; j++) n2 += src[o + j] ** 2;
-      const rn = Math.max(Math.sqrt(n2), 1e-12);
+    if (scale) {
+      const rn = headNorm(src, o, N);
       for (let j = 0; j < N; j++) unit[j] = src[o + j] / rn;
       phi.set(liftedPhi(s, h, N, unit, 0, tmp), i * M);
     } else {
@@ -189,7 +201,7 @@ export function stepFeatures(
  * caller stores it in the state) and the per-head decorrelation losses before the update.
  * With `config.enabled` false, R is returned unchanged (the losses are still measured).
  *
- * @param vectors the step's kk and r per sequence, each (T, H·N)
+ * @param vectors the step's kk and r (and k in writes mode) per sequence, each (T, H·N)
  * @param rng draws the sample when `config.sample` > 0 (a seeded `Rng(config.seed)` when omitted)
  * @returns R (H, M, M), loss (H) and its mean over heads, and the same for
  *   {@link correlationLoss}

@@ -340,7 +340,9 @@ export function initLiftedState(
     M,
     featureMap: config.featureMap,
     headMeans: config.headMeans,
-    normalisedRead: config.normalisedRead,
+    read: config.read,
+    writes: config.writes,
+    ...(config.writes ? { gate: new Float64Array(H) } : {}),
   };
   const s0 = new Float64Array(H * N * M);
   if (config.featureMap === "identity") {

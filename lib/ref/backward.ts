@@ -45,6 +45,8 @@ export interface RefBackwardResult {
   dWeights?: RefWeightGrads;
   /** when the forward had lifted branches: per layer dL/dŜ0 (H·N·M), or undefined */
   dLifted?: (Float64Array | undefined)[];
+  /** with `dLifted`: per layer dL/dg (H; zeros in memory mode), or undefined */
+  dLiftedGate?: (Float64Array | undefined)[];
 }
 
 /**
@@ -86,6 +88,7 @@ export function refBackward(
   const blocks: LayerGrads[] = new Array(L);
   const hasLifted = cache.layers.some((lc) => lc.att.lifted !== undefined);
   const dLifted: (Float64Array | undefined)[] = new Array(L).fill(undefined);
+  const dLiftedGate: (Float64Array | undefined)[] = new Array(L).fill(undefined);
   for (let l = L - 1; l >= 0; l--) {
     const w = weights.blocks[l], lc = cache.layers[l], fin = options.dFinalState?.[l];
     const cm = channelMixBackward(w, lc.ffn, dx, T, C, cfg.dimFfn, {
@@ -102,13 +105,15 @@ export function refBackward(
       dLiftedState: options.dFinalLifted?.[l],
     });
     dLifted[l] = tm.dLiftedS0;
+    dLiftedGate[l] = tm.dLiftedGate;
     if (tm.dvFirst) { for (let i = 0; i < TC; i++) dvFirst[i] += tm.dvFirst[i]; }
     dx = new Float64Array(TC);
     for (let i = 0; i < TC; i++) dx[i] = dxMid[i] + tm.dx[i];
     dState[l] = { att: tm.dShift, wkv: tm.dS0, ffn: cm.dShift };
     if (wg) blocks[l] = { ...tm.dWeights!, ...cm.dWeights! };
   }
-  if (!wg) return hasLifted ? { dState, dLifted } : { dState };
+  const lifted = hasLifted ? { dLifted, dLiftedGate } : {};
+  if (!wg) return { dState, ...lifted };
   // x0 = LN(emb[token]; ln0)
   const l0 = layerNormBackward(dx, cache.emb, weights.ln0_w, T, C, 1e-5, true);
   const emb = new Float64Array(V * C);
@@ -124,7 +129,7 @@ export function refBackward(
     ln_out_b: lo.db!,
     head: lh.dW!,
   };
-  return hasLifted ? { dState, dWeights, dLifted } : { dState, dWeights };
+  return { dState, dWeights, ...lifted };
 }
 
 /** Options of {@link refLossAndGrad} and {@link refBatchLossAndGrad}. */
@@ -149,6 +154,8 @@ export interface RefLossAndGrad {
   dWeights?: RefWeightGrads;
   /** with `options.lifted`: per layer dL/dŜ0 (H·N·M), or undefined */
   dLifted?: (Float64Array | undefined)[];
+  /** with `options.lifted`: per layer dL/dg (H; zeros in memory mode), or undefined */
+  dLiftedGate?: (Float64Array | undefined)[];
 }
 
 /** One training sequence: position t's logits predict `targets[t]` where `mask[t]` is set. */
@@ -224,8 +231,9 @@ export function refBatchLossAndGrad(
     const g = refBackward(weights, fwd.cache!, ce.dLogits, { weightGrads: options.weightGrads });
     acc = acc ? addGrads(acc, g) : g;
   }
-  const { dState, dWeights, dLifted } = acc!;
-  return { loss: sum / count, count, dState, dWeights, ...(dLifted ? { dLifted } : {}) };
+  const { dState, dWeights, dLifted, dLiftedGate } = acc!;
+  const lifted = dLifted ? { dLifted, dLiftedGate } : {};
+  return { loss: sum / count, count, dState, dWeights, ...lifted };
 }
 
 /** Adds every array of `b` into the matching array of `a` (in place) and returns `a`. */

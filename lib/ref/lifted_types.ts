@@ -38,11 +38,31 @@ export interface LiftedState {
   /** γ per head, (H); gaussian map only */
   gamma?: ArrayLike<number>;
   /**
-   * Not in SPEC §6 (off by default): read with `q = ‖r‖ · R φ(r / ‖r‖)` instead of `R φ(r)`, so
-   * the Gaussian features see r on the unit sphere where the support vectors (from unit kk)
-   * live. Equal to the SPEC read for the identity map (φ linear), so the identity limit holds.
+   * The read (SPEC §6 v2): `"normalised"` (default when absent) reads `q = ‖r‖ · R φ(r / ‖r‖)`,
+   * so φ sees r on the unit sphere where the support vectors (from unit kk) live; `"raw"` is
+   * version 1's `q = R φ(r)`, kept only for that comparison. Equal for the identity map.
    */
-  normalisedRead?: boolean;
+  read?: LiftedRead;
+  /**
+   * Writes mode (SPEC §6 v2; absent = false, memory mode): the frozen v and k also write
+   * `v uᵀ` with `u = ‖k‖ · normalise(R φ(k / ‖k‖))`, and the read-out is scaled by {@link gate}.
+   */
+  writes?: boolean;
+  /** Per-head gate g (H), writes mode only (absent = zeros); memory mode reads with g = 1. */
+  gate?: ArrayLike<number>;
+}
+
+/** How the branch reads (see {@link LiftedState.read}). */
+export type LiftedRead = "normalised" | "raw";
+
+/** The read of `s`, `"normalised"` when absent. */
+export function liftedRead(s: LiftedState): LiftedRead {
+  return s.read ?? "normalised";
+}
+
+/** The gate of head h that scales the read-out: 1 in memory mode, `gate[h]` (or 0) in writes. */
+export function liftedGate(s: LiftedState, h: number): number {
+  return s.writes ? (s.gate?.[h] ?? 0) : 1;
 }
 
 /** Per-layer lifted branches of a model: `undefined` where a layer has none. */
@@ -68,6 +88,12 @@ export function checkLiftedState(s: LiftedState, H: number, N: number, where = "
     need("gamma", s.gamma, H);
   } else if (M !== N) {
     throw new RangeError(`${where}: featureMap "identity" needs M = N = ${N}, got M = ${M}`);
+  }
+  if (s.gate !== undefined) need("gate", s.gate, H);
+  if (s.read !== undefined && s.read !== "normalised" && s.read !== "raw") {
+    throw new RangeError(
+      `${where}.read = ${JSON.stringify(s.read)}: expected "normalised" or "raw"`,
+    );
   }
   if (!s.headMeans && M !== N) {
     throw new RangeError(`${where}: headMeans false needs M = N = ${N}, got M = ${M}`);

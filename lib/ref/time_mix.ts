@@ -167,7 +167,7 @@ export function timeMixForward(
   }
   const s0f = Float64Array.from(s0);
   const { y, state } = wkvForward({ r, d, k, v, alpha, beta }, s0f, T, H, N);
-  const lf = lifted ? liftedForward({ kk, r, d, a }, lifted, T, H, N) : undefined;
+  const lf = lifted ? liftedForward({ kk, r, d, a, k, v }, lifted, T, H, N) : undefined;
   if (lf) { for (let i = 0; i < T * C; i++) y[i] += lf.y[i]; }
   const o = groupNorm(y, w.lnx_w, w.lnx_b, T, H, N, N * 1e-5);
   for (let t = 0; t < T; t++) {
@@ -204,6 +204,8 @@ export interface TimeMixGrads {
   dS0: Float64Array;
   /** dL/dŜ0 (H·N·M), when the layer has a lifted branch */
   dLiftedS0?: Float64Array;
+  /** dL/dg (H), when the layer has a lifted branch (zeros in memory mode) */
+  dLiftedGate?: Float64Array;
   /** dL/d(v_first) (T, C), layers ≥ 1 only: add it to layer 0's `options.dvFirst` */
   dvFirst?: Float64Array;
   /** present when `options.weightGrads` */
@@ -258,13 +260,15 @@ export function timeMixBackward(
     dk[i] += wk.dk[i];
     dv[i] += wk.dv[i];
   }
-  // the lifted branch reads kk, r, d, a
+  // the lifted branch reads kk, r, d, a (and the written k, v in writes mode)
   const lb = c.lifted && liftedBackward(c.lifted, gn.dx, T, H, N, options.dLiftedState);
   const da = lb ? lb.da : new Float64Array(TC);
   if (lb) {
     for (let i = 0; i < TC; i++) {
       dr[i] += lb.dr[i];
       wk.dd[i] += lb.dd[i];
+      dk[i] += lb.dk[i];
+      dv[i] += lb.dv[i];
     }
   }
   // α, β, k_a update, kk normalisation → k0 and a
@@ -306,7 +310,10 @@ export function timeMixBackward(
   const dShift = tokenShiftBackward(duPrev, du, T, C);
   const ln = layerNormBackward(du, c.x, w.ln1_w, T, C, 1e-5, wg);
   const result: TimeMixGrads = { dx: ln.dx, dShift, dS0: wk.dS0, dvFirst: vr.dvFirst };
-  if (lb) result.dLiftedS0 = lb.dS0;
+  if (lb) {
+    result.dLiftedS0 = lb.dS0;
+    result.dLiftedGate = lb.dGate;
+  }
   if (wg) {
     const zeros = (a?: ArrayLike<number>) => (a ? new Float64Array(a.length) : undefined);
     result.dWeights = {

@@ -145,6 +145,8 @@ export interface GradBuffers {
   dWeights?: GpuWeights;
   /** with `lifted`: dL/dŜ0 summed over the batch, laid out like the set's `s0` */
   dLifted?: GPUBuffer;
+  /** with `lifted`: dL/dg summed over the batch, laid out like the set's `gate` (0 in memory mode) */
+  dLiftedGate?: GPUBuffer;
 }
 
 interface Buffers extends GradBuffers {
@@ -160,7 +162,7 @@ interface Buffers extends GradBuffers {
   work: GpuState;
   grad: GradWorkspace;
   /** lifted work state and dŜ0 of the set last used with these B, T */
-  lifted?: { set: GpuLifted; work: GpuLiftedState; dLifted: GPUBuffer };
+  lifted?: { set: GpuLifted; work: GpuLiftedState; dLifted: GPUBuffer; dLiftedGate: GPUBuffer };
 }
 
 /** The model backward; create once per model with {@link GpuBackward.create}. */
@@ -300,7 +302,11 @@ export class GpuBackward {
         dShiftFfn: b.dShiftFfn,
         ...(dW ? { dW: dW.layers[l] } : {}),
         ...(dW && st ? { shift0: { att: st.att, ffn: st.ffn, off: st.shiftOffset(l) } } : {}),
-        ...(lifted ? { lifted: { set: lifted.set, dLifted: lifted.dLifted } } : {}),
+        ...(lifted
+          ? {
+            lifted: { set: lifted.set, dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate },
+          }
+          : {}),
       });
       this.k.wkv.sumBatch(rec, {
         B: a.B,
@@ -316,7 +322,7 @@ export class GpuBackward {
     return {
       ...{ stats, dS0, dS0Sum, dShiftAtt, dShiftFfn },
       ...(dW ? { dWeights: dW } : {}),
-      ...(lifted ? { dLifted: lifted.dLifted } : {}),
+      ...(lifted ? { dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate } : {}),
     };
   }
 
@@ -333,11 +339,13 @@ export class GpuBackward {
       if (b.lifted) {
         b.lifted.work.destroy();
         b.lifted.dLifted.destroy();
+        b.lifted.dLiftedGate.destroy();
       }
       b.lifted = {
         set,
         work: new GpuLiftedState(set, a.B, "bwd.liftedWork"),
         dLifted: createStorage(this.model.gpu, "bwd.dLifted", set.size * 4),
+        dLiftedGate: createStorage(this.model.gpu, "bwd.dLiftedGate", set.gateSize * 4),
       };
     }
     return b.lifted;
@@ -439,6 +447,8 @@ export class GpuBackward {
     dS0Sum: Float32Array;
     /** with `a.lifted`: dL/dŜ0 in the layout of the set's `s0` */
     dLifted?: Float32Array;
+    /** with `a.lifted`: dL/dg in the layout of the set's `gate` */
+    dLiftedGate?: Float32Array;
     bufs: GradBuffers;
   }> {
     const gpu = this.model.gpu, cfg = this.model.config;
@@ -450,7 +460,9 @@ export class GpuBackward {
     const dS0Sum = await readF32(gpu, bufs.dS0Sum, n);
     const out = { loss: stats[0], count: stats[1], dS0Sum, bufs };
     if (!bufs.dLifted || !a.lifted) return out;
-    return { ...out, dLifted: await readF32(gpu, bufs.dLifted, a.lifted.set.size) };
+    const dLifted = await readF32(gpu, bufs.dLifted, a.lifted.set.size);
+    const dLiftedGate = await readF32(gpu, bufs.dLiftedGate!, a.lifted.set.gateSize);
+    return { ...out, dLifted, dLiftedGate };
   }
 
   /** Free the backward's buffers, weight gradients included (the model's are its own). */
@@ -471,6 +483,7 @@ export class GpuBackward {
     destroyGradWorkspace(b.grad);
     b.lifted?.work.destroy();
     b.lifted?.dLifted.destroy();
+    b.lifted?.dLiftedGate.destroy();
     this.#bufs = undefined;
   }
 }

@@ -123,7 +123,7 @@ export interface LayerBackwardIo {
    * its gradients join dr, dd, dkk, da and dL/dŜ0 (batch sum) goes to `dLifted` (the layout of
    * `set.s0`). The layer's lifted features must be the ones of the recomputed forward.
    */
-  lifted?: { set: GpuLifted; dLifted: GPUBuffer };
+  lifted?: { set: GpuLifted; dLifted: GPUBuffer; dLiftedGate: GPUBuffer };
 }
 
 /** Record norm affine gradients: `vecs[wOff] += Σ dy ⊙ x̂`, `vecs[bOff] += Σ dy` over rows. */
@@ -277,8 +277,9 @@ function timeMixOutputBackward(
   });
   if (io.lifted?.set.layers[l]) {
     io.lifted.set.recordBackward(rec, l, {
-      ...{ B: g.B, T: g.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, dy: g.dyw },
-      ...{ dkk: g.dkk, dr: g.dr, dd: g.dd, da: g.da, dLifted: io.lifted.dLifted },
+      ...{ B: g.B, T: g.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, k: ws.k, v: ws.v, dy: g.dyw },
+      ...{ dkk: g.dkk, dr: g.dr, dd: g.dd, da: g.da, dk: g.dk, dv: g.dv },
+      ...{ dLifted: io.lifted.dLifted, dLiftedGate: io.lifted.dLiftedGate },
     });
   }
   const kd: KeyDecayArgs = {

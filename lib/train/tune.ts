@@ -24,7 +24,7 @@ import { learningRate } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type DbpRows, GpuLifted, loadLifted, saveLifted } from "../model/gpu_lifted.ts";
-import { type LiftedLayers } from "../ref/lifted_types.ts";
+import type { LiftedLayers } from "../ref/lifted_types.ts";
 import { type DbpConfig, type DbpConfigInput, DbpConfigSchema } from "../parts/config.ts";
 import { Rng } from "../util/rng.ts";
 
@@ -411,18 +411,19 @@ async function setupLifted(model: GpuModel, opt: TuneLiftedOptions): Promise<Lif
   const idx: GPUBuffer[] = [];
   let count = 0;
   const lrScale = opt.lrScale ?? 1;
+  const stride = set.layers.every((ly) => !ly || ly.writes) ? 3 : 2;
   return {
     set,
     g,
     dbp,
     dbpRows(examples, batches, step) {
       if (!dbp) return undefined;
-      // every real position's kk (kind 0) and r (kind 1), padding excluded
+      // every real position's kk (kind 0), r (kind 1) and, when every branch writes, k (kind 2)
       let all: [number, number][] = [];
       batches.forEach((b, a) => {
         examples[a].forEach((ex, bi) => {
           for (let t = 0; t < ex.ids.length - 1; t++) {
-            all.push([a, (bi * b.T + t) * 2], [a, (bi * b.T + t) * 2 + 1]);
+            for (let k = 0; k < stride; k++) all.push([a, (bi * b.T + t) * stride + k]);
           }
         });
       });
@@ -437,7 +438,7 @@ async function setupLifted(model: GpuModel, opt: TuneLiftedOptions): Promise<Lif
           idx[a] = createStorage(gpu, `tune.dbpIdx${a}`, Math.max(256, list.byteLength));
         }
         writeStorage(gpu, idx[a], list);
-        return { idx: idx[a], n: list.length, accumulate: a > 0 };
+        return { idx: idx[a], n: list.length, stride, accumulate: a > 0 };
       });
     },
     step(rec, adam, lr, step, clip) {
