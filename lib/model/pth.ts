@@ -12,7 +12,7 @@ import type { DType, Tensor, TensorFile } from "./types.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.ts";
 import { describe, pickleStateDict, TorchTensor, unpickle } from "./pickle.ts";
 import type { PickleTensorEntry } from "./pickle.ts";
-import { writeZip, ZipArchive } from "./zip.ts";
+import { writeZip, ZipArchive, ZipError } from "./zip.ts";
 import type { ZipInput, ZipReadOptions } from "./zip.ts";
 
 /** Error for a checkpoint that is not a readable tensor dict. */
@@ -92,6 +92,20 @@ function checkLayout(name: string, t: TorchTensor, source: string): void {
   }
 }
 
+/** Run `read`, adding the tensor's name to a zip error (a CRC failure names the entry only). */
+function forTensor<T>(name: string, read: () => T): T {
+  const add = (e: unknown) => {
+    if (e instanceof ZipError) e.message += ` (the storage of tensor "${name}")`;
+    return e;
+  };
+  try {
+    const r = read();
+    return (r instanceof Promise ? r.catch((e) => Promise.reject(add(e))) : r) as T;
+  } catch (e) {
+    throw add(e);
+  }
+}
+
 /** Decode one tensor from its storage entry. */
 function decodeTensor(
   name: string,
@@ -115,7 +129,7 @@ function decodeTensor(
         `"${entry}"); the file is incomplete or corrupt`,
     );
   }
-  const raw = zip.get(entry);
+  const raw = forTensor(name, () => zip.get(entry));
   if (raw.length < t.storage.numel * st.bytes) {
     throw new PthError(
       `${source}: storage "${entry}" of tensor "${name}" has ${raw.length} bytes, ` +
@@ -197,9 +211,9 @@ export async function parsePthAsync(
   const prefix = pkl.slice(0, -"data.pkl".length);
   await zip.read(pkl);
   if (zip.has(prefix + "byteorder")) await zip.read(prefix + "byteorder");
-  for (const [, t] of pickledTensors(zip, source)) {
+  for (const [key, t] of pickledTensors(zip, source)) {
     const entry = `${prefix}data/${t.storage.key}`;
-    if (zip.has(entry)) await zip.read(entry);
+    if (zip.has(entry)) await forTensor(key, () => zip.read(entry));
   }
   return tensorsFromArchive(zip, source);
 }

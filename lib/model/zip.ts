@@ -363,4 +363,3 @@ export class ZipArchive {
 function hex32(v: number): string {
   return "0x" + v.toString(16).padStart(8, "0");
 }
-

@@ -38,4 +38,3 @@ export function crc32(bytes: Uint8Array, crc = 0): number {
   for (; i < bytes.length; i++) c = t0[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
   return (c ^ U32) >>> 0;
 }
-
