@@ -304,3 +304,88 @@ Deno.test("bad input 10: an unknown model is a 404 model_not_found; named states
     await srv.close();
   }
 });
+
+Deno.test({
+  name: "bad input 9–10: `deno task serve` with --api-key and two named --state files",
+  ignore: !(await hasAdapter()),
+  async fn() {
+    const { loadModel } = await import("../lib/model/load.ts");
+    const { serializeState } = await import("../lib/train/state_file.ts");
+    const path = new URL("../models/default.safetensors", import.meta.url).pathname;
+    const cfg = (await loadModel(path)).weights.config;
+    const dir = await Deno.makeTempDir();
+    const files = ["a", "b"].map((n) => `${dir}/${n}.pth`);
+    for (const [i, f] of files.entries()) {
+      const s = Array.from(
+        { length: cfg.nLayer },
+        () => new Float32Array(cfg.nHead * cfg.headSize ** 2).fill(20 * (2 * i - 1)),
+      );
+      await Deno.writeFile(f, serializeState(s, cfg, "peft", "f32"));
+    }
+    const key = "test-key-0123456789";
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "scripts/serve.ts",
+        "--port",
+        "0",
+        "--api-key",
+        key,
+        "--state",
+        `one=${files[0]}`,
+        "--state",
+        `two=${files[1]}`,
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      let first = "";
+      while (!first.includes("\n")) {
+        const { done, value } = await lines.read();
+        if (done) break;
+        first += value;
+      }
+      assert(!first.includes(key), "the API key was logged");
+      const port = Number(/127\.0\.0\.1:(\d+)\/v1/.exec(first)?.[1]);
+      assert(port > 0, first);
+      const auth = { authorization: `Bearer ${key}` };
+      const url = `http://127.0.0.1:${port}/v1`;
+      const models = await (await get(`${url}/models`, auth)).json();
+      assertEquals(models.data.map((m: { id: string }) => m.id), ["default", "one", "two"]);
+      const texts: string[] = [];
+      for (const model of ["default", "one", "two"]) {
+        const r = await post(`${url}/completions`, {
+          model,
+          prompt: "T",
+          max_tokens: 1,
+          temperature: 0,
+          logprobs: 1,
+        }, { headers: auth });
+        assertEquals(r.status, 200, model);
+        const j = await r.json();
+        assertEquals(j.model, model);
+        texts.push(JSON.stringify(j.choices[0].logprobs.top_logprobs[0]));
+      }
+      // each state gives its own logits (the same state gives bit-identical ones)
+      assertEquals(new Set(texts).size, 3, texts.join(" "));
+    } finally {
+      child.kill("SIGINT");
+      await lines.cancel();
+      await child.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+async function hasAdapter(): Promise<boolean> {
+  try {
+    return (await navigator.gpu?.requestAdapter()) != null;
+  } catch {
+    return false;
+  }
+}
