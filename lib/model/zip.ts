@@ -16,6 +16,7 @@
  * @module
  */
 
+import { z } from "zod";
 import { crc32 } from "../util/crc32.ts";
 export { crc32 } from "../util/crc32.ts";
 export { writeZip, ZIP_ALIGNMENT } from "./zip_write.ts";
@@ -65,10 +66,12 @@ export const MAX_ENTRY_BYTES = 2 ** 32;
 const MAX_DEFLATE_RATIO = 1032;
 
 /** Options of {@linkcode ZipArchive}. */
-export interface ZipReadOptions {
+export const ZipReadOptionsSchema = z.object({
   /** Refuse to inflate an entry declaring more bytes than this. Default {@link MAX_ENTRY_BYTES}. */
-  maxEntryBytes?: number;
-}
+  maxEntryBytes: z.number().int().positive().default(MAX_ENTRY_BYTES),
+});
+/** Options of {@linkcode ZipArchive} (input form). */
+export type ZipReadOptions = z.input<typeof ZipReadOptionsSchema>;
 
 /** A parsed ZIP archive over an in-memory file. Entry data are views into the file bytes. */
 export class ZipArchive {
@@ -92,7 +95,7 @@ export class ZipArchive {
     this.#bytes = bytes;
     this.#dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#source = source;
-    this.#maxEntry = options.maxEntryBytes ?? MAX_ENTRY_BYTES;
+    this.#maxEntry = ZipReadOptionsSchema.parse(options).maxEntryBytes;
     this.entries = new Map();
     try {
       const { count, cdOffset, cdSize } = this.#readEnd();
