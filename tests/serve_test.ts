@@ -134,7 +134,11 @@ Deno.test({
       });
       assertEquals(badChat.status, 400);
       assertEquals((await badChat.json()).error.param, "messages.0.role");
-      const notJson = await fetch(`${url}/completions`, { method: "POST", body: "{" });
+      const notJson = await fetch(`${url}/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "{",
+      });
       assertEquals(notJson.status, 400);
       await notJson.body?.cancel();
       const missing = await fetch(`${url}/nothing`);

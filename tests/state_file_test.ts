@@ -50,7 +50,7 @@ Deno.test("state files: a state for another model is refused by name", () => {
   assertThrows(
     () => parseState(bytes, { ...cfg, nLayer: 4 }, "s.pth"),
     StateFileError,
-    "has time_state for 3 layers (up to blocks.2) but the model has 4 layers",
+    "has time_state for 3 layers but the model has 4 (blocks.0 to blocks.3); missing: blocks.3",
   );
   assertThrows(
     () => parseState(bytes, { ...cfg, nHead: 1, headSize: 8 }, "s.pth"),

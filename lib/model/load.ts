@@ -21,7 +21,8 @@ export type CheckpointFormat = "pth" | "safetensors";
 
 /**
  * Tell the format from the first bytes: a zip (`PK\x03\x04`) is a PyTorch checkpoint; a
- * little-endian u64 header length that fits the file followed by `{` is safetensors.
+ * little-endian u64 header length followed by `{` is safetensors (a length past the end of
+ * the file is reported by the safetensors parser as truncation).
  *
  * @returns the format, or `null` when neither matches
  */
@@ -30,8 +31,9 @@ export function detectFormat(bytes: Uint8Array): CheckpointFormat | null {
     if (bytes[3] === 4) return "pth";
   }
   if (bytes.length >= 9 && bytes[8] === 0x7b) {
+    // a header length past the end still means safetensors (truncated): its parser says so
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (dv.getBigUint64(0, true) <= BigInt(bytes.length - 8)) return "safetensors";
+    if (dv.getBigUint64(0, true) < 2n ** 53n) return "safetensors";
   }
   return null;
 }
@@ -153,7 +155,21 @@ class Reader {
           `the file is not an RWKV-7 x070 checkpoint or is corrupt`,
       );
     }
+    checkFinite(key, t.data, this.source);
     return t.data;
+  }
+}
+
+/** Refuse a weight holding NaN or ±Inf, naming the tensor and the first bad element. */
+function checkFinite(key: string, data: Float32Array, source: string): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v - v !== 0) {
+      throw new CheckpointError(
+        `${source}: ${key}: element ${i} of ${data.length} is ${v}; a weight must be finite, ` +
+          `the file is corrupt (or was saved from a diverged run)`,
+      );
+    }
   }
 }
 

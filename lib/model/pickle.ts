@@ -274,7 +274,7 @@ class Unpickler {
   append(items: PyValue[]): void {
     const l = this.top();
     if (!Array.isArray(l)) this.fail(`APPEND(S) on ${describe(l)}`);
-    l.push(...items);
+    for (const x of items) l.push(x); // a spread overflows the call stack past ~125k items
   }
 
   /** BUILD: tensors and dicts ignore attribute state (`_metadata`, hooks); nothing is set. */
@@ -379,7 +379,20 @@ const EFFECT_OPS: Record<number, Op<void>> = {
  * @throws {PickleError} for a disallowed global, an unknown opcode, or a truncated pickle
  */
 export function unpickle(bytes: Uint8Array, source = "pickle"): PyValue {
-  return new Unpickler(bytes, source).run();
+  const u = new Unpickler(bytes, source);
+  try {
+    return u.run();
+  } catch (e) {
+    if (e instanceof PickleError) {
+      if (!e.message.startsWith(source)) e.message = `${source}: ${e.message}`;
+      throw e;
+    }
+    throw new PickleError(
+      `${source}: the pickle cannot be read near offset ${u.p} of ${bytes.length} ` +
+        `(${(e as Error).name}: ${(e as Error).message}); the file is corrupt or not a ` +
+        `tensor state dict`,
+    );
+  }
 }
 
 /** One tensor for {@linkcode pickleStateDict} (contiguous, offset 0, own storage by default). */

@@ -12,8 +12,8 @@ import type { DType, Tensor, TensorFile } from "./types.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.ts";
 import { describe, pickleStateDict, TorchTensor, unpickle } from "./pickle.ts";
 import type { PickleTensorEntry } from "./pickle.ts";
-import { writeZip, ZipArchive } from "./zip.ts";
-import type { ZipInput } from "./zip.ts";
+import { writeZip, ZipArchive, ZipError } from "./zip.ts";
+import type { ZipInput, ZipReadOptions } from "./zip.ts";
 
 /** Error for a checkpoint that is not a readable tensor dict. */
 export class PthError extends Error {
@@ -47,8 +47,8 @@ function contiguousStride(shape: number[]): number[] {
   return shape.map((_, i) => product(shape.slice(i + 1)));
 }
 
-/** Find `data.pkl` (at the root or under one top folder); returns its folder prefix. */
-function findPickle(zip: ZipArchive, source: string): string {
+/** The name of `data.pkl` (at the root or under one top folder). */
+function pickleName(zip: ZipArchive, source: string): string {
   const names = [...zip.entries.keys()];
   const pkl = names.find((n) => /^([^/]+\/)?data\.pkl$/.test(n));
   if (!pkl) {
@@ -59,7 +59,12 @@ function findPickle(zip: ZipArchive, source: string): string {
       }); it is not a checkpoint written by torch.save`,
     );
   }
-  const prefix = pkl.slice(0, -"data.pkl".length);
+  return pkl;
+}
+
+/** Check `byteorder` (when present); returns the folder prefix of `data.pkl`. */
+function findPickle(zip: ZipArchive, source: string): string {
+  const prefix = pickleName(zip, source).slice(0, -"data.pkl".length);
   const order = zip.has(prefix + "byteorder")
     ? new TextDecoder().decode(zip.get(prefix + "byteorder")).trim()
     : "little";
@@ -87,6 +92,20 @@ function checkLayout(name: string, t: TorchTensor, source: string): void {
   }
 }
 
+/** Run `read`, adding the tensor's name to a zip error (a CRC failure names the entry only). */
+function forTensor<T>(name: string, read: () => T): T {
+  const add = (e: unknown) => {
+    if (e instanceof ZipError) e.message += ` (the storage of tensor "${name}")`;
+    return e;
+  };
+  try {
+    const r = read();
+    return (r instanceof Promise ? r.catch((e) => Promise.reject(add(e))) : r) as T;
+  } catch (e) {
+    throw add(e);
+  }
+}
+
 /** Decode one tensor from its storage entry. */
 function decodeTensor(
   name: string,
@@ -110,7 +129,7 @@ function decodeTensor(
         `"${entry}"); the file is incomplete or corrupt`,
     );
   }
-  const raw = zip.get(entry);
+  const raw = forTensor(name, () => zip.get(entry));
   if (raw.length < t.storage.numel * st.bytes) {
     throw new PthError(
       `${source}: storage "${entry}" of tensor "${name}" has ${raw.length} bytes, ` +
@@ -127,14 +146,14 @@ function decodeTensor(
   return { tensor: { shape: t.shape, data }, dtype: st.dtype };
 }
 
-function tensorsFromArchive(zip: ZipArchive, source: string): TensorFile {
+/** The `{name: tensor}` entries of `data.pkl`, validated. */
+function pickledTensors(zip: ZipArchive, source: string): [string, TorchTensor][] {
   const prefix = findPickle(zip, source);
-  const root = unpickle(zip.get(prefix + "data.pkl", true), `${source}: data.pkl`);
+  const root = unpickle(zip.get(prefix + "data.pkl"), `${source}: data.pkl`);
   if (!(root instanceof Map)) {
     throw new PthError(`${source}: data.pkl holds a ${describe(root)}, expected a dict of tensors`);
   }
-  const tensors = new Map<string, Tensor>();
-  let dtype: DType | undefined;
+  const out: [string, TorchTensor][] = [];
   for (const [key, value] of root) {
     if (typeof key !== "string") {
       throw new PthError(`${source}: data.pkl has a non-string key ${String(key)}`);
@@ -145,6 +164,16 @@ function tensorsFromArchive(zip: ZipArchive, source: string): TensorFile {
           `{name: tensor} state dicts are read`,
       );
     }
+    out.push([key, value]);
+  }
+  return out;
+}
+
+function tensorsFromArchive(zip: ZipArchive, source: string): TensorFile {
+  const prefix = findPickle(zip, source);
+  const tensors = new Map<string, Tensor>();
+  let dtype: DType | undefined;
+  for (const [key, value] of pickledTensors(zip, source)) {
     const t = decodeTensor(key, value, zip, prefix, source);
     dtype ??= t.dtype;
     tensors.set(key, t.tensor);
@@ -153,22 +182,39 @@ function tensorsFromArchive(zip: ZipArchive, source: string): TensorFile {
 }
 
 /**
- * Parse a PyTorch checkpoint whose entries are STORED (as `torch.save` writes them).
+ * Parse a PyTorch checkpoint whose entries are STORED (as `torch.save` writes them). Every
+ * entry read is CRC-checked; entries the pickle does not use are never touched.
  *
  * @param bytes the whole file
  * @param source a name for error messages (the path)
  * @throws {PthError} for a non-tensor dict, missing storage or unsupported dtype
- * @throws {ZipError} for a file that is not a zip or is truncated
+ * @throws {ZipError} for a file that is not a zip, is truncated, fails a CRC, or uses DEFLATE
+ *   (use {@linkcode parsePthAsync})
  * @throws {PickleError} for a disallowed global or an unknown opcode in `data.pkl`
  */
 export function parsePth(bytes: Uint8Array, source = "pth"): TensorFile {
   return tensorsFromArchive(new ZipArchive(bytes, source), source);
 }
 
-/** Like {@linkcode parsePth}, and also reads DEFLATE-compressed entries (re-zipped files). */
-export async function parsePthAsync(bytes: Uint8Array, source = "pth"): Promise<TensorFile> {
-  const zip = new ZipArchive(bytes, source);
-  await zip.inflateAll();
+/**
+ * Like {@linkcode parsePth}, and also reads DEFLATE-compressed entries (re-zipped files):
+ * only `data.pkl`, `byteorder` and the storages the pickle names are inflated, one at a time,
+ * each bounded by its declared size and {@linkcode ZipReadOptions.maxEntryBytes}.
+ */
+export async function parsePthAsync(
+  bytes: Uint8Array,
+  source = "pth",
+  options: ZipReadOptions = {},
+): Promise<TensorFile> {
+  const zip = new ZipArchive(bytes, source, options);
+  const pkl = pickleName(zip, source);
+  const prefix = pkl.slice(0, -"data.pkl".length);
+  await zip.read(pkl);
+  if (zip.has(prefix + "byteorder")) await zip.read(prefix + "byteorder");
+  for (const [key, t] of pickledTensors(zip, source)) {
+    const entry = `${prefix}data/${t.storage.key}`;
+    if (zip.has(entry)) await forTensor(key, () => zip.read(entry));
+  }
   return tensorsFromArchive(zip, source);
 }
 

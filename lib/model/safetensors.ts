@@ -16,6 +16,9 @@ const EntrySchema = z.object({
   data_offsets: z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]),
 });
 
+/** Largest JSON header safetensors allows (100 MB, as the reference implementation). */
+const MAX_HEADER = 100_000_000;
+
 const DTYPES: Record<string, { dtype: DType; bytes: number }> = {
   F32: { dtype: "f32", bytes: 4 },
   F16: { dtype: "f16", bytes: 2 },
@@ -43,10 +46,17 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Ten
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(dv.getBigUint64(0, true));
-  if (headerLen > bytes.length - 8 || headerLen > 100_000_000) {
+  if (headerLen > bytes.length - 8) {
     throw new SafetensorsError(
-      `${source}: header length ${headerLen} exceeds the file size ${bytes.length}; ` +
-        `the file is truncated or not safetensors`,
+      `${source}: the header length field says ${headerLen} bytes but the file has only ` +
+        `${bytes.length - 8} after it; the file is truncated (incomplete download?) or its ` +
+        `first 8 bytes are damaged`,
+    );
+  }
+  if (headerLen > MAX_HEADER) {
+    throw new SafetensorsError(
+      `${source}: header length ${headerLen} is over the ${MAX_HEADER}-byte limit ` +
+        `safetensors allows; the file is corrupt`,
     );
   }
   let header: Record<string, unknown>;
@@ -58,6 +68,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Ten
   const dataStart = 8 + headerLen;
   const dataLen = bytes.length - dataStart;
   const tensors = new Map<string, Tensor>();
+  const spans: { name: string; begin: number; end: number }[] = [];
   let fileDtype: DType | undefined;
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") continue;
@@ -80,6 +91,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Ten
           `the file is truncated or corrupt`,
       );
     }
+    spans.push({ name, begin, end });
     const slice = bytes.slice(dataStart + begin, dataStart + end); // aligned copy
     const data = dt.dtype === "f32"
       ? new Float32Array(slice.buffer)
@@ -89,7 +101,23 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Ten
     fileDtype ??= dt.dtype;
     tensors.set(name, { shape, data });
   }
+  checkOverlaps(spans, source);
   return { tensors, dtype: fileDtype ?? "f32" };
+}
+
+/** Refuse tensors whose byte ranges overlap (the format requires disjoint ranges). */
+function checkOverlaps(spans: { name: string; begin: number; end: number }[], source: string) {
+  const sorted = spans.filter((s) => s.end > s.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1], b = sorted[i];
+    if (b.begin < a.end) {
+      throw new SafetensorsError(
+        `${source}: tensors "${a.name}" (bytes ${a.begin}..${a.end}) and "${b.name}" ` +
+          `(bytes ${b.begin}..${b.end}) overlap; each tensor needs its own bytes, the file is ` +
+          `corrupt or was written by a broken tool`,
+      );
+    }
+  }
 }
 
 /** Read and parse a safetensors file. */

@@ -5,13 +5,22 @@
  * directory, and each local header to find where the data starts. Sizes always come from the
  * central directory, because `torch.save` writes local headers with zero sizes followed by a
  * data descriptor. STORED entries are read synchronously; DEFLATE entries (which torch never
- * writes) are inflated with `DecompressionStream("deflate-raw")` by {@linkcode ZipArchive.inflateAll}.
+ * writes, but re-zipping tools do) are inflated on demand, one at a time, by
+ * {@linkcode ZipArchive.read} with `DecompressionStream("deflate-raw")`: only entries that are
+ * asked for, each stopped at the size its directory entry declares and refused beyond a sanity
+ * limit. Every entry's CRC-32 is checked on first read (streaming while inflating).
  *
- * Writing: STORED entries with CRC-32, each entry's data aligned to 64 bytes with an `FB`
- * padding extra field as torch writes it, and ZIP64 records when sizes or offsets need them.
+ * Writing (in `zip_write.ts`, re-exported here): STORED entries with CRC-32, 64-byte aligned
+ * data with an `FB` padding extra field as torch writes it, ZIP64 records when needed.
  *
  * @module
  */
+
+import { z } from "zod";
+import { crc32 } from "../util/crc32.ts";
+export { crc32 } from "../util/crc32.ts";
+export { writeZip, ZIP_ALIGNMENT } from "./zip_write.ts";
+export type { ZipInput, ZipWriteOptions } from "./zip_write.ts";
 
 const SIG_LOCAL = 0x04034b50;
 const SIG_CENTRAL = 0x02014b50;
@@ -20,8 +29,6 @@ const SIG_EOCD64 = 0x06064b50;
 const SIG_LOCATOR64 = 0x07064b50;
 const U32 = 0xffffffff;
 const U16 = 0xffff;
-/** Data alignment `torch.save` uses for every entry. */
-export const ZIP_ALIGNMENT = 64;
 
 /** Error for a malformed, truncated or unsupported ZIP file. */
 export class ZipError extends Error {
@@ -43,24 +50,6 @@ export interface ZipEntry {
   localOffset: number;
 }
 
-let crcTable: Uint32Array | undefined;
-
-/** CRC-32 (IEEE, as ZIP uses) of `bytes`, continuing from `crc` when given. */
-export function crc32(bytes: Uint8Array, crc = 0): number {
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  const t = crcTable;
-  let c = (crc ^ U32) >>> 0;
-  for (let i = 0; i < bytes.length; i++) c = t[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ U32) >>> 0;
-}
-
 function hexBytes(bytes: Uint8Array, n = 8): string {
   return [...bytes.subarray(0, n)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
 }
@@ -71,6 +60,19 @@ function u64(dv: DataView, at: number): number {
   return Number(v);
 }
 
+/** Largest entry {@linkcode ZipArchive.read} inflates by default (4 GiB). */
+export const MAX_ENTRY_BYTES = 2 ** 32;
+/** DEFLATE's largest expansion: a 258-byte match costs at least 2 bits (1032:1). */
+const MAX_DEFLATE_RATIO = 1032;
+
+/** Options of {@linkcode ZipArchive}. */
+export const ZipReadOptionsSchema = z.object({
+  /** Refuse to inflate an entry declaring more bytes than this. Default {@link MAX_ENTRY_BYTES}. */
+  maxEntryBytes: z.number().int().positive().default(MAX_ENTRY_BYTES),
+});
+/** Options of {@linkcode ZipArchive} (input form). */
+export type ZipReadOptions = z.input<typeof ZipReadOptionsSchema>;
+
 /** A parsed ZIP archive over an in-memory file. Entry data are views into the file bytes. */
 export class ZipArchive {
   /** Entries by name, in central-directory order. */
@@ -78,7 +80,9 @@ export class ZipArchive {
   readonly #bytes: Uint8Array;
   readonly #dv: DataView;
   readonly #source: string;
+  readonly #maxEntry: number;
   readonly #inflated = new Map<string, Uint8Array>();
+  readonly #verified = new Set<string>();
 
   /**
    * Parse the central directory of `bytes`.
@@ -87,13 +91,21 @@ export class ZipArchive {
    * @param source a name for error messages (the path)
    * @throws {ZipError} when the file is not a zip or is truncated
    */
-  constructor(bytes: Uint8Array, source = "zip") {
+  constructor(bytes: Uint8Array, source = "zip", options: ZipReadOptions = {}) {
     this.#bytes = bytes;
     this.#dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#source = source;
+    this.#maxEntry = ZipReadOptionsSchema.parse(options).maxEntryBytes;
     this.entries = new Map();
-    const { count, cdOffset, cdSize } = this.#readEnd();
-    this.#readCentral(count, cdOffset, cdSize);
+    try {
+      const { count, cdOffset, cdSize } = this.#readEnd();
+      this.#readCentral(count, cdOffset, cdSize);
+    } catch (e) {
+      if (e instanceof RangeError) {
+        this.#fail(`corrupt zip: a record points past the end of the file (${e.message})`);
+      }
+      throw e;
+    }
   }
 
   #fail(what: string): never {
@@ -156,6 +168,13 @@ export class ZipArchive {
       const extraLen = dv.getUint16(p + 30, true);
       const commentLen = dv.getUint16(p + 32, true);
       const name = new TextDecoder().decode(this.#bytes.subarray(p + 46, p + 46 + nameLen));
+      if (p + 46 + nameLen + extraLen + commentLen > end) {
+        this.#fail(
+          `corrupt zip: central directory entry ${i} ("${name}") has a name, extra field and ` +
+            `comment of ${nameLen} + ${extraLen} + ${commentLen} bytes that run past the end of ` +
+            `the directory (offset ${end}); the file is corrupt`,
+        );
+      }
       const entry: ZipEntry = {
         name,
         method: dv.getUint16(p + 10, true),
@@ -164,18 +183,31 @@ export class ZipArchive {
         size: dv.getUint32(p + 24, true),
         localOffset: dv.getUint32(p + 42, true),
       };
-      this.#applyZip64(entry, p + 46 + nameLen, extraLen);
+      this.#applyZip64(entry, p + 46 + nameLen, extraLen, i);
       this.entries.set(name, entry);
       p += 46 + nameLen + extraLen + commentLen;
     }
   }
 
   /** Replace 0xFFFFFFFF fields with the values from a ZIP64 extra field (id 1). */
-  #applyZip64(e: ZipEntry, at: number, len: number): void {
+  #applyZip64(e: ZipEntry, at: number, len: number, index: number): void {
     const dv = this.#dv;
     for (let q = at; q + 4 <= at + len;) {
       const id = dv.getUint16(q, true), size = dv.getUint16(q + 2, true);
+      if (q + 4 + size > at + len) {
+        this.#fail(
+          `corrupt zip: central directory entry ${index} ("${e.name}") has an extra field ` +
+            `(id 0x${id.toString(16)}, ${size} bytes at offset ${q}) that runs past the end of ` +
+            `its ${len}-byte extra area; the file is corrupt`,
+        );
+      }
       if (id === 1) {
+        const need = 8 * [e.size, e.compressedSize, e.localOffset].filter((v) => v === U32).length;
+        if (need > size) {
+          this.#fail(
+            `corrupt zip: entry "${e.name}" has a ${size}-byte ZIP64 extra field, ${need} needed`,
+          );
+        }
         let r = q + 4;
         if (e.size === U32) (e.size = u64(dv, r)), (r += 8);
         if (e.compressedSize === U32) (e.compressedSize = u64(dv, r)), (r += 8);
@@ -201,6 +233,12 @@ export class ZipArchive {
     }
     const start = e.localOffset + 30 + dv.getUint16(e.localOffset + 26, true) +
       dv.getUint16(e.localOffset + 28, true);
+    if (start > n) {
+      this.#fail(
+        `corrupt zip: the local header of entry "${e.name}" at offset ${e.localOffset} has a ` +
+          `name and extra field that run past the end of the file (${n} bytes)`,
+      );
+    }
     if (start + e.compressedSize > n) {
       this.#fail(
         `truncated zip: entry "${e.name}" needs bytes ${start}..${start + e.compressedSize} ` +
@@ -210,22 +248,38 @@ export class ZipArchive {
     return this.#bytes.subarray(start, start + e.compressedSize);
   }
 
+  #entry(name: string): ZipEntry {
+    return this.entries.get(name) ?? this.#fail(`entry "${name}" is missing`);
+  }
+
+  #checkCrc(e: ZipEntry, crc: number): void {
+    if (crc !== e.crc32) {
+      this.#fail(
+        `entry "${e.name}" fails its CRC-32 check (computed ${hex32(crc)}, the directory says ` +
+          `${hex32(e.crc32)}): its bytes were changed or damaged; the file is corrupt, ` +
+          `download or copy it again`,
+      );
+    }
+  }
+
   /**
-   * The bytes of entry `name` (a view into the file for STORED entries).
+   * The bytes of entry `name` (a view into the file for STORED entries), CRC-checked on the
+   * first read. DEFLATE entries must have been read with {@linkcode ZipArchive.read} first.
    *
-   * @param verify check the CRC-32 (costs a pass over the data)
+   * @param verify check the CRC-32 (one pass over the data, done once per entry)
    * @throws {ZipError} when the entry is missing, truncated, corrupt, or DEFLATE-compressed and
-   *   not yet inflated with {@linkcode ZipArchive.inflateAll}
+   *   not yet read with {@linkcode ZipArchive.read}
    */
-  get(name: string, verify = false): Uint8Array {
-    const e = this.entries.get(name);
-    if (!e) this.#fail(`entry "${name}" is missing`);
+  get(name: string, verify = true): Uint8Array {
+    const e = this.#entry(name);
     let data = this.#inflated.get(name);
     if (!data) {
       if (e.method !== 0) {
         this.#fail(
-          `entry "${name}" uses compression method ${e.method}; only STORED (0) is read ` +
-            `synchronously (call inflateAll() first for DEFLATE)`,
+          `entry "${name}" uses compression method ${e.method} (${
+            e.method === 8 ? "DEFLATE" : "unsupported"
+          }); the synchronous reader takes STORED (0) entries only: load the file with ` +
+            `loadModel / parsePthAsync / loadState, which inflate DEFLATE entries`,
         );
       }
       data = this.#raw(e);
@@ -233,155 +287,82 @@ export class ZipArchive {
     if (data.length !== e.size) {
       this.#fail(`entry "${name}" has ${data.length} bytes, the directory says ${e.size}`);
     }
-    if (verify && crc32(data) !== e.crc32) {
-      this.#fail(`entry "${name}" fails its CRC-32 check; the file is corrupt`);
+    if (verify && !this.#verified.has(name)) {
+      this.#checkCrc(e, crc32(data));
+      this.#verified.add(name);
     }
     return data;
   }
 
   /**
-   * Inflate every DEFLATE entry so {@linkcode ZipArchive.get} can return it.
+   * The bytes of entry `name`, inflating a DEFLATE entry on first use (then kept). The output
+   * is bounded by the size the directory declares, refused above the sanity limit, and its
+   * CRC-32 is computed while it streams.
    *
-   * @throws {ZipError} for compression methods other than STORED and DEFLATE
+   * @throws {ZipError} for a missing, corrupt, oversized or unsupported entry
    */
-  async inflateAll(): Promise<void> {
-    for (const e of this.entries.values()) {
-      if (e.method === 0 || this.#inflated.has(e.name)) continue;
-      if (e.method !== 8) {
-        this.#fail(`entry "${e.name}" uses unsupported compression method ${e.method}`);
-      }
-      const stream = new Blob([this.#raw(e).slice()]).stream()
-        .pipeThrough(new DecompressionStream("deflate-raw"));
-      this.#inflated.set(e.name, new Uint8Array(await new Response(stream).arrayBuffer()));
+  async read(name: string): Promise<Uint8Array> {
+    const e = this.#entry(name);
+    if (e.method === 0 || this.#inflated.has(name)) return this.get(name);
+    if (e.method !== 8) {
+      this.#fail(`entry "${name}" uses unsupported compression method ${e.method}`);
     }
+    const raw = this.#raw(e);
+    if (e.size > this.#maxEntry) {
+      this.#fail(
+        `entry "${name}" declares ${e.size} bytes, over the ${this.#maxEntry}-byte limit ` +
+          `per entry (maxEntryBytes); it is corrupt or not a checkpoint entry`,
+      );
+    }
+    if (e.size > raw.length * MAX_DEFLATE_RATIO + 1024) {
+      this.#fail(
+        `entry "${name}" declares ${e.size} bytes from ${raw.length} compressed bytes, more ` +
+          `than DEFLATE can produce (${MAX_DEFLATE_RATIO}:1); the file is corrupt`,
+      );
+    }
+    const out = await this.#inflate(e, raw);
+    this.#inflated.set(name, out);
+    this.#verified.add(name);
+    return out;
+  }
+
+  async #inflate(e: ZipEntry, raw: Uint8Array): Promise<Uint8Array> {
+    const out = new Uint8Array(e.size);
+    const reader = new Blob([raw.slice()]).stream()
+      .pipeThrough(new DecompressionStream("deflate-raw")).getReader();
+    let n = 0, crc = 0;
+    try {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (n + value.length > e.size) {
+          this.#fail(
+            `entry "${e.name}" inflates past the ${e.size} bytes its directory entry declares; ` +
+              `the file is corrupt (stopped at ${e.size} bytes)`,
+          );
+        }
+        out.set(value, n);
+        crc = crc32(value, crc);
+        n += value.length;
+      }
+    } catch (err) {
+      await reader.cancel().catch(() => {});
+      if (err instanceof ZipError) throw err;
+      this.#fail(`entry "${e.name}" is not valid DEFLATE data (${(err as Error).message})`);
+    }
+    if (n !== e.size) {
+      this.#fail(`entry "${e.name}" inflates to ${n} bytes, the directory says ${e.size}`);
+    }
+    this.#checkCrc(e, crc);
+    return out;
+  }
+
+  /** Inflate every DEFLATE entry (see {@linkcode ZipArchive.read}; prefer reading only what is used). */
+  async inflateAll(): Promise<void> {
+    for (const name of this.entries.keys()) await this.read(name);
   }
 }
 
-/** One file to write into a ZIP. */
-export interface ZipInput {
-  name: string;
-  data: Uint8Array;
-}
-
-/** Options for {@linkcode writeZip}. */
-export interface ZipWriteOptions {
-  /** Write ZIP64 records even when not needed (for tests). */
-  forceZip64?: boolean;
-}
-
-interface Placed {
-  name: Uint8Array;
-  data: Uint8Array;
-  crc: number;
-  offset: number;
-  extra: Uint8Array;
-}
-
-/** Local-header extra field: ZIP64 sizes when needed, then `FB` padding to align the data. */
-function localExtra(at: number, nameLen: number, size: number, z64: boolean): Uint8Array {
-  const z = z64 ? 20 : 0;
-  const before = at + 30 + nameLen + z + 4;
-  const pad = (ZIP_ALIGNMENT - (before % ZIP_ALIGNMENT)) % ZIP_ALIGNMENT;
-  const extra = new Uint8Array(z + 4 + pad);
-  const dv = new DataView(extra.buffer);
-  if (z64) {
-    dv.setUint16(0, 1, true);
-    dv.setUint16(2, 16, true);
-    dv.setBigUint64(4, BigInt(size), true);
-    dv.setBigUint64(12, BigInt(size), true);
-  }
-  dv.setUint16(z, 0x4246, true); // "FB", as torch writes
-  dv.setUint16(z + 2, pad, true);
-  extra.fill(0x5a, z + 4); // "Z"
-  return extra;
-}
-
-function writeLocal(dv: DataView, p: number, e: Placed, z64: boolean): void {
-  dv.setUint32(p, SIG_LOCAL, true);
-  dv.setUint16(p + 4, z64 ? 45 : 20, true);
-  dv.setUint16(p + 6, 0x0800, true); // UTF-8 names
-  dv.setUint32(p + 14, e.crc, true);
-  dv.setUint32(p + 18, z64 ? U32 : e.data.length, true);
-  dv.setUint32(p + 22, z64 ? U32 : e.data.length, true);
-  dv.setUint16(p + 26, e.name.length, true);
-  dv.setUint16(p + 28, e.extra.length, true);
-}
-
-function writeCentral(dv: DataView, p: number, e: Placed, z64: boolean): number {
-  dv.setUint32(p, SIG_CENTRAL, true);
-  dv.setUint16(p + 4, z64 ? 45 : 20, true);
-  dv.setUint16(p + 6, z64 ? 45 : 20, true);
-  dv.setUint16(p + 8, 0x0800, true);
-  dv.setUint32(p + 16, e.crc, true);
-  dv.setUint32(p + 20, z64 ? U32 : e.data.length, true);
-  dv.setUint32(p + 24, z64 ? U32 : e.data.length, true);
-  dv.setUint16(p + 28, e.name.length, true);
-  dv.setUint16(p + 30, z64 ? 28 : 0, true);
-  dv.setUint32(p + 42, z64 ? U32 : e.offset, true);
-  new Uint8Array(dv.buffer).set(e.name, p + 46);
-  const q = p + 46 + e.name.length;
-  if (z64) {
-    dv.setUint16(q, 1, true);
-    dv.setUint16(q + 2, 24, true);
-    dv.setBigUint64(q + 4, BigInt(e.data.length), true);
-    dv.setBigUint64(q + 12, BigInt(e.data.length), true);
-    dv.setBigUint64(q + 20, BigInt(e.offset), true);
-    return q + 28;
-  }
-  return q;
-}
-
-function writeEnd(dv: DataView, p: number, n: number, cd: number, cdSize: number, z64: boolean) {
-  if (z64) {
-    dv.setUint32(p, SIG_EOCD64, true);
-    dv.setBigUint64(p + 4, 44n, true);
-    dv.setUint16(p + 12, 45, true);
-    dv.setUint16(p + 14, 45, true);
-    dv.setBigUint64(p + 24, BigInt(n), true);
-    dv.setBigUint64(p + 32, BigInt(n), true);
-    dv.setBigUint64(p + 40, BigInt(cdSize), true);
-    dv.setBigUint64(p + 48, BigInt(cd), true);
-    dv.setUint32(p + 56, SIG_LOCATOR64, true);
-    dv.setBigUint64(p + 64, BigInt(p), true);
-    dv.setUint32(p + 72, 1, true);
-    p += 76;
-  }
-  dv.setUint32(p, SIG_EOCD, true);
-  dv.setUint16(p + 8, z64 ? U16 : n, true);
-  dv.setUint16(p + 10, z64 ? U16 : n, true);
-  dv.setUint32(p + 12, z64 ? U32 : cdSize, true);
-  dv.setUint32(p + 16, z64 ? U32 : cd, true);
-}
-
-/**
- * Write `files` as a ZIP of STORED entries, each entry's data 64-byte aligned.
- *
- * @returns the whole archive
- */
-export function writeZip(files: ZipInput[], options: ZipWriteOptions = {}): Uint8Array {
-  const enc = new TextEncoder();
-  const total = files.reduce((s, f) => s + f.data.length + 30 + 200, 0);
-  const z64 = options.forceZip64 === true || total >= U32 || files.length >= U16;
-  const placed: Placed[] = [];
-  let p = 0;
-  for (const f of files) {
-    const name = enc.encode(f.name);
-    const extra = localExtra(p, name.length, f.data.length, z64);
-    placed.push({ name, data: f.data, crc: crc32(f.data), offset: p, extra });
-    p += 30 + name.length + extra.length + f.data.length;
-  }
-  const cd = p;
-  const cdSize = placed.reduce((s, e) => s + 46 + e.name.length + (z64 ? 28 : 0), 0);
-  const out = new Uint8Array(cd + cdSize + (z64 ? 76 : 0) + 22);
-  const dv = new DataView(out.buffer);
-  for (const e of placed) {
-    writeLocal(dv, e.offset, e, z64);
-    out.set(e.name, e.offset + 30);
-    out.set(e.extra, e.offset + 30 + e.name.length);
-    out.set(e.data, e.offset + 30 + e.name.length + e.extra.length);
-  }
-  let q = cd;
-  for (const e of placed) q = writeCentral(dv, q, e, z64);
-  writeEnd(dv, q, placed.length, cd, cdSize, z64);
-  return out;
+function hex32(v: number): string {
+  return "0x" + v.toString(16).padStart(8, "0");
 }

@@ -1,12 +1,16 @@
 /**
- * An OpenAI-compatible HTTP server on 127.0.0.1: `/v1/completions`, `/v1/chat/completions`
- * (RWKV chat template), streaming as server-sent events, `logprobs`, `/v1/models`. Requests run
+ * An OpenAI-compatible HTTP server: `/v1/completions`, `/v1/chat/completions` (RWKV chat
+ * template), streaming as server-sent events, `logprobs`, `/v1/models`, `/health`. Requests run
  * one at a time on the GPU (a queue); bodies are validated with zod (400 naming the field).
+ *
+ * Hostile input is bounded before any work (see `guard.ts`): loopback Host names only unless
+ * bound elsewhere, an optional bearer token, JSON bodies only, a body size cap, a prompt length
+ * cap. Prefill runs in slices that yield to the event loop, so `/v1/models` and `/health`
+ * answer while a long prompt runs, and work stops once its client has gone.
  *
  * @module
  */
-import type { z } from "zod";
-import type { GpuModel } from "../model/gpu_model.ts";
+import { z } from "zod";
 import type { RwkvState } from "../model/types.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { generate, type GenerationResult, type LanguageModel } from "../generate/generate.ts";
@@ -15,21 +19,67 @@ import {
   ChatRequestSchema,
   CompletionRequestSchema,
   type TokenLogprob,
-  tokenLogprobs,
 } from "./openai.ts";
+import { ClientGone, slicedFeed, tracked } from "./session.ts";
+import {
+  checkApiKey,
+  checkHost,
+  errorResponse,
+  HttpError,
+  isLoopback,
+  json,
+  readJsonBody,
+} from "./guard.ts";
+
+/** A session the server drives (a `GpuSession` is one). */
+export interface ServedSession extends LanguageModel {
+  /** Free the session's buffers. */
+  destroy(): void;
+}
+
+/** What the server needs from a model (a `GpuModel` is one). */
+export interface ServedModel {
+  session(initial?: RwkvState): ServedSession;
+}
+
+/**
+ * Longest prompt by default, in tokens. RWKV has no fixed context (it is a recurrent network),
+ * so this is a chosen bound: 8192 tokens, about 30 KB of English.
+ */
+export const DEFAULT_MAX_PROMPT_TOKENS = 8192;
+/** Largest request body by default: 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 2 ** 20;
+/** Prompt tokens fed between two turns of the event loop. */
+export const DEFAULT_PREFILL_SLICE = 128;
+
+/** The plain-data server options (validated with zod). */
+export const ServerLimitsSchema = z.object({
+  /** Name reported by `/v1/models` and in responses. */
+  modelName: z.string().min(1).default("rwkv7"),
+  /** Address to bind; anything but loopback also accepts any Host header. */
+  hostname: z.string().min(1).default("127.0.0.1"),
+  /** Port; 0 picks a free one. */
+  port: z.number().int().min(0).max(65535).default(0),
+  /** Default `max_tokens` of chat requests that give none. */
+  defaultMaxTokens: z.number().int().min(0).default(256),
+  /** Longest prompt in tokens (400 `context_length_exceeded` past it). */
+  maxPromptTokens: z.number().int().min(1).default(DEFAULT_MAX_PROMPT_TOKENS),
+  /** Largest request body in bytes (413 past it). */
+  maxBodyBytes: z.number().int().min(1).default(DEFAULT_MAX_BODY_BYTES),
+  /** Prompt tokens fed per slice of prefill. */
+  prefillSlice: z.number().int().min(1).default(DEFAULT_PREFILL_SLICE),
+  /** Bearer token every `/v1` request must send (`/health` is open). */
+  apiKey: z.string().min(8, "the API key must have at least 8 characters").optional(),
+});
 
 /** Options of {@link startServer}. */
-export interface ServerOptions {
-  model: GpuModel;
+export interface ServerOptions extends Partial<z.input<typeof ServerLimitsSchema>> {
+  model: ServedModel;
   tokenizer: Tokenizer;
-  /** Initial state of every request (zero state when omitted). */
+  /** Initial state of requests for `modelName` (zero state when omitted). */
   state?: RwkvState;
-  /** Name reported by `/v1/models` and in responses. Default "rwkv7". */
-  modelName?: string;
-  /** Port on 127.0.0.1; 0 (default) picks a free one. */
-  port?: number;
-  /** Default `max_tokens` when a request gives none. Default 256. */
-  defaultMaxTokens?: number;
+  /** More initial states served by name: a request's `model` picks one. */
+  states?: Record<string, RwkvState>;
 }
 
 /** A running server. */
@@ -39,61 +89,344 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly param: string | null = null) {
-    super(message);
-  }
-}
-
-const json = (body: unknown, status = 200) =>
-  new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
-
-function errorResponse(e: HttpError): Response {
-  const type = e.status === 400 ? "invalid_request_error" : "server_error";
-  return json({ error: { message: e.message, type, param: e.param, code: null } }, e.status);
-}
-
-async function parseBody<S extends z.ZodType>(req: Request, schema: S): Promise<z.output<S>> {
-  let body: unknown;
-  try {
-    body = await req.json();
-  } catch {
-    throw new HttpError(400, "the request body is not valid JSON");
-  }
-  const r = schema.safeParse(body);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    const field = i.path.join(".") || "body";
-    throw new HttpError(400, `${field}: ${i.message}`, field);
-  }
-  return r.data;
-}
-
-/** A session wrapper recording the logits each generated token was drawn from. */
-function tracked(session: LanguageModel, tokenizer: Tokenizer, k: number) {
-  let pending: Float32Array | undefined;
-  const entries: TokenLogprob[] = [];
-  const lm: LanguageModel = {
-    vocabSize: session.vocabSize,
-    feed: async (tokens) => {
-      if (pending && tokens.length === 1) {
-        entries.push(tokenLogprobs(pending, tokens[0], k, tokenizer));
-      }
-      pending = await session.feed(tokens);
-      return pending;
-    },
-  };
-  const entry = (i: number, token: number) =>
-    entries[i] ?? tokenLogprobs(pending!, token, k, tokenizer);
-  return { lm, entry };
+/**
+ * A warning for a bind address beyond loopback (or `null`): other machines can reach the
+ * server, and without `apiKey` anyone who can reach it can use it.
+ */
+export function bindWarning(hostname: string, hasApiKey: boolean): string | null {
+  if (isLoopback(hostname)) return null;
+  return `warning: --host ${hostname} serves beyond this machine: every client that can reach ` +
+    `it can use the model` +
+    (hasApiKey
+      ? " with the API key; the key travels in clear text over plain HTTP"
+      : "; no --api-key is set, so anyone can");
 }
 
 const finish = (r: GenerationResult) => (r.stopReason === "max_tokens" ? "length" : "stop");
+
+/** One validated request, ready to run. */
+interface Job {
+  chat: boolean;
+  id: string;
+  model: string;
+  state: RwkvState | undefined;
+  ids: number[];
+  k: number;
+  wantLogprobs: boolean;
+  body: z.output<typeof ChatRequestSchema> | z.output<typeof CompletionRequestSchema>;
+  maxTokens: number;
+  stops: string[];
+  abort: AbortController;
+  /** Called now and then during work (writes keep-alive bytes to notice a gone client). */
+  beat?: () => void;
+}
+
+type Lp = { e: TokenLogprob; offset: number };
+
+function logprobsOf(job: Job, items: Lp[]) {
+  if (!job.wantLogprobs) return null;
+  if (job.chat) {
+    return {
+      content: items.map(({ e }) => ({
+        token: e.token,
+        logprob: e.logprob,
+        bytes: e.bytes,
+        top_logprobs: e.top.map((x) => ({ token: x.token, logprob: x.logprob, bytes: x.bytes })),
+      })),
+    };
+  }
+  return {
+    tokens: items.map(({ e }) => e.token),
+    token_logprobs: items.map(({ e }) => e.logprob),
+    top_logprobs: items.map(({ e }) => Object.fromEntries(e.top.map((x) => [x.token, x.logprob]))),
+    text_offset: items.map(({ offset }) => offset),
+  };
+}
+
+const usage = (job: Job, r: GenerationResult) => ({
+  prompt_tokens: job.ids.length,
+  completion_tokens: r.tokens.length,
+  total_tokens: job.ids.length + r.tokens.length,
+});
+
+const created = () => Math.floor(Date.now() / 1000);
+const rid = () => crypto.randomUUID().replaceAll("-", "").slice(0, 24);
+
+/** The server's request handling over one model, tokenizer and set of named states. */
+class Handler {
+  readonly o: z.output<typeof ServerLimitsSchema>;
+  readonly models: Map<string, RwkvState | undefined>;
+  queue: Promise<unknown> = Promise.resolve();
+  /** Requests queued or running. */
+  pending = 0;
+
+  constructor(readonly options: ServerOptions) {
+    const { model: _m, tokenizer: _t, state, states, ...limits } = options;
+    this.o = ServerLimitsSchema.parse(limits);
+    this.models = new Map([[this.o.modelName, state]]);
+    for (const [n, st] of Object.entries(states ?? {})) {
+      if (this.models.has(n)) throw new RangeError(`state name "${n}" is used twice`);
+      this.models.set(n, st);
+    }
+  }
+
+  enqueue<T>(job: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const run = this.queue.then(job, job).finally(() => this.pending--);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  async handle(req: Request): Promise<Response> {
+    const path = new URL(req.url).pathname.replace(/\/$/, "");
+    try {
+      if (isLoopback(this.o.hostname)) checkHost(req);
+      if (path === "/health" && req.method === "GET") {
+        return json({ status: "ok", pending: this.pending });
+      }
+      if (this.o.apiKey !== undefined && path.startsWith("/v1/")) {
+        await checkApiKey(req, this.o.apiKey);
+      }
+      if (path === "/v1/models" && req.method === "GET") {
+        return json({ object: "list", data: [...this.models.keys()].map(modelObject) });
+      }
+      if (path.startsWith("/v1/models/") && req.method === "GET") {
+        return json(modelObject(this.modelNamed(decodeURIComponent(path.slice(11)), null)));
+      }
+      const route = { "/v1/completions": false, "/v1/chat/completions": true }[path];
+      if (route === undefined) throw new HttpError(404, `no route ${req.method} ${path}`);
+      if (req.method !== "POST") throw new HttpError(405, `${path} takes POST`);
+      const job = await this.prepare(req, route);
+      return job.body.stream ? this.stream(job) : await this.plain(job);
+    } catch (e) {
+      return errorResponse(asHttpError(e));
+    }
+  }
+
+  modelNamed(name: string, param: string | null): string {
+    if (this.models.has(name)) return name;
+    throw new HttpError(
+      404,
+      `The model \`${name}\` does not exist or you do not have access to it. Served: ` +
+        [...this.models.keys()].map((n) => `\`${n}\``).join(", "),
+      param,
+      "model_not_found",
+    );
+  }
+
+  async prepare(req: Request, chat: boolean): Promise<Job> {
+    const max = this.o.maxBodyBytes;
+    const body = chat
+      ? await readJsonBody(req, ChatRequestSchema, max)
+      : await readJsonBody(req, CompletionRequestSchema, max);
+    const model = this.modelNamed(body.model ?? this.o.modelName, "model");
+    const prompt = "messages" in body ? chatPrompt(body.messages) : body.prompt;
+    const field = chat ? "messages" : "prompt";
+    const ids = this.options.tokenizer.encode(prompt);
+    if (ids.length === 0) throw new HttpError(400, `${field}: encodes to no tokens`, field);
+    if (ids.length > this.o.maxPromptTokens) this.tooLong(field, ids.length);
+    const abort = new AbortController();
+    if (req.signal.aborted) abort.abort();
+    req.signal.addEventListener("abort", () => abort.abort());
+    return {
+      chat,
+      id: (chat ? "chatcmpl-" : "cmpl-") + rid(),
+      model,
+      state: this.models.get(model),
+      ids,
+      k: "messages" in body ? (body.top_logprobs ?? 0) : (body.logprobs ?? 0),
+      wantLogprobs: "messages" in body ? body.logprobs : body.logprobs != null,
+      body,
+      maxTokens: ("max_completion_tokens" in body ? body.max_completion_tokens : undefined) ??
+        body.max_tokens ?? (chat ? this.o.defaultMaxTokens : 16),
+      stops: chat ? ["\n\n", ...body.stop] : body.stop,
+      abort,
+    };
+  }
+
+  tooLong(field: string, n: number): never {
+    throw new HttpError(
+      400,
+      `${field}: the prompt is ${n} tokens, over the server's limit of ` +
+        `${this.o.maxPromptTokens} (--max-prompt-tokens); shorten it`,
+      field,
+      "context_length_exceeded",
+    );
+  }
+
+  /** Start generation for `job` (inside its queue turn). */
+  start(job: Job) {
+    if (job.abort.signal.aborted) throw new ClientGone();
+    const session = this.options.model.session(job.state);
+    const fed = slicedFeed(
+      session,
+      this.o.prefillSlice,
+      job.abort.signal,
+      job.beat,
+      !job.body.stream,
+    );
+    const t = tracked(fed, this.options.tokenizer, job.k);
+    const b = job.body;
+    const it = generate(t.lm, this.options.tokenizer, job.ids, {
+      temperature: b.temperature,
+      topP: b.top_p,
+      presencePenalty: b.presence_penalty,
+      frequencyPenalty: b.frequency_penalty,
+      maxTokens: job.maxTokens,
+      stop: job.stops,
+      seed: b.seed,
+      signal: job.abort.signal,
+    });
+    return { session, it, entry: t.entry };
+  }
+
+  /** The whole completion as one JSON object (a job in the queue). */
+  complete(job: Job): Promise<Record<string, unknown>> {
+    return this.enqueue(async () => {
+      const { session, it, entry } = this.start(job);
+      try {
+        let text = "", n = 0;
+        const lp: Lp[] = [];
+        let r = await it.next();
+        while (!r.done) {
+          if (job.wantLogprobs) lp.push({ e: entry(n, r.value.token), offset: text.length });
+          text += r.value.text;
+          n++;
+          r = await it.next();
+        }
+        const message = { role: "assistant", content: text };
+        const choice = job.chat
+          ? { index: 0, message, logprobs: logprobsOf(job, lp) }
+          : { index: 0, text, logprobs: logprobsOf(job, lp) };
+        return {
+          id: job.id,
+          object: job.chat ? "chat.completion" : "text_completion",
+          created: created(),
+          model: job.model,
+          choices: [{ ...choice, finish_reason: finish(r.value) }],
+          usage: usage(job, r.value),
+        };
+      } finally {
+        session.destroy();
+      }
+    });
+  }
+
+  /**
+   * A non-streamed answer. Quick jobs answer with their status as usual; once a job has run
+   * for a heartbeat, the 200 is sent and whitespace (valid before JSON) written now and then,
+   * so that a client that has gone is noticed and its work stopped.
+   */
+  async plain(job: Job): Promise<Response> {
+    const enc = new TextEncoder();
+    let ctl!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => void (ctl = c),
+      cancel: () => job.abort.abort(),
+    });
+    let opened: (() => void) | undefined;
+    const open = new Promise<null>((r) => (opened = () => r(null)));
+    job.beat = () => {
+      opened?.();
+      opened = undefined;
+      ctl.enqueue(enc.encode(" "));
+    };
+    const result = this.complete(job);
+    const first = await Promise.race([
+      result.then((r) => ({ r }), (e) => ({ e: e as unknown })),
+      open,
+    ]);
+    if (first !== null) {
+      if ("e" in first) throw first.e;
+      return json(first.r);
+    }
+    result.then(
+      (r) => ctl.enqueue(enc.encode(JSON.stringify(r))),
+      (e) => {
+        if (!job.abort.signal.aborted) ctl.enqueue(enc.encode(JSON.stringify(errorBody(e))));
+      },
+    ).finally(() => {
+      try {
+        ctl.close();
+      } catch { /* the client has gone */ }
+    });
+    return new Response(body, { headers: { "content-type": "application/json" } });
+  }
+
+  stream(job: Job): Response {
+    const enc = new TextEncoder();
+    const sse = (data: unknown) => enc.encode(`data: ${JSON.stringify(data)}\n\n`);
+    const frame = (piece: Record<string, unknown>, finishReason: string | null) => ({
+      id: job.id,
+      object: job.chat ? "chat.completion.chunk" : "text_completion",
+      created: created(),
+      model: job.model,
+      choices: [{ index: 0, ...piece, finish_reason: finishReason }],
+    });
+    const run = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
+      job.beat = () => controller.enqueue(enc.encode(": keep-alive\n\n"));
+      const { session, it, entry } = this.start(job);
+      try {
+        if (job.chat) {
+          controller.enqueue(sse(frame({ delta: { role: "assistant" }, logprobs: null }, null)));
+        }
+        let n = 0, offset = 0;
+        let r = await it.next();
+        while (!r.done) {
+          const lp = job.wantLogprobs
+            ? logprobsOf(job, [{ e: entry(n, r.value.token), offset }])
+            : null;
+          const piece = job.chat
+            ? { delta: { content: r.value.text }, logprobs: lp }
+            : { text: r.value.text, logprobs: lp };
+          controller.enqueue(sse(frame(piece, null)));
+          offset += r.value.text.length;
+          n++;
+          r = await it.next();
+        }
+        const last = job.chat ? { delta: {}, logprobs: null } : { text: "", logprobs: null };
+        controller.enqueue(sse({ ...frame(last, finish(r.value)), usage: usage(job, r.value) }));
+        controller.enqueue(enc.encode("data: [DONE]\n\n"));
+        controller.close();
+      } finally {
+        session.destroy();
+      }
+    };
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.enqueue(() => run(controller)).catch((e) => {
+          if (!job.abort.signal.aborted) controller.error(e);
+        });
+      },
+      cancel: () => job.abort.abort(),
+    });
+    return new Response(stream, {
+      headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
+    });
+  }
+}
+
+function asHttpError(e: unknown): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof RangeError) return new HttpError(400, e.message);
+  return new HttpError(500, (e as Error).message ?? String(e));
+}
+
+/** The OpenAI-shaped error object, for an error after the status was sent. */
+function errorBody(e: unknown) {
+  const h = asHttpError(e);
+  return {
+    error: { message: h.message, type: "server_error", param: h.param, code: h.code },
+  };
+}
+
+const modelObject = (id: string) => ({ id, object: "model", created: 0, owned_by: "local" });
 
 /**
  * Start the server.
  *
  * @returns the port and `close()`.
+ * @throws {z.ZodError} for bad limits (a port out of range, a short API key)
  * @example
  * ```ts ignore
  * const srv = await startServer({ model, tokenizer });
@@ -102,186 +435,12 @@ const finish = (r: GenerationResult) => (r.stopReason === "max_tokens" ? "length
  * ```
  */
 export function startServer(options: ServerOptions): Promise<RunningServer> {
-  const { model, tokenizer } = options;
-  const name = options.modelName ?? "rwkv7";
-  let queue: Promise<unknown> = Promise.resolve();
-  const enqueue = <T>(job: () => Promise<T>): Promise<T> => {
-    const run = queue.then(job, job);
-    queue = run.catch(() => {});
-    return run;
-  };
-  const enc = new TextEncoder();
-  const created = () => Math.floor(Date.now() / 1000);
-  const rid = () => crypto.randomUUID().replaceAll("-", "").slice(0, 24);
-
-  async function complete(req: Request, chat: boolean): Promise<Response> {
-    const body = chat
-      ? await parseBody(req, ChatRequestSchema)
-      : await parseBody(req, CompletionRequestSchema);
-    const prompt = "messages" in body ? chatPrompt(body.messages) : body.prompt;
-    const k = "messages" in body ? (body.top_logprobs ?? 0) : (body.logprobs ?? 0);
-    const wantLogprobs = "messages" in body ? body.logprobs : body.logprobs != null;
-    const maxTokens = ("max_completion_tokens" in body ? body.max_completion_tokens : undefined) ??
-      body.max_tokens ?? (chat ? options.defaultMaxTokens ?? 256 : 16);
-    const ids = tokenizer.encode(prompt);
-    if (ids.length === 0) throw new HttpError(400, "prompt: encodes to no tokens", "prompt");
-    const stops = chat ? ["\n\n", ...body.stop] : body.stop;
-    const abort = new AbortController();
-    req.signal.addEventListener("abort", () => abort.abort());
-    const id = (chat ? "chatcmpl-" : "cmpl-") + rid();
-    const start = () => {
-      const session = model.session(options.state);
-      const t = tracked(session, tokenizer, k);
-      const it = generate(t.lm, tokenizer, ids, {
-        temperature: body.temperature,
-        topP: body.top_p,
-        presencePenalty: body.presence_penalty,
-        frequencyPenalty: body.frequency_penalty,
-        maxTokens,
-        stop: stops,
-        seed: body.seed,
-        signal: abort.signal,
-      });
-      return { session, it, entry: t.entry };
-    };
-    const logprobsOf = (items: { e: TokenLogprob; offset: number }[]) => {
-      if (!wantLogprobs) return null;
-      if (chat) {
-        return {
-          content: items.map(({ e }) => ({
-            token: e.token,
-            logprob: e.logprob,
-            bytes: e.bytes,
-            top_logprobs: e.top.map((x) => ({
-              token: x.token,
-              logprob: x.logprob,
-              bytes: x.bytes,
-            })),
-          })),
-        };
-      }
-      return {
-        tokens: items.map(({ e }) => e.token),
-        token_logprobs: items.map(({ e }) => e.logprob),
-        top_logprobs: items.map(({ e }) =>
-          Object.fromEntries(e.top.map((x) => [x.token, x.logprob]))
-        ),
-        text_offset: items.map(({ offset }) => offset),
-      };
-    };
-    const usage = (r: GenerationResult) => ({
-      prompt_tokens: ids.length,
-      completion_tokens: r.tokens.length,
-      total_tokens: ids.length + r.tokens.length,
-    });
-    const object = chat ? "chat.completion" : "text_completion";
-
-    if (!body.stream) {
-      return await enqueue(async () => {
-        const { session, it, entry } = start();
-        try {
-          let text = "", n = 0;
-          const lp: { e: TokenLogprob; offset: number }[] = [];
-          let r = await it.next();
-          while (!r.done) {
-            if (wantLogprobs) lp.push({ e: entry(n, r.value.token), offset: text.length });
-            text += r.value.text;
-            n++;
-            r = await it.next();
-          }
-          const choice = chat
-            ? { index: 0, message: { role: "assistant", content: text }, logprobs: logprobsOf(lp) }
-            : { index: 0, text, logprobs: logprobsOf(lp) };
-          return json({
-            id,
-            object,
-            created: created(),
-            model: name,
-            choices: [{ ...choice, finish_reason: finish(r.value) }],
-            usage: usage(r.value),
-          });
-        } finally {
-          session.destroy();
-        }
-      });
-    }
-
-    const chunkObject = chat ? "chat.completion.chunk" : "text_completion";
-    const sse = (data: unknown) => enc.encode(`data: ${JSON.stringify(data)}\n\n`);
-    const frame = (piece: Record<string, unknown>, finishReason: string | null) => ({
-      id,
-      object: chunkObject,
-      created: created(),
-      model: name,
-      choices: [{ index: 0, ...piece, finish_reason: finishReason }],
-    });
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        enqueue(async () => {
-          const { session, it, entry } = start();
-          try {
-            if (chat) {
-              controller.enqueue(
-                sse(frame({ delta: { role: "assistant" }, logprobs: null }, null)),
-              );
-            }
-            let n = 0, offset = 0;
-            let r = await it.next();
-            while (!r.done) {
-              const lp = wantLogprobs ? logprobsOf([{ e: entry(n, r.value.token), offset }]) : null;
-              const piece = chat
-                ? { delta: { content: r.value.text }, logprobs: lp }
-                : { text: r.value.text, logprobs: lp };
-              controller.enqueue(sse(frame(piece, null)));
-              offset += r.value.text.length;
-              n++;
-              r = await it.next();
-            }
-            const last = chat ? { delta: {}, logprobs: null } : { text: "", logprobs: null };
-            controller.enqueue(sse({ ...frame(last, finish(r.value)), usage: usage(r.value) }));
-            controller.enqueue(enc.encode("data: [DONE]\n\n"));
-            controller.close();
-          } catch (e) {
-            if (!abort.signal.aborted) controller.error(e);
-          } finally {
-            session.destroy();
-          }
-        });
-      },
-      cancel() {
-        abort.abort();
-      },
-    });
-    return new Response(stream, {
-      headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
-    });
-  }
-
-  async function handle(req: Request): Promise<Response> {
-    const path = new URL(req.url).pathname.replace(/\/$/, "");
-    try {
-      if (path === "/v1/models" && req.method === "GET") {
-        return json({
-          object: "list",
-          data: [{ id: name, object: "model", created: 0, owned_by: "local" }],
-        });
-      }
-      const route = { "/v1/completions": false, "/v1/chat/completions": true }[path];
-      if (route === undefined) throw new HttpError(404, `no route ${req.method} ${path}`);
-      if (req.method !== "POST") throw new HttpError(405, `${path} takes POST`);
-      return await complete(req, route);
-    } catch (e) {
-      if (e instanceof HttpError) return errorResponse(e);
-      if (e instanceof RangeError) return errorResponse(new HttpError(400, e.message));
-      return errorResponse(new HttpError(500, (e as Error).message ?? String(e)));
-    }
-  }
-
+  const h = new Handler(options);
   return new Promise((resolve) => {
     const ctl = new AbortController();
     const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: options.port ?? 0,
+      hostname: h.o.hostname,
+      port: h.o.port,
       signal: ctl.signal,
       onListen: ({ port }) =>
         resolve({
@@ -289,9 +448,9 @@ export function startServer(options: ServerOptions): Promise<RunningServer> {
           close: async () => {
             ctl.abort();
             await server.finished;
-            await queue;
+            await h.queue;
           },
         }),
-    }, handle);
+    }, (req) => h.handle(req));
   });
 }

@@ -127,27 +127,33 @@ export function renderRow(value: unknown): RenderedRow["segments"] | string {
 }
 
 /**
- * Parse jsonl text into rendered rows. Blank lines are ignored.
+ * Parse jsonl text into rendered rows. Blank lines are ignored; a leading UTF-8 byte-order
+ * mark is dropped.
  *
  * @param source a name for messages (the file path)
+ * @param invalidUtf8 lines known to hold invalid UTF-8 (from {@link decodeJsonl}), bad rows
  * @throws {DataError} on the first bad row when `onBadRow` is "fail"
  */
 export function parseJsonl(
   text: string,
   source = "data",
   onBadRow: "skip" | "fail" = "skip",
+  invalidUtf8: ReadonlyMap<number, string> = new Map(),
 ): { rows: RenderedRow[]; bad: BadRow[] } {
   const rows: RenderedRow[] = [];
   const bad: BadRow[] = [];
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a UTF-8 byte-order mark
   text.split("\n").forEach((raw, i) => {
     const line = i + 1;
     if (raw.trim() === "") return;
     let value: unknown;
-    let reason: string | undefined;
-    try {
-      value = JSON.parse(raw);
-    } catch (e) {
-      reason = `not valid JSON (${(e as Error).message})`;
+    let reason: string | undefined = invalidUtf8.get(line);
+    if (reason === undefined) {
+      try {
+        value = JSON.parse(raw);
+      } catch (e) {
+        reason = `not valid JSON (${(e as Error).message})`;
+      }
     }
     if (reason === undefined) {
       const r = renderRow(value);
@@ -157,14 +163,65 @@ export function parseJsonl(
     if (reason !== undefined) {
       if (onBadRow === "fail") {
         throw new DataError(
-          `${source}:${line}: ${reason}. Fix the row, or pass onBadRow "skip" (--skip-bad-rows) ` +
-            `to skip malformed rows with a count`,
+          `${source}:${line}: ${reason}. Fix the row, or leave out --fail-on-bad-rows ` +
+            `(onBadRow "skip", the default) to skip malformed rows with a count`,
         );
       }
       bad.push({ line, reason });
     }
   });
   return { rows, bad };
+}
+
+/**
+ * Decode jsonl bytes as UTF-8 without silently replacing bad bytes: lines holding invalid
+ * UTF-8 are reported by line number (they become bad rows), the rest decode as usual. A
+ * leading byte-order mark is dropped by {@link parseJsonl}.
+ *
+ * @returns the text (bad bytes as U+FFFD) and, per 1-based line, why it is invalid
+ */
+export function decodeJsonl(bytes: Uint8Array): { text: string; invalid: Map<number, string> } {
+  const invalid = new Map<number, string>();
+  try {
+    return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes), invalid };
+  } catch {
+    // fall through: find the lines with bad bytes
+  }
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  let start = 0, line = 1;
+  while (start <= bytes.length) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    const part = bytes.subarray(start, end);
+    try {
+      strict.decode(part);
+    } catch {
+      const at = firstBadUtf8(part);
+      invalid.set(
+        line,
+        `invalid UTF-8 (byte 0x${part[at].toString(16).padStart(2, "0")} at byte ${at + 1} of ` +
+          `the line); re-save the file as UTF-8`,
+      );
+    }
+    start = end + 1;
+    line++;
+  }
+  return { text: new TextDecoder().decode(bytes), invalid };
+}
+
+/** Index of the first byte that starts an invalid UTF-8 sequence (the line is known bad). */
+function firstBadUtf8(b: Uint8Array): number {
+  let lo = 0, hi = b.length; // the prefix [0, lo) can start valid UTF-8; [0, hi) cannot
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(b.subarray(0, mid), { stream: true });
+      lo = mid;
+    } catch {
+      hi = mid;
+    }
+  }
+  return lo;
 }
 
 /** One training sequence: token ids and, per token, whether predicting it counts in the loss. */
@@ -186,14 +243,17 @@ export function tokenizeRow(
   const loss: number[] = [];
   for (const s of row.segments) {
     const t = tok.encode(s.text);
-    ids.push(...t);
-    for (let i = 0; i < t.length; i++) loss.push(s.loss ? 1 : 0);
+    // one element at a time: `ids.push(...t)` overflows the call stack past ~125k tokens
+    for (let i = 0; i < t.length; i++) {
+      ids.push(t[i]);
+      loss.push(s.loss ? 1 : 0);
+    }
   }
-  const make = (a: number, b: number): Example => ({
-    ids: ids.slice(a, b),
-    loss: Uint8Array.from(loss.slice(a, b)),
-    line: row.line,
-  });
+  const make = (a: number, b: number): Example => {
+    const m = new Uint8Array(b - a);
+    for (let i = a; i < b; i++) m[i - a] = loss[i];
+    return { ids: ids.slice(a, b), loss: m, line: row.line };
+  };
   if (ids.length <= ctx + 1) return [make(0, ids.length)];
   if (overflow === "drop") return [];
   if (overflow === "truncate") return [make(0, ctx + 1)];
@@ -215,7 +275,8 @@ export interface Dataset {
 }
 
 /**
- * Build a dataset from jsonl text: validate, render, tokenise, shuffle (seeded), split.
+ * Build a dataset from jsonl text: validate, render, tokenise, shuffle (seeded), split. Given
+ * bytes, lines with invalid UTF-8 become bad rows naming the line (see {@link decodeJsonl}).
  *
  * @example
  * ```ts ignore
@@ -223,13 +284,16 @@ export interface Dataset {
  * ```
  */
 export function buildDataset(
-  text: string,
+  text: string | Uint8Array,
   tok: TextEncoder,
   options: DataOptions = {},
   source = "data",
 ): Dataset {
   const o = DataOptionsSchema.parse(options);
-  const { rows, bad } = parseJsonl(text, source, o.onBadRow);
+  const decoded = typeof text === "string"
+    ? { text, invalid: new Map<number, string>() }
+    : decodeJsonl(text);
+  const { rows, bad } = parseJsonl(decoded.text, source, o.onBadRow, decoded.invalid);
   let dropped = 0;
   const examples: Example[] = [];
   for (const row of rows) {
@@ -264,9 +328,9 @@ export async function loadDataset(
   tok: TextEncoder,
   options: DataOptions = {},
 ): Promise<Dataset> {
-  let text: string;
+  let text: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    text = await Deno.readFile(path);
   } catch (e) {
     throw new DataError(`cannot read data file ${path}: ${(e as Error).message}`);
   }
@@ -289,7 +353,8 @@ export interface Batch {
 
 /** Pack examples into a padded batch (inputs ids[0..n−1), targets ids[1..n)). */
 export function makeBatch(examples: Example[]): Batch {
-  const T = Math.max(...examples.map((e) => e.ids.length - 1));
+  let T = 0;
+  for (const e of examples) T = Math.max(T, e.ids.length - 1);
   let count = 0;
   const tokens: number[][] = [], targets: number[][] = [], mask: Uint8Array[] = [];
   for (const e of examples) {

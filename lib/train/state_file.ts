@@ -13,7 +13,7 @@
  */
 import type { DType, RwkvConfig, Tensor } from "../model/types.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
-import { parsePth, serializePth } from "../model/pth.ts";
+import { parsePth, parsePthAsync, serializePth } from "../model/pth.ts";
 
 /** Per-layer initial wkv states, each `[H][value N][key N]` (H·N·N values). */
 export type WkvStates = Float32Array[];
@@ -87,8 +87,26 @@ export async function saveState(
   await Deno.rename(tmp, path);
 }
 
+/** The layouts web-rwkv's `__metadata__.layout` may name. */
+const LAYOUTS = ["h,key,value", "h,value,key"];
+
+/** Whether a web-rwkv file's heads are `[key][value]` (to transpose); refuses unknown layouts. */
+function webRwkvTransposed(bytes: Uint8Array, source: string): boolean {
+  const layout = readSafetensorsMetadata(bytes)?.layout;
+  if (layout !== undefined && !LAYOUTS.includes(layout)) {
+    throw new StateFileError(
+      `${source}: __metadata__.layout is ${JSON.stringify(layout)}; expected "h,key,value" ` +
+        `(web-rwkv) or "h,value,key" (or no layout, meaning "h,key,value")`,
+    );
+  }
+  return layout !== "h,value,key";
+}
+
+type StateDims = Pick<RwkvConfig, "nLayer" | "nHead" | "headSize">;
+
 /**
- * Parse a state file and check it against the model.
+ * Parse a state file and check it against the model. PyTorch files must be STORED (as
+ * `torch.save` writes them); {@link parseStateAsync} also reads re-zipped (DEFLATE) ones.
  *
  * @param config the model's config: layers, H and N must match
  * @returns per-layer states in our layout (value×key) and the detected format
@@ -96,40 +114,64 @@ export async function saveState(
  */
 export function parseState(
   bytes: Uint8Array,
-  config: Pick<RwkvConfig, "nLayer" | "nHead" | "headSize">,
+  config: StateDims,
   source = "state file",
 ): { states: WkvStates; format: StateFormat } {
-  const isZip = bytes[0] === 0x50 && bytes[1] === 0x4b;
-  let tensors: Map<string, Tensor>;
-  let format: StateFormat;
-  let transposed: boolean;
-  if (isZip) {
-    tensors = parsePth(bytes, source).tensors;
-    format = "peft";
-    transposed = false;
-  } else {
-    tensors = parseSafetensors(bytes, source).tensors;
-    format = "web-rwkv";
-    const meta = readSafetensorsMetadata(bytes);
-    transposed = meta?.layout !== "h,value,key";
+  if (isZip(bytes)) return checkStates(parsePth(bytes, source).tensors, config, source, "peft");
+  const tensors = parseSafetensors(bytes, source).tensors;
+  return checkStates(tensors, config, source, "web-rwkv", webRwkvTransposed(bytes, source));
+}
+
+/** Like {@link parseState}, and also reads DEFLATE-compressed (re-zipped) `.pth` files. */
+export async function parseStateAsync(
+  bytes: Uint8Array,
+  config: StateDims,
+  source = "state file",
+): Promise<{ states: WkvStates; format: StateFormat }> {
+  if (!isZip(bytes)) return parseState(bytes, config, source);
+  return checkStates((await parsePthAsync(bytes, source)).tensors, config, source, "peft");
+}
+
+const isZip = (bytes: Uint8Array) => bytes[0] === 0x50 && bytes[1] === 0x4b;
+
+function layerList(ls: number[]): string {
+  return ls.slice(0, 8).map((l) => `blocks.${l}`).join(", ") + (ls.length > 8 ? ", …" : "");
+}
+
+function checkLayers(tensors: Map<string, Tensor>, L: number, source: string): void {
+  const layers = new Set<number>();
+  for (const k of tensors.keys()) {
+    const m = /^blocks\.(\d+)\.att\.time_state$/.exec(k);
+    if (m) layers.add(Number(m[1]));
   }
-  const { nLayer: L, nHead: H, headSize: N } = config;
-  const layers = [...tensors.keys()].map((k) => /^blocks\.(\d+)\.att\.time_state$/.exec(k))
-    .filter((m) => m !== null).map((m) => Number(m![1]));
-  if (layers.length === 0) {
+  if (layers.size === 0) {
     throw new StateFileError(
       `${source}: no blocks.{l}.att.time_state tensor found (keys: ${
         [...tensors.keys()].slice(0, 5).join(", ")
       }…); this is not a state file`,
     );
   }
-  const fileL = Math.max(...layers) + 1;
-  if (fileL !== L || layers.length !== L) {
+  const missing = Array.from({ length: L }, (_, l) => l).filter((l) => !layers.has(l));
+  const extra = [...layers].filter((l) => l >= L).sort((a, b) => a - b);
+  if (missing.length || extra.length) {
     throw new StateFileError(
-      `${source}: has time_state for ${layers.length} layers (up to blocks.${fileL - 1}) but the ` +
-        `model has ${L} layers; this state was tuned for another model`,
+      `${source}: has time_state for ${layers.size} layers but the model has ${L} (blocks.0 to ` +
+        `blocks.${L - 1})` + (missing.length ? `; missing: ${layerList(missing)}` : "") +
+        (extra.length ? `; beyond the model: ${layerList(extra)}` : "") +
+        `; this state is incomplete or was tuned for another model`,
     );
   }
+}
+
+function checkStates(
+  tensors: Map<string, Tensor>,
+  config: StateDims,
+  source: string,
+  format: StateFormat,
+  transposed = format === "web-rwkv",
+): { states: WkvStates; format: StateFormat } {
+  const { nLayer: L, nHead: H, headSize: N } = config;
+  checkLayers(tensors, L, source);
   const states: WkvStates = [];
   for (let l = 0; l < L; l++) {
     const t = tensors.get(KEY(l))!;
@@ -161,7 +203,7 @@ export async function loadState(
   } catch (e) {
     throw new StateFileError(`cannot read state file ${path}: ${(e as Error).message}`);
   }
-  return parseState(bytes, config, path);
+  return await parseStateAsync(bytes, config, path);
 }
 
 function readSafetensorsMetadata(bytes: Uint8Array): Record<string, string> | undefined {
