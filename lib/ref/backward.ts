@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LayerWeights, RwkvState, RwkvWeights } from "../model/types.ts";
+import type { RwkvState, RwkvWeights } from "../model/types.ts";
 import { channelMixBackward } from "./channel_mix.ts";
 import { linearBackward } from "./linear.ts";
 import { crossEntropy } from "./loss.ts";
@@ -18,8 +18,8 @@ import { layerNormBackward } from "./norm.ts";
 import { timeMixBackward } from "./time_mix.ts";
 import type { LiftedLayers } from "./lifted_types.ts";
 
-/** Gradients of one layer's weights, same names and shapes as {@link LayerWeights}. */
-export type LayerGrads = { [K in keyof LayerWeights]: Float64Array };
+export type { LayerGrads } from "./grads.ts";
+import type { LayerGrads } from "./grads.ts";
 
 /** Gradients of a whole model, same structure and shapes as {@link RwkvWeights}. */
 export interface RefWeightGrads {

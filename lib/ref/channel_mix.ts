@@ -7,7 +7,7 @@
  * @module
  */
 import type { LayerWeights } from "../model/types.ts";
-import type { LayerGrads } from "./backward.ts";
+import type { LayerGrads } from "./grads.ts";
 import { linear, linearBackward } from "./linear.ts";
 import { layerNorm, layerNormBackward } from "./norm.ts";
 import { shiftMix, shiftMixBackward, tokenShift, tokenShiftBackward } from "./shift.ts";

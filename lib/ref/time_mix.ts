@@ -5,7 +5,7 @@
  * @module
  */
 import type { LayerWeights } from "../model/types.ts";
-import type { LayerGrads } from "./backward.ts";
+import type { LayerGrads } from "./grads.ts";
 import { linear, linearBackward, matmul, matmulBackward } from "./linear.ts";
 import { groupNorm, groupNormBackward, layerNorm, layerNormBackward } from "./norm.ts";
 import { shiftMix, shiftMixBackward, tokenShift, tokenShiftBackward } from "./shift.ts";
