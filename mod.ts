@@ -32,7 +32,7 @@ export * from "./lib/model/memory_plan.ts";
 export { GpuState } from "./lib/model/gpu_state.ts";
 export { refForward } from "./lib/ref/model.ts";
 export * from "./lib/util/rng.ts";
-export * from "./lib/util/progress.ts";
+export * from "./lib/plot/progress.ts";
 export * from "./lib/tokenizer/mod.ts";
 export * from "./lib/generate/sampler.ts";
 export * from "./lib/generate/generate.ts";

@@ -15,7 +15,7 @@ import {
 import { liveOutput, LivePlot } from "../lib/plot/live.ts";
 import { svgToPng } from "../lib/plot/png.ts";
 import { logTicks, niceTicks } from "../lib/plot/scale.ts";
-import { createProgress, formatDuration } from "../lib/util/progress.ts";
+import { createProgress, formatDuration } from "../lib/plot/progress.ts";
 
 const PLOTLY = "application/vnd.plotly.v1+json";
 

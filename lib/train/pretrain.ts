@@ -10,7 +10,7 @@ import type { LayerWeights, RwkvConfig, RwkvWeights } from "../model/types.ts";
 import { randomWeights } from "../model/random.ts";
 import { refBatchLossAndGrad, type RefWeightGrads } from "../ref/backward.ts";
 import { Rng } from "../util/rng.ts";
-import { createProgress, type Progress } from "../util/progress.ts";
+import { createProgress, type Progress } from "../plot/progress.ts";
 import { learningRate, type LrSchedule } from "./schedule.ts";
 
 /** Options of {@link pretrain}. */

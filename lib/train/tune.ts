@@ -13,7 +13,7 @@ import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { AdamKernel } from "../kernels/adam.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
-import { createProgress } from "../util/progress.ts";
+import { createProgress } from "../plot/progress.ts";
 import { LivePlot } from "../plot/live.ts";
 import { lineFigure } from "../plot/figure.ts";
 import { GpuBackward } from "./gpu_backward.ts";

@@ -13,9 +13,9 @@
  *
  * @module
  */
-import { inJupyter } from "../plot/jupyter.ts";
-import { liveOutput } from "../plot/live.ts";
-import { esc } from "../plot/scale.ts";
+import { inJupyter } from "./jupyter.ts";
+import { liveOutput } from "./live.ts";
+import { esc } from "./scale.ts";
 
 /** Options of `createProgress`. */
 export interface ProgressOptions {
