@@ -172,6 +172,8 @@ export async function tune(
   let step = start;
   try {
     for (; step < totalSteps; step++) {
+      // GPU readbacks resolve without a turn of the event loop: give signal handlers one
+      if (signal) await new Promise((r) => setTimeout(r, 0));
       if (signal?.aborted) {
         stopReason = "aborted";
         break;
