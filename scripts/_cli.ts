@@ -146,7 +146,9 @@ export function parseKeyValues<S extends z.ZodType>(
   }
   const r = schema.safeParse(out);
   if (!r.success) {
-    const why = r.error.issues.map((i) => `${i.path.length ? `${i.path.join(".")}: ` : ""}${i.message}`);
+    const why = r.error.issues.map((i) =>
+      `${i.path.length ? `${i.path.join(".")}: ` : ""}${i.message}`
+    );
     throw new UsageError(`${flag} "${text}": ${why.join("; ")}`);
   }
   return r.data;

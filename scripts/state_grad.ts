@@ -127,7 +127,9 @@ await runMain(USAGE, async () => {
   const cfg = b.model.weights.config;
   const lifted = a.lifted ? await loadLifted(a.lifted) : undefined;
   if (lifted && lifted.length !== cfg.nLayer) {
-    throw new Error(`${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`);
+    throw new Error(
+      `${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`,
+    );
   }
   const inputs = ids.slice(0, -1), targets = ids.slice(1);
   const per = cfg.nHead * cfg.headSize * cfg.headSize;
@@ -143,7 +145,13 @@ await runMain(USAGE, async () => {
   const loss = g.loss, grads = g.s0;
   if (a.json) {
     const lj = liftedJson(g);
-    console.log(JSON.stringify({ loss, grads: grads.map((x) => Array.from(x)), ...(lj ? { lifted: lj } : {}) }));
+    console.log(
+      JSON.stringify({
+        loss,
+        grads: grads.map((x) => Array.from(x)),
+        ...(lj ? { lifted: lj } : {}),
+      }),
+    );
     return;
   }
   console.log(`${ids.length} tokens, loss ${loss.toFixed(6)} (${a.engine})`);

@@ -18,7 +18,7 @@ import { z } from "zod";
 import { getGpu } from "../lib/gpu/device.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { loadDataset } from "../lib/train/data.ts";
-import { type Dataset } from "../lib/train/data.ts";
+import type { Dataset } from "../lib/train/data.ts";
 import { type HistoryRow, lossFigure, tune } from "../lib/train/tune.ts";
 import { StatePart } from "../lib/train/state_part.ts";
 import type { TrainablePart } from "../lib/train/parts.ts";
@@ -214,7 +214,6 @@ await runMain(USAGE, async () => {
     await prepareOutDir(ckDir, "--out");
   }
   const b = await loadBundle(a.model, a.tokenizer);
-  const cfg = b.model.weights.config;
   const ds = await loadDataset(a.data, b.tokenizer, {
     ctx: a.ctx,
     overflow: a.overflow,

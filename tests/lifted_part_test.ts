@@ -61,7 +61,9 @@ Deno.test({
     const dec = res.history.map((r) => r.decorrelationLoss!);
     console.log(
       `tune S0 + Ŝ0 + DBP (${ms.toFixed(0)} ms/step): decorrelation ` +
-        `${dec.map((x) => x.toExponential(2)).join(" ")}; loss ${res.history[0].loss.toFixed(4)} → ` +
+        `${dec.map((x) => x.toExponential(2)).join(" ")}; loss ${
+          res.history[0].loss.toFixed(4)
+        } → ` +
         `${res.history.at(-1)!.loss.toFixed(4)}`,
     );
     assertEquals(res.steps, steps);
@@ -109,7 +111,13 @@ Deno.test({
     for (const k of ["lifted.s0", "lifted.s0.adam_m", "lifted.s0.adam_v", "lifted.R.1"]) {
       assert(ck.tensors[k], `checkpoint holds ${k}`);
     }
-    assertGreater(maxAbsDiff(ck.tensors["lifted.s0.adam_v"], new Float32Array(ck.tensors["lifted.s0.adam_v"].length)), 0);
+    assertGreater(
+      maxAbsDiff(
+        ck.tensors["lifted.s0.adam_v"],
+        new Float32Array(ck.tensors["lifted.s0.adam_v"].length),
+      ),
+      0,
+    );
     const resumed = await run(dirB, { resume: true });
     assertEquals(resumed.res.history.map((h) => h.step), [1, 2, 3, 4, 5, 6]);
     assertEquals(maxAbsDiff(resumed.s0, full.s0), 0, "S0");

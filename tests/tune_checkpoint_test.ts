@@ -69,14 +69,23 @@ Deno.test("checkpoint: corrupt JSON and wrong fields name the file and the previ
   await Deno.writeTextFile(`${dir}/checkpoint.json`, text.slice(0, text.length / 2));
   let e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
   assertStringIncludes(e.message, `${dir}/checkpoint.json: not valid JSON`);
-  assertStringIncludes(e.message, `The previous checkpoint (step 1) is ${dir}/checkpoint.prev.json`);
-  await Deno.writeTextFile(`${dir}/checkpoint.json`, JSON.stringify({ ...JSON.parse(text), history: 3 }));
+  assertStringIncludes(
+    e.message,
+    `The previous checkpoint (step 1) is ${dir}/checkpoint.prev.json`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/checkpoint.json`,
+    JSON.stringify({ ...JSON.parse(text), history: 3 }),
+  );
   e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
   assertStringIncludes(e.message, `${dir}/checkpoint.json: not a valid checkpoint: history`);
   await Deno.remove(`${dir}/checkpoint-0000002.safetensors`);
   await Deno.writeTextFile(`${dir}/checkpoint.json`, text);
   e = await assertRejects(() => loadCheckpoint(dir), CheckpointError);
-  assertStringIncludes(e.message, `${dir}/checkpoint-0000002.safetensors: its tensor file is unreadable`);
+  assertStringIncludes(
+    e.message,
+    `${dir}/checkpoint-0000002.safetensors: its tensor file is unreadable`,
+  );
   await Deno.rename(`${dir}/checkpoint.prev.json`, `${dir}/checkpoint.json`);
   assertEquals((await loadCheckpoint(dir)).step, 1, "the advice in the message works");
   e = await assertRejects(() => loadCheckpoint(`${dir}/nope`), CheckpointError);

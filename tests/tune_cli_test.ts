@@ -107,7 +107,9 @@ for (const [sig, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
       const again = await spawn([...base(out), "--resume"]).done();
       assertEquals(again.code, 0, again.err);
       const got = await finalState(out);
-      for (let l = 0; l < got.length; l++) assertEquals(maxAbsDiff(got[l], full[l]), 0, `layer ${l}`);
+      for (let l = 0; l < got.length; l++) {
+        assertEquals(maxAbsDiff(got[l], full[l]), 0, `layer ${l}`);
+      }
     },
   });
 }
@@ -159,7 +161,15 @@ Deno.test({
     assertEquals(r.code, 1);
     assertStringIncludes(r.err, `--out ${DATA} exists and is a file`);
     assert(!r.err.includes("adapter:"), "failed before loading the model onto the GPU");
-    const e = await runScript("eval.ts", ["--tasks", "lambada", "--data-dir", dir, "--out", DATA, "--quiet"]);
+    const e = await runScript("eval.ts", [
+      "--tasks",
+      "lambada",
+      "--data-dir",
+      dir,
+      "--out",
+      DATA,
+      "--quiet",
+    ]);
     assertEquals(e.code, 1, e.err);
     assertStringIncludes(e.err, `--out ${DATA} exists and is a file`);
     assertStringIncludes(await Deno.readTextFile(DATA), '"prompt"', "the file is untouched");

@@ -77,7 +77,11 @@ Deno.test({
     assertEquals(part.steps, 3);
     const ck = await loadCheckpoint(dirB);
     assertEquals(ck.step, 3);
-    assertEquals(Object.keys(ck.tensors).sort(), ["state.s0", "state.s0.adam_m", "state.s0.adam_v"]);
+    assertEquals(Object.keys(ck.tensors).sort(), [
+      "state.s0",
+      "state.s0.adam_m",
+      "state.s0.adam_v",
+    ]);
     const resumed = await tuneState(model, ds, { ...opts, outDir: dirB, resume: true });
     assertEquals(resumed.steps, 6);
     assertEquals(resumed.history.map((h) => h.step), [1, 2, 3, 4, 5, 6]);
@@ -128,7 +132,10 @@ Deno.test({
       }), NonFiniteError);
     part.destroy();
     assertStringIncludes(e2.message, `step 3: the loss is NaN`);
-    assertStringIncludes(e2.message, `The last good checkpoint (step 2) is ${dir2}/checkpoint.json`);
+    assertStringIncludes(
+      e2.message,
+      `The last good checkpoint (step 2) is ${dir2}/checkpoint.json`,
+    );
     assertEquals((await loadCheckpoint(dir2)).step, 2);
     model.destroy();
   },
@@ -142,7 +149,14 @@ Deno.test({
     const ds = buildDataset(rows, bytes);
     const empty = await Deno.makeTempDir();
     const e = await assertRejects(
-      () => tuneState(model, ds, { steps: 2, batch: 2, outDir: `${empty}/typo`, resume: true, ...quiet }),
+      () =>
+        tuneState(model, ds, {
+          steps: 2,
+          batch: 2,
+          outDir: `${empty}/typo`,
+          resume: true,
+          ...quiet,
+        }),
       CheckpointError,
     );
     assertStringIncludes(e.message, `${empty}/typo/checkpoint.json does not exist`);

@@ -131,7 +131,12 @@ export class LiftedPart implements TrainablePart {
   afterUpdate(rec: Recorder): void {
     const dbp = this.dbp;
     if (!dbp || this.#count === 0) return;
-    this.set.recordDbp(rec, { count: this.#count, lr: dbp.lr, kappa: dbp.kappa, enabled: dbp.enabled });
+    this.set.recordDbp(rec, {
+      count: this.#count,
+      lr: dbp.lr,
+      kappa: dbp.kappa,
+      enabled: dbp.enabled,
+    });
   }
 
   /** With DBP: the step's decorrelation and correlation losses (means over layers and heads). */

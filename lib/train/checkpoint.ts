@@ -247,7 +247,11 @@ async function previousHint(dir: string): Promise<string> {
 
 /** Version-1 names (`s0`, `m`, `v`) as the `state` part's. */
 function legacyNames(t: Record<string, Float32Array>): Record<string, Float32Array> {
-  const map: Record<string, string> = { s0: "state.s0", m: "state.s0.adam_m", v: "state.s0.adam_v" };
+  const map: Record<string, string> = {
+    s0: "state.s0",
+    m: "state.s0.adam_m",
+    v: "state.s0.adam_v",
+  };
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [map[k] ?? k, v]));
 }
 

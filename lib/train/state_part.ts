@@ -58,7 +58,14 @@ export class StatePart implements TrainablePart {
     const cfg = model.config, n = StatePart.size(cfg), gpu = model.gpu;
     const s0 = createStorage(gpu, "tune.S0", n * 4);
     const grad = createStorage(gpu, "tune.S0.grad", n * 4);
-    const part = new StatePart(cfg, o.lrScale ?? 1, s0, grad, await SumBatchKernel.create(gpu), gpu);
+    const part = new StatePart(
+      cfg,
+      o.lrScale ?? 1,
+      s0,
+      grad,
+      await SumBatchKernel.create(gpu),
+      gpu,
+    );
     if (o.initialStates) writeStorage(gpu, s0, flattenStates(o.initialStates, cfg));
     return part;
   }
