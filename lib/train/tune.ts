@@ -117,8 +117,7 @@ const FIXED_ON_RESUME: [key: string, flag: string, why: string][] = [
  * @example
  * ```ts ignore
  * const s0 = await StatePart.create(model);
- * const lifted = await LiftedPart.create(model, { layers, dbp: {} }); // lib/parts
- * const { history } = await tune(model, ds, { parts: [s0, lifted], steps: 100 });
+ * const { history } = await tune(model, ds, { parts: [s0, ...otherParts], steps: 100 });
  * ```
  */
 export async function tune(

@@ -225,7 +225,7 @@ export class StepRunner {
     if (extra.length || missing.length) {
       throw new RangeError(
         `${source} holds the parts ${[...stored].join(", ")} but this run trains ` +
-          `${[...kinds].join(", ")}: resume with the same parts (e.g. the same --lifted), or ` +
+          `${[...kinds].join(", ")}: resume with the same parts (the same part flags), or ` +
           `use a new --out folder`,
       );
     }
