@@ -57,7 +57,7 @@ export class StatePart implements TrainablePart {
   static async create(model: GpuModel, o: StatePartOptions = {}): Promise<StatePart> {
     const cfg = model.config, n = StatePart.size(cfg), gpu = model.gpu;
     const s0 = createStorage(gpu, "tune.S0", n * 4);
-    const grad = createStorage(gpu, "tune.S0.grad", n * 4);
+    const grad = createStorage(gpu, "tune.grad", n * 4);
     const part = new StatePart(
       cfg,
       o.lrScale ?? 1,
