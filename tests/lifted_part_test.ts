@@ -108,7 +108,8 @@ Deno.test({
     assertEquals(part.res.stopReason, "aborted");
     const ck = await loadCheckpoint(dirB);
     assertEquals(ck.step, 3);
-    for (const k of ["lifted.s0", "lifted.s0.adam_m", "lifted.s0.adam_v", "lifted.R.1"]) {
+    const names = ["lifted.s0", "lifted.s0.adam_m", "lifted.s0.adam_v", "lifted.R.1"];
+    for (const k of [...names, "lifted.support.1", "lifted.gamma.1", "state.s0.adam_m"]) {
       assert(ck.tensors[k], `checkpoint holds ${k}`);
     }
     assertGreater(

@@ -175,3 +175,37 @@ Deno.test({
     assertStringIncludes(await Deno.readTextFile(DATA), '"prompt"', "the file is untouched");
   },
 });
+
+Deno.test({
+  name: "tune CLI: --lifted --dbp, SIGTERM and --resume end where an uninterrupted run does",
+  ignore: !gpu,
+  fn: async () => {
+    const lifted = [
+      "--lifted",
+      "featureRatio=0.25,layers=1,calibrationSequences=8",
+      "--dbp",
+      "lr=0.01",
+    ];
+    const args = (out: string) => [...base(out), ...lifted];
+    const full = await spawn(args(`${dir}/lifted-full`)).done();
+    assertEquals(full.code, 0, full.err);
+    assertEquals(JSON.parse(full.out).lifted, `${dir}/lifted-full/lifted.safetensors`);
+    const out = `${dir}/lifted-term`;
+    const p = spawn(args(out));
+    await p.untilCheckpoint(out, 5);
+    p.child.kill("SIGTERM");
+    assertEquals((await p.done()).code, 143);
+    const ck = await loadCheckpoint(`${out}/checkpoint`);
+    assert(ck.step < STEPS && ck.tensors["lifted.s0.adam_v"], `step ${ck.step}, lifted moments`);
+    const again = await spawn([...args(out), "--resume"]).done();
+    assertEquals(again.code, 0, again.err);
+    const a = await Deno.readFile(`${dir}/lifted-full/lifted.safetensors`);
+    const b = await Deno.readFile(`${out}/lifted.safetensors`);
+    assertEquals(b, a, "lifted.safetensors identical");
+    const s0 = await finalState(out), ref = await finalState(`${dir}/lifted-full`);
+    for (let l = 0; l < s0.length; l++) assertEquals(maxAbsDiff(s0[l], ref[l]), 0, `S0 layer ${l}`);
+    const h = JSON.parse(await Deno.readTextFile(`${out}/history.json`));
+    assertEquals(h.length, STEPS);
+    assert(Number.isFinite(h.at(-1).decorrelationLoss), "DBP history kept across the resume");
+  },
+});

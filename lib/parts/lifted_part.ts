@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { createStorage, writeStorage } from "../gpu/buffers.ts";
+import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { type DbpRows, GpuLifted, saveLifted } from "../model/gpu_lifted.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
@@ -146,9 +146,13 @@ export class LiftedPart implements TrainablePart {
     return { decorrelationLoss, correlationLoss };
   }
 
-  /** `s0` (flat, the set's layout) and `R.{l}` per lifted layer (H·M·M). */
+  /**
+   * `s0` (flat, the set's layout), and per lifted layer `R.{l}` (H·M·M) and, for the Gaussian
+   * map, `support.{l}` (H·M·N) and `gamma.{l}` (H): everything a resume needs to continue
+   * exactly, even if the calibration data changed.
+   */
   async read(): Promise<Record<string, Float32Array>> {
-    const layers = await this.set.read();
+    const layers = await this.layers();
     const out: Record<string, Float32Array> = {};
     const s0 = new Float32Array(this.set.size);
     layers.forEach((s, l) => {
@@ -156,6 +160,8 @@ export class LiftedPart implements TrainablePart {
       if (!s || !ly) return;
       s0.set(s.s0, ly.s0Off);
       out[`R.${l}`] = Float32Array.from(s.R);
+      if (s.support) out[`support.${l}`] = Float32Array.from(s.support);
+      if (s.gamma) out[`gamma.${l}`] = Float32Array.from(s.gamma);
     });
     // writes mode: out.gate = the gate values
     return { s0, ...out };
@@ -179,17 +185,40 @@ export class LiftedPart implements TrainablePart {
         );
       }
       writeStorage(gpu, ly.R, R);
+      if (ly.featureMap !== "gaussian") return;
+      const N = this.set.config.headSize;
+      for (
+        const [k, n, buf] of [["support", H * ly.M * N, ly.support], [
+          "gamma",
+          H,
+          ly.gamma,
+        ]] as const
+      ) {
+        const x = t[`${k}.${l}`];
+        if (x === undefined) continue; // checkpoints before support / γ were kept: as built
+        if (x.length !== n) {
+          throw new RangeError(`lifted part: ${k}.${l} has ${x.length} values, expected ${n}`);
+        }
+        writeStorage(gpu, buf, x);
+      }
     });
   }
 
-  /** The current lifted layers (Ŝ0 and R read back). */
-  layers(): Promise<LiftedLayers> {
-    return this.set.read();
+  /** The current lifted layers (Ŝ0, R, and the support vectors and γ, read back). */
+  async layers(): Promise<LiftedLayers> {
+    const out = await this.set.read(), { nHead: H, headSize: N } = this.set.config;
+    for (const [l, ly] of this.set.layers.entries()) {
+      const s = out[l];
+      if (!ly || !s || ly.featureMap !== "gaussian") continue;
+      s.support = await readF32(this.set.gpu, ly.support, H * ly.M * N);
+      s.gamma = await readF32(this.set.gpu, ly.gamma, H);
+    }
+    return out;
   }
 
   /** Save the current lifted layers as `lifted.safetensors` (see {@link saveLifted}). */
   async save(path: string): Promise<void> {
-    await saveLifted(path, await this.set.read(), this.set.config.nHead);
+    await saveLifted(path, await this.layers(), this.set.config.nHead);
   }
 
   /** Free the gradient and DBP buffers, and the set when this part uploaded it. */
