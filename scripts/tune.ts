@@ -26,7 +26,12 @@ import { hasCheckpoint, loadCheckpoint, prepareOutDir } from "../lib/train/check
 import { saveFigure } from "../lib/plot/figure.ts";
 import { loadLifted } from "../lib/model/gpu_lifted.ts";
 import type { RwkvWeights } from "../lib/model/types.ts";
-import { DbpConfigSchema, LiftedConfigSchema } from "../lib/parts/config.ts";
+import {
+  type DbpConfig,
+  DbpConfigSchema,
+  type LiftedConfig,
+  LiftedConfigSchema,
+} from "../lib/parts/config.ts";
 import { LiftedPart } from "../lib/parts/lifted_part.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
 import { Rng } from "../lib/util/rng.ts";
@@ -38,7 +43,8 @@ const USAGE = `Usage: deno task tune --model M --data D --out DIR [options]
   --data          jsonl: {"text"}, {"prompt","response"}, {"instruction","input","output"} or
                   {"messages":[{"role","content"}]} rows (loss only on the answer tokens)
   --tokenizer     vocabulary file or "bytes" (default: bytes when V = 256, else a vocab beside M)
-  --out           output folder: state file, history.json/.csv, loss plot, checkpoint/
+  --out           output folder: state file, history.json/.csv, loss plot, checkpoint/ (checked
+                  before anything runs; one holding an earlier run's checkpoint needs --resume)
   --format        peft (default: .pth, value×key, bf16) or web-rwkv (safetensors f16, key×value)
   --state-dtype   bf16 (default) or f32 for --format peft
   --lr-init       default 1        --lr-final   default 0.01 (cosine)   --warmup  default 0
@@ -108,13 +114,36 @@ interface PartContext {
   ds: Dataset;
 }
 
-/** The part flags beyond S0 (the coordinator adds `--lora` here). */
-const PART_FLAGS: { flag: "lifted"; build(v: string, c: PartContext): Promise<BuiltPart> }[] = [
-  { flag: "lifted", build: buildLifted },
-];
+/**
+ * A part flag beyond S0: `parse` checks the flag's value before anything is loaded (usage
+ * errors come first), `build` makes the part once the model and data are there. The
+ * coordinator adds `--lora` as one more entry (and its `parseArgs` option and `Args` field).
+ */
+interface PartFlag<Spec> {
+  flag: "lifted";
+  parse(value: string, a: z.output<typeof Args>): Spec;
+  build(spec: Spec, c: PartContext): Promise<BuiltPart>;
+}
 
-/** `--lifted FILE | on | key=value,…` and `--dbp on | key=value,…`. */
-async function buildLifted(v: string, c: PartContext): Promise<BuiltPart> {
+/** `--lifted` (and its `--dbp`) as parsed. */
+interface LiftedSpec {
+  file?: string;
+  config?: LiftedConfig;
+  lrScale: number;
+  dbp: DbpConfig | false;
+}
+
+const LIFTED_FLAG: PartFlag<LiftedSpec> = {
+  flag: "lifted",
+  parse: parseLifted,
+  build: buildLifted,
+};
+
+// deno-lint-ignore no-explicit-any
+const PART_FLAGS: PartFlag<any>[] = [LIFTED_FLAG];
+
+/** `--lifted FILE | file=FILE,lrScale=… | on | key=value,…` and `--dbp on | key=value,…`. */
+function parseLifted(v: string, a: z.output<typeof Args>): LiftedSpec {
   const raw = v.includes("=") || v === "on"
     ? parseKeyValues("--lifted", v, z.record(z.string(), z.unknown()))
     : { file: v };
@@ -124,25 +153,32 @@ async function buildLifted(v: string, c: PartContext): Promise<BuiltPart> {
     lr === undefined ? "on" : `lrScale=${lr}`,
     z.object({ lrScale: z.number().min(0).default(1) }),
   ).lrScale;
-  let layers;
+  const dbp = a.dbp === undefined ? false : parseKeyValues("--dbp", a.dbp, DbpConfigSchema);
   if (file !== undefined) {
     if (Object.keys(rest).length) {
-      throw new UsageError(`--lifted: with file=… only lrScale may be given, got "${v}"`);
+      throw new UsageError(`--lifted: with a file only lrScale may be given, got "${v}"`);
     }
-    layers = await loadLifted(String(file));
-  } else {
-    if (typeof rest.layers === "number") rest.layers = [rest.layers];
-    const r = LiftedConfigSchema.safeParse({ ...rest, enabled: true });
-    if (!r.success) {
-      throw new UsageError(`--lifted "${v}": ${r.error.issues.map((i) => i.message).join("; ")}`);
-    }
-    const cfg = r.data, train = c.ds.train;
+    return { file: String(file), lrScale, dbp };
+  }
+  if (typeof rest.layers === "number") rest.layers = [rest.layers];
+  const r = LiftedConfigSchema.safeParse({ ...rest, enabled: true });
+  if (!r.success) {
+    throw new UsageError(`--lifted "${v}": ${r.error.issues.map((i) => i.message).join("; ")}`);
+  }
+  return { config: r.data, lrScale, dbp };
+}
+
+/** The lifted part: from the file, or initialised on calibration rows of the training set. */
+async function buildLifted(spec: LiftedSpec, c: PartContext): Promise<BuiltPart> {
+  let layers;
+  if (spec.file !== undefined) layers = await loadLifted(spec.file);
+  else {
+    const cfg = spec.config!, train = c.ds.train;
     const order = new Rng(cfg.seed * 7919 + 17).shuffle(train.map((_, i) => i));
     const calib = order.slice(0, cfg.calibrationSequences).map((i) => train[i].ids);
     layers = initLiftedLayers(c.weights, calib, cfg);
   }
-  const dbp = c.a.dbp === undefined ? false : parseKeyValues("--dbp", c.a.dbp, DbpConfigSchema);
-  const part = await LiftedPart.create(c.model, { layers, dbp, lrScale });
+  const part = await LiftedPart.create(c.model, { layers, dbp: spec.dbp, lrScale: spec.lrScale });
   return {
     part,
     save: async (out) => {
@@ -202,6 +238,10 @@ await runMain(USAGE, async () => {
   if (a.dbp !== undefined && a.lifted === undefined) {
     throw new UsageError("--dbp moves the lifted state's R: it needs --lifted");
   }
+  const specs = PART_FLAGS.flatMap((pf) => {
+    const v = a[pf.flag];
+    return v === undefined ? [] : [{ pf, spec: pf.parse(v, a) }];
+  });
   if (a.resume) await loadCheckpoint(ckDir); // refuse early, naming the path
   else {
     await prepareOutDir(a.out, "--out");
@@ -235,9 +275,8 @@ await runMain(USAGE, async () => {
   const model = await GpuModel.create(gpu, b.model.weights);
   const state = await StatePart.create(model);
   const extra: BuiltPart[] = [];
-  for (const pf of PART_FLAGS) {
-    const v = a[pf.flag];
-    if (v !== undefined) extra.push(await pf.build(v, { a, model, weights: b.model.weights, ds }));
+  for (const { pf, spec } of specs) {
+    extra.push(await pf.build(spec, { a, model, weights: b.model.weights, ds }));
   }
   const abort = new AbortController();
   let caught: "SIGINT" | "SIGTERM" | undefined;

@@ -161,6 +161,21 @@ Deno.test({
     assertEquals(r.code, 1);
     assertStringIncludes(r.err, `--out ${DATA} exists and is a file`);
     assert(!r.err.includes("adapter:"), "failed before loading the model onto the GPU");
+    for (
+      const [flags, msg] of [
+        [
+          ["--lifted", "featureRatio=x"],
+          '--lifted "featureRatio=x": featureRatio must be a number',
+        ],
+        [["--lifted", "on", "--dbp", "kappa=3"], "kappa must be in [0, 1], got 3"],
+        [["--dbp", "on"], "--dbp moves the lifted state's R: it needs --lifted"],
+      ] as const
+    ) {
+      r = await runScript("tune.ts", [...base(`${dir}/flags`), ...flags]);
+      assertEquals(r.code, 2, r.err);
+      assertStringIncludes(r.err, msg);
+      assert(!r.err.includes("adapter:"), "a usage error comes before any loading");
+    }
     const e = await runScript("eval.ts", [
       "--tasks",
       "lambada",
