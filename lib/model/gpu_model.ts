@@ -154,7 +154,7 @@ export class GpuModel {
    *
    * @example
    * ```ts ignore
-   * model.setLifted(await GpuLifted.create(gpu, model.config, (await tuneState(...)).lifted!));
+   * model.setLifted(await GpuLifted.create(gpu, model.config, await loadLifted("lifted.safetensors")));
    * const s = model.session(tunedS0); // generation with the tuned S0 and Ŝ0
    * ```
    */
