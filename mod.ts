@@ -54,6 +54,21 @@ export * from "./lib/eval/report.ts";
 export * from "./lib/eval/metrics.ts";
 export { type RunningServer, type ServerOptions, startServer } from "./lib/serve/server.ts";
 export * from "./lib/train/tune.ts";
+export { StatePart, type StatePartOptions } from "./lib/train/state_part.ts";
+export type {
+  MicroBatchContext,
+  PartBackwardArgs,
+  PartTensor,
+  TrainablePart,
+} from "./lib/train/parts.ts";
+export {
+  type Checkpoint,
+  CheckpointError,
+  hasCheckpoint,
+  loadCheckpoint,
+  prepareOutDir,
+  saveCheckpoint,
+} from "./lib/train/checkpoint.ts";
 export { skillAccuracy, skillAccuracyGpu, type SkillEval } from "./lib/train/skills_eval.ts";
 export * from "./lib/generate/greedy.ts";
 export {
@@ -67,6 +82,7 @@ export * from "./lib/ref/lifted_types.ts";
 export * from "./lib/parts/config.ts";
 export * from "./lib/parts/support.ts";
 export * from "./lib/parts/dbp.ts";
+export { LiftedPart, type LiftedPartOptions } from "./lib/parts/lifted_part.ts";
 export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/model/gpu_lifted.ts";
 export * from "./lib/tts/guide.ts";
 export * from "./lib/tts/local_guide.ts";

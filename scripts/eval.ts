@@ -27,6 +27,7 @@ import {
   formatSubjects,
   writeResults,
 } from "../lib/eval/report.ts";
+import { prepareOutDir } from "../lib/train/checkpoint.ts";
 import { DEFAULT_MODEL, loadBundle, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const DEFAULT_DATA = new URL("../../shared/fixtures/data", import.meta.url).pathname;
@@ -104,6 +105,7 @@ await runMain(USAGE, async () => {
   } catch {
     throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
   }
+  if (a.out) await prepareOutDir(a.out, "--out"); // before any work, not after it
   const b = await loadBundle(a.model, a.tokenizer);
   const gpu = await getGpu();
   const model = await GpuModel.create(gpu, b.model.weights);

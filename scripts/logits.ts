@@ -12,14 +12,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { getGpu } from "../lib/gpu/device.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
-import {
-  DEFAULT_MODEL,
-  loadBundle,
-  parseTokenList,
-  parseWith,
-  runMain,
-  UsageError,
-} from "./_cli.ts";
+import { DEFAULT_MODEL, loadForInput, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const USAGE =
   `Usage: deno task logits --model M (--text T | --tokens 1,2,3) [--tokenizer VOCAB|bytes]
@@ -27,8 +20,9 @@ const USAGE =
 
   --model      RWKV-7 checkpoint (.pth / .safetensors); default: the embedded model
   --text       text to encode with the tokenizer
-  --tokens     comma-separated token ids (instead of --text)
-  --tokenizer  vocabulary file or "bytes" (default: bytes when V = 256, else a vocab beside M)
+  --tokens     comma-separated token ids (instead of --text; needs no tokenizer)
+  --tokenizer  vocabulary file or "bytes" (default: bytes when V = 256, else a vocab beside M;
+               only looked up for --text, or to print the top tokens' text)
   --state      a tuned state file (.pth from RWKV-PEFT or web-rwkv safetensors)
   --json       print {"tokens": [...], "logits": [...]}
   --top        without --json, how many top tokens to list (default 10)`;
@@ -60,11 +54,8 @@ await runMain(USAGE, async () => {
   });
   const a = parseWith(Args, values);
   if (a.help) return console.log(USAGE);
-  if ((a.text === undefined) === (a.tokens === undefined)) {
-    throw new UsageError("pass exactly one of --text or --tokens");
-  }
-  const b = await loadBundle(a.model, a.tokenizer, a.state);
-  const tokens = a.tokens !== undefined ? parseTokenList(a.tokens) : b.tokenizer.encode(a.text!);
+  const b = await loadForInput(a);
+  const tokens = b.ids;
   if (tokens.length === 0) throw new UsageError("the text encodes to no tokens");
   const gpu = await getGpu();
   const model = await GpuModel.create(gpu, b.model.weights);
@@ -78,7 +69,7 @@ await runMain(USAGE, async () => {
   for (const id of order) {
     console.log(
       `${String(id).padStart(6)} ${logits[id].toFixed(4).padStart(10)}  ${
-        JSON.stringify(b.tokenizer.decode([id]))
+        b.tokenizer ? JSON.stringify(b.tokenizer.decode([id])) : ""
       }`,
     );
   }

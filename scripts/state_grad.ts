@@ -1,10 +1,15 @@
 /**
- * The gradient of the mean next-token cross-entropy of one sequence w.r.t. every layer's
- * initial wkv state, from a zero state (or `--state`): a check other tools can compare with.
+ * The gradient of the mean next-token cross-entropy of one sequence w.r.t. every trainable part
+ * present: each layer's initial wkv state S0 (from a zero state or `--state`), and with
+ * `--lifted FILE` the kernel-upscaled state Ŝ0 of each lifted layer (at the file's values): a
+ * check other tools can compare with.
  *
- *     deno task state-grad --model M (--text T | --tokens 1,2,3) [--tokenizer …] --json
+ *     deno task state-grad --model M (--text T | --tokens 1,2,3) [--tokenizer …] [--state S]
+ *                          [--lifted FILE] --json
  *
- * `--json` prints `{"loss": L, "grads": [[layer 0: H·N·N values, value-major], …]}`.
+ * `--json` prints `{"loss": L, "grads": [[layer 0: H·N·N values, value-major], …]}`, plus with
+ * `--lifted` `"lifted": {"blocks.{l}.att.lifted_state": [H·N·M values, row-major], …}`. `--tokens`
+ * needs no tokenizer.
  *
  * @module
  */
@@ -13,26 +18,25 @@ import { z } from "zod";
 import { getGpu } from "../lib/gpu/device.ts";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
+import { GpuLifted, loadLifted } from "../lib/model/gpu_lifted.ts";
+import type { LiftedLayers } from "../lib/ref/lifted_types.ts";
 import { GpuBackward } from "../lib/train/gpu_backward.ts";
 import { refLossAndGrad } from "../lib/ref/backward.ts";
-import {
-  DEFAULT_MODEL,
-  loadBundle,
-  parseTokenList,
-  parseWith,
-  runMain,
-  UsageError,
-} from "./_cli.ts";
+import type { RwkvConfig } from "../lib/model/types.ts";
+import { DEFAULT_MODEL, loadForInput, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const USAGE =
   `Usage: deno task state-grad --model M (--text T | --tokens 1,2,3) [--tokenizer VOCAB|bytes]
-                            [--state FILE] [--engine gpu|cpu] [--json]
+                            [--state FILE] [--lifted FILE] [--engine gpu|cpu] [--json]
 
   --model      RWKV-7 checkpoint; default: the embedded model
-  --text       text to encode; or --tokens with comma-separated ids (at least 2 tokens)
+  --text       text to encode; or --tokens with comma-separated ids (at least 2 tokens; no
+               tokenizer needed)
   --state      start from a tuned state instead of zeros (its wkv part; shifts stay zero)
+  --lifted     a lifted.safetensors (SPEC §6): add its branches and report dL/dŜ0 at its values
   --engine     gpu (default, WebGPU backward) or cpu (the float64 reference)
-  --json       print {"loss": L, "grads": [[…], …]} (one array per layer, H·N·N values)`;
+  --json       print {"loss": L, "grads": [[…], …], "lifted": {"blocks.{l}.att.lifted_state":
+               […], …}} (S0: one array per layer, H·N·N values; Ŝ0: H·N·M values per layer)`;
 
 const Args = z.object({
   model: z.string().default(DEFAULT_MODEL),
@@ -40,9 +44,65 @@ const Args = z.object({
   tokens: z.string().optional(),
   tokenizer: z.string().optional(),
   state: z.string().optional(),
+  lifted: z.string().optional(),
   engine: z.enum(["gpu", "cpu"]).default("gpu"),
   json: z.boolean().default(false),
 });
+
+/** Gradients of every part, per layer. */
+interface Grads {
+  loss: number;
+  s0: ArrayLike<number>[];
+  /** per layer dL/dŜ0 (H·N·M) or undefined */
+  lifted?: (ArrayLike<number> | undefined)[];
+  // writes mode: gate?: (ArrayLike<number> | undefined)[]  (dL/dg per layer, H values)
+}
+
+/** The JSON keys of the lifted part's gradients (the file's tensor names). */
+function liftedJson(g: Grads): Record<string, number[]> | undefined {
+  if (!g.lifted) return undefined;
+  const out: Record<string, number[]> = {};
+  g.lifted.forEach((d, l) => {
+    if (d) out[`blocks.${l}.att.lifted_state`] = Array.from(d);
+    // writes mode: out[`blocks.${l}.att.lifted_gate`] = Array.from(g.gate[l])
+  });
+  return out;
+}
+
+async function gpuGrads(
+  weights: Parameters<typeof GpuModel.create>[1],
+  cfg: RwkvConfig,
+  inputs: number[],
+  targets: number[],
+  s0: Float32Array,
+  lifted?: LiftedLayers,
+): Promise<Grads> {
+  const gpu = await getGpu();
+  const model = await GpuModel.create(gpu, weights);
+  const bwd = await GpuBackward.create(model);
+  const set = lifted ? await GpuLifted.create(gpu, cfg, lifted) : undefined;
+  const T = inputs.length, per = s0.length / cfg.nLayer;
+  const r = await bwd.lossAndGrad({
+    B: 1,
+    T,
+    tokens: uploadStorage(gpu, "state-grad.tokens", Uint32Array.from(inputs)),
+    targets: uploadStorage(gpu, "state-grad.targets", Uint32Array.from(targets)),
+    mask: uploadStorage(gpu, "state-grad.mask", new Float32Array(T).fill(1)),
+    init: { kind: "shared", wkv: uploadStorage(gpu, "state-grad.s0", s0) },
+    ...(set ? { lifted: { set } } : {}),
+  });
+  const out: Grads = {
+    loss: r.loss,
+    s0: Array.from({ length: cfg.nLayer }, (_, l) => r.dS0Sum.slice(l * per, (l + 1) * per)),
+  };
+  if (set && r.dLifted) {
+    const H = cfg.nHead, N = cfg.headSize;
+    out.lifted = set.layers.map((ly) =>
+      ly ? r.dLifted!.slice(ly.s0Off, ly.s0Off + H * N * ly.M) : undefined
+    );
+  }
+  return out;
+}
 
 await runMain(USAGE, async () => {
   const s = { type: "string" } as const;
@@ -53,6 +113,7 @@ await runMain(USAGE, async () => {
       tokens: s,
       tokenizer: s,
       state: s,
+      lifted: s,
       engine: s,
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -60,49 +121,43 @@ await runMain(USAGE, async () => {
   });
   if (values.help) return console.log(USAGE);
   const a = parseWith(Args, values);
-  if ((a.text === undefined) === (a.tokens === undefined)) {
-    throw new UsageError("pass exactly one of --text or --tokens");
-  }
-  const b = await loadBundle(a.model, a.tokenizer, a.state);
-  const ids = a.tokens !== undefined ? parseTokenList(a.tokens) : b.tokenizer.encode(a.text!);
+  const b = await loadForInput(a);
+  const ids = b.ids;
   if (ids.length < 2) throw new UsageError("need at least 2 tokens (one prediction)");
   const cfg = b.model.weights.config;
-  const V = cfg.vocabSize;
-  const bad = ids.find((t) => t >= V);
-  if (bad !== undefined) throw new UsageError(`token ${bad} is outside the vocabulary [0, ${V})`);
+  const lifted = a.lifted ? await loadLifted(a.lifted) : undefined;
+  if (lifted && lifted.length !== cfg.nLayer) {
+    throw new Error(
+      `${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`,
+    );
+  }
   const inputs = ids.slice(0, -1), targets = ids.slice(1);
   const per = cfg.nHead * cfg.headSize * cfg.headSize;
-  let loss: number, grads: Float32Array[] | Float64Array[];
+  let g: Grads;
   if (a.engine === "cpu") {
-    const r = refLossAndGrad(b.model.weights, inputs, targets, undefined, b.state);
-    loss = r.loss;
-    grads = r.dState.map((d) => d.wkv);
+    const r = refLossAndGrad(b.model.weights, inputs, targets, undefined, b.state, { lifted });
+    g = { loss: r.loss, s0: r.dState.map((d) => d.wkv), ...(lifted ? { lifted: r.dLifted } : {}) };
   } else {
-    const gpu = await getGpu();
-    const model = await GpuModel.create(gpu, b.model.weights);
-    const bwd = await GpuBackward.create(model);
     const flat = new Float32Array(cfg.nLayer * per);
     b.state.forEach((st, l) => flat.set(st.wkv, l * per));
-    const T = inputs.length;
-    const r = await bwd.lossAndGrad({
-      B: 1,
-      T,
-      tokens: uploadStorage(gpu, "state-grad.tokens", Uint32Array.from(inputs)),
-      targets: uploadStorage(gpu, "state-grad.targets", Uint32Array.from(targets)),
-      mask: uploadStorage(gpu, "state-grad.mask", new Float32Array(T).fill(1)),
-      init: { kind: "shared", wkv: uploadStorage(gpu, "state-grad.s0", flat) },
-    });
-    loss = r.loss;
-    grads = Array.from({ length: cfg.nLayer }, (_, l) => r.dS0Sum.slice(l * per, (l + 1) * per));
+    g = await gpuGrads(b.model.weights, cfg, inputs, targets, flat, lifted);
   }
+  const loss = g.loss, grads = g.s0;
   if (a.json) {
-    console.log(JSON.stringify({ loss, grads: grads.map((g) => Array.from(g)) }));
+    const lj = liftedJson(g);
+    console.log(
+      JSON.stringify({
+        loss,
+        grads: grads.map((x) => Array.from(x)),
+        ...(lj ? { lifted: lj } : {}),
+      }),
+    );
     return;
   }
   console.log(`${ids.length} tokens, loss ${loss.toFixed(6)} (${a.engine})`);
-  grads.forEach((g, l) => {
+  grads.forEach((d, l) => {
     let sq = 0;
-    for (const x of g) sq += x * x;
+    for (let i = 0; i < d.length; i++) sq += d[i] * d[i];
     console.log(`layer ${String(l).padStart(2)}  |dL/dS0| = ${Math.sqrt(sq).toExponential(4)}`);
   });
 });

@@ -109,3 +109,59 @@ Deno.test({
     assertStringIncludes(bad.err, "--sampler must be auto, gpu or cpu");
   },
 });
+
+Deno.test({
+  name: "state-grad / logits --tokens need no tokenizer: H = 2, V = 512, no vocabulary; --lifted",
+  ignore: !gpu,
+  fn: async () => {
+    const { randomWeights, tinyConfig } = await import("../lib/model/random.ts");
+    const { tensorsFromWeights } = await import("../lib/model/load.ts");
+    const { serializeSafetensors } = await import("../lib/model/safetensors.ts");
+    const { saveLifted } = await import("../lib/model/gpu_lifted.ts");
+    const { initLiftedLayers } = await import("../lib/parts/support.ts");
+    const { LiftedConfigSchema } = await import("../lib/parts/config.ts");
+    const cfg = tinyConfig({ nLayer: 2, nEmbd: 128, headSize: 64, vocabSize: 512 });
+    assertEquals(cfg.nHead, 2);
+    const w = randomWeights(cfg, 11);
+    const dir = await Deno.makeTempDir();
+    const model = `${dir}/m.safetensors`;
+    await Deno.writeFile(model, serializeSafetensors(tensorsFromWeights(w), "f32"));
+    const ids = [5, 300, 17, 511, 42, 8];
+    const lifted = initLiftedLayers(
+      w,
+      [ids, ids.slice().reverse()],
+      LiftedConfigSchema.parse({
+        enabled: true,
+        featureRatio: 1,
+        featureMap: "identity",
+        headMeans: false,
+        layers: [1],
+        normalisedRead: true,
+      }),
+    );
+    lifted[1]!.s0 = Float32Array.from(lifted[1]!.s0, (_, i) => 0.05 * Math.cos(i));
+    const lf = `${dir}/lifted.safetensors`;
+    await saveLifted(lf, lifted, cfg.nHead);
+    const tokens = ["--tokens", ids.join(",")];
+    const lg = await run("logits.ts", ["--model", model, ...tokens, "--json"]);
+    assertEquals(lg.code, 0, lg.err);
+    assertEquals(JSON.parse(lg.out).logits.length, 512);
+    const r = await run("state_grad.ts", ["--model", model, ...tokens, "--lifted", lf, "--json"]);
+    assertEquals(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assertEquals(Object.keys(j).sort(), ["grads", "lifted", "loss"]);
+    assertEquals(Object.keys(j.lifted), ["blocks.1.att.lifted_state"]);
+    const ref = refLossAndGrad(w, ids.slice(0, -1), ids.slice(1), undefined, undefined, { lifted });
+    assertClose([j.loss], [ref.loss], { rel: 1e-5 }, "loss");
+    for (let l = 0; l < 2; l++) {
+      assertClose(j.grads[l], ref.dState[l].wkv, { rel: 1e-4 }, `dS0 ${l}`);
+    }
+    const d = j.lifted["blocks.1.att.lifted_state"];
+    assertEquals(d.length, 2 * 64 * 64);
+    assert(d.some((x: number) => x !== 0), "dŜ0 is not all zero");
+    assertClose(d, ref.dLifted![1]!, { rel: 1e-4 }, "dŜ0");
+    const t = await run("state_grad.ts", ["--model", model, "--text", "hi", "--json"]);
+    assertEquals(t.code, 1);
+    assertStringIncludes(t.err, "no tokenizer for");
+  },
+});

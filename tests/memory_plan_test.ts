@@ -47,7 +47,7 @@ function categoryOf(label: string, mode: Mode): PlanCategory | "transient" {
   if (/^bwd\.(x\d+|vFirst)$/.test(label)) return "activations";
   if (/^bwd\.work\.|^tune\.S0$/.test(label)) return "state";
   if (/^bwd\.(dS0|dS0Sum|dShiftAtt|dShiftFfn)$|^tune\.grad$/.test(label)) return "gradients";
-  if (/^tune\.(m|v|norm)$|^adam\.partials$/.test(label)) return "optimiser";
+  if (/^tune\.(norm|\w+\.\w+\.[mv])$|^adam\.partials$/.test(label)) return "optimiser";
   return "workspace";
 }
 

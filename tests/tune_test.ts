@@ -1,11 +1,18 @@
-import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { ByteTokenizer } from "../lib/tokenizer/bytes.ts";
 import { buildDataset } from "../lib/train/data.ts";
-import { NonFiniteError, tuneState } from "../lib/train/tune.ts";
-import { loadCheckpoint } from "../lib/train/checkpoint.ts";
+import { NonFiniteError, tune, tuneState } from "../lib/train/tune.ts";
+import { StatePart } from "../lib/train/state_part.ts";
+import { CheckpointError, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { fixture, gpu, hasFixtures, maxAbsDiff } from "./_helpers.ts";
 
 const bytes = new ByteTokenizer();
@@ -68,7 +75,13 @@ Deno.test({
     });
     assertEquals(part.stopReason, "aborted");
     assertEquals(part.steps, 3);
-    assertEquals((await loadCheckpoint(`${dirB}`, full.states.length * 4096))?.step, 3);
+    const ck = await loadCheckpoint(dirB);
+    assertEquals(ck.step, 3);
+    assertEquals(Object.keys(ck.tensors).sort(), [
+      "state.s0",
+      "state.s0.adam_m",
+      "state.s0.adam_v",
+    ]);
     const resumed = await tuneState(model, ds, { ...opts, outDir: dirB, resume: true });
     assertEquals(resumed.steps, 6);
     assertEquals(resumed.history.map((h) => h.step), [1, 2, 3, 4, 5, 6]);
@@ -81,16 +94,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "tuneState: a non-finite loss stops the run and keeps the last good checkpoint",
+  name: "tuneState: a non-finite loss stops the run; the folder's checkpoint stays valid",
   ignore: !gpu,
   fn: async () => {
     const model = await smallModel();
     const ds = buildDataset(rows, bytes);
     const dir = await Deno.makeTempDir();
     await tuneState(model, ds, { steps: 2, batch: 2, outDir: dir, ...quiet });
-    const good = await loadCheckpoint(dir, 2 * 4096);
-    assertEquals(good?.step, 2);
-    const poisoned = good!.s0.slice();
+    const good = await loadCheckpoint(dir);
+    assertEquals(good.step, 2);
+    const poisoned = good.tensors["state.s0"].slice();
     poisoned[7] = NaN;
     const states = [poisoned.slice(0, 4096), poisoned.slice(4096)];
     const e = await assertRejects(
@@ -99,10 +112,65 @@ Deno.test({
       NonFiniteError,
       "the state was not updated",
     );
-    assert(e.message.includes(dir), "the message names the checkpoint folder");
-    const after = await loadCheckpoint(dir, 2 * 4096);
-    assertEquals(after?.step, 2);
-    assertEquals(after?.s0, good?.s0);
+    assert(e.message.includes(`No checkpoint was written by this run (${dir})`), e.message);
+    const after = await loadCheckpoint(dir);
+    assertEquals(after.step, 2);
+    assertEquals(after.tensors["state.s0"], good.tensors["state.s0"]);
+    // a run that saved at step 2, then went NaN: the message names step 2's (finite) checkpoint
+    const dir2 = await Deno.makeTempDir();
+    const part = await StatePart.create(model);
+    const nan = new Float32Array(2 * 4096).fill(NaN);
+    const e2 = await assertRejects(() =>
+      tune(model, ds, {
+        parts: [part],
+        steps: 6,
+        batch: 2,
+        saveEvery: 2,
+        outDir: dir2,
+        ...quiet,
+        onStep: (r) => r.step === 3 && part.write({ s0: nan }),
+      }), NonFiniteError);
+    part.destroy();
+    assertStringIncludes(e2.message, `step 3: the loss is NaN`);
+    assertStringIncludes(
+      e2.message,
+      `The last good checkpoint (step 2) is ${dir2}/checkpoint.json`,
+    );
+    assertEquals((await loadCheckpoint(dir2)).step, 2);
+    model.destroy();
+  },
+});
+
+Deno.test({
+  name: "tuneState: resume refuses a missing checkpoint (naming the path) and changed --steps",
+  ignore: !gpu,
+  fn: async () => {
+    const model = await smallModel();
+    const ds = buildDataset(rows, bytes);
+    const empty = await Deno.makeTempDir();
+    const e = await assertRejects(
+      () =>
+        tuneState(model, ds, {
+          steps: 2,
+          batch: 2,
+          outDir: `${empty}/typo`,
+          resume: true,
+          ...quiet,
+        }),
+      CheckpointError,
+    );
+    assertStringIncludes(e.message, `${empty}/typo/checkpoint.json does not exist`);
+    assertEquals([...Deno.readDirSync(empty)].length, 0, "nothing was created");
+    const dir = await Deno.makeTempDir();
+    await tuneState(model, ds, { steps: 2, batch: 2, outDir: dir, ...quiet });
+    const before = await Deno.readTextFile(`${dir}/checkpoint.json`);
+    const e2 = await assertRejects(
+      () => tuneState(model, ds, { steps: 4, batch: 2, outDir: dir, resume: true, ...quiet }),
+      CheckpointError,
+    );
+    assertStringIncludes(e2.message, "totalSteps = 2, this resume has 4 (--steps/--epochs)");
+    assertStringIncludes(e2.message, "learning-rate schedule");
+    assertEquals(await Deno.readTextFile(`${dir}/checkpoint.json`), before, "not overwritten");
     model.destroy();
   },
 });

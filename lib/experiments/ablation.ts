@@ -20,7 +20,9 @@ import { type RwkvState, type RwkvWeights, zeroState } from "../model/types.ts";
 import { buildDataset, type Dataset, type Example, makeBatch } from "../train/data.ts";
 import { type Skill, skillRows, SKILLS } from "../train/synthetic.ts";
 import { skillAccuracyGpu } from "../train/skills_eval.ts";
-import { type HistoryRow, tuneState } from "../train/tune.ts";
+import { type HistoryRow, tune } from "../train/tune.ts";
+import { StatePart } from "../train/state_part.ts";
+import { LiftedPart } from "../parts/lifted_part.ts";
 import { ByteTokenizer } from "../tokenizer/bytes.ts";
 import { Rng } from "../util/rng.ts";
 import { Figure, lineFigure } from "../plot/figure.ts";
@@ -225,21 +227,30 @@ export async function runVariant(
       : o.recordDecorrelation
       ? { enabled: false, sample: o.dbpSample, seed: o.seed }
       : false;
-    const res = await tuneState(model, task.dataset, {
-      steps: o.steps,
-      batch: o.batch,
-      lrInit: o.lrInit,
-      lrFinal: o.lrFinal,
-      seed: o.seed,
-      valEvery: o.valEvery,
-      progress: o.progress,
-      livePlot: o.livePlot,
-      ...(layers ? { lifted: { layers, dbp, lrScale: o.lrScale } } : {}),
-    });
-    history = res.history;
-    state = zeroState(cfg);
-    res.states.forEach((s, l) => state![l].wkv.set(s));
-    liftedOut = res.lifted;
+    const s0 = await StatePart.create(model);
+    const lp = layers
+      ? await LiftedPart.create(model, { layers, dbp, lrScale: o.lrScale })
+      : undefined;
+    try {
+      const res = await tune(model, task.dataset, {
+        parts: lp ? [s0, lp] : [s0],
+        steps: o.steps,
+        batch: o.batch,
+        lrInit: o.lrInit,
+        lrFinal: o.lrFinal,
+        seed: o.seed,
+        valEvery: o.valEvery,
+        progress: o.progress,
+        livePlot: o.livePlot,
+      });
+      history = res.history;
+      state = zeroState(cfg);
+      (await s0.states()).forEach((s, l) => state![l].wkv.set(s));
+      liftedOut = await lp?.layers();
+    } finally {
+      s0.destroy();
+      lp?.destroy();
+    }
   }
   const set = liftedOut ? await GpuLifted.create(model.gpu, cfg, liftedOut) : undefined;
   model.setLifted(set);

@@ -95,7 +95,7 @@ class GpuRun {
     this.logits = make("logits", V * 4);
     this.probs = make("probs", V * 4);
     this.counts = make("counts", V * 4);
-    const lifted = model.liftedState(state);
+    const lifted = model.lifted ? state.liftedFor(model.lifted) : undefined;
     for (const b of [state.att, state.wkv, state.ffn, ...(lifted ? [lifted.buffer] : [])]) {
       this.#snap.push([b, make(`snapshot(${b.label})`, b.size)]);
     }
@@ -167,7 +167,6 @@ class GpuRun {
   destroy(): void {
     for (const b of this.#bufs) b.destroy();
     if (this.ownsState) {
-      this.model.liftedState(this.state)?.destroy();
       this.state.destroy();
     }
   }

@@ -8,7 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
-import { type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
 import {
   createLayerWorkspace,
   destroyLayerWorkspace,
@@ -52,7 +52,7 @@ export interface RecordForwardArgs {
   outOff?: number;
   /**
    * the lifted state (SPEC §6) to advance with `state` when the model has a lifted set
-   * ({@link GpuModel.setLifted}); default: the one the model keeps for `state`
+   * ({@link GpuModel.setLifted}); default: the one `state` carries ({@link GpuState.liftedFor})
    */
   liftedState?: GpuLiftedState;
   /**
@@ -85,7 +85,6 @@ export class GpuModel {
   #retired: GPUBuffer[] = [];
   #lifted?: GpuLifted;
   #active?: GpuWeights;
-  #liftedStates = new WeakMap<GpuState, GpuLiftedState>();
   #bufs: Record<BufName, GPUBuffer | undefined> = {
     x0: undefined,
     x1: undefined,
@@ -156,45 +155,22 @@ export class GpuModel {
   /**
    * Attach a kernel-upscaled state (SPEC §6) to every later forward, or detach it (undefined).
    * Each {@link GpuState} then carries a lifted state too, starting from the set's Ŝ0 at its
-   * first forward (see {@link liftedState}). The set stays the caller's to destroy.
+   * first forward ({@link GpuState.liftedFor}; `reset` puts it back to Ŝ0, `destroy` frees
+   * it). The set stays the caller's to destroy.
    *
    * @example
    * ```ts ignore
-   * model.setLifted(await GpuLifted.create(gpu, model.config, (await tuneState(...)).lifted!));
+   * model.setLifted(await GpuLifted.create(gpu, model.config, await loadLifted("lifted.safetensors")));
    * const s = model.session(tunedS0); // generation with the tuned S0 and Ŝ0
    * ```
    */
   setLifted(set?: GpuLifted): void {
     this.#lifted = set;
-    this.#liftedStates = new WeakMap();
   }
 
   /** The attached lifted set, if any. */
   get lifted(): GpuLifted | undefined {
     return this.#lifted;
-  }
-
-  /**
-   * The lifted state that travels with `state` (created from Ŝ0 on first use; undefined
-   * without a lifted set). `GpuState.reset` does not touch it: call {@link resetLifted}.
-   */
-  liftedState(state: GpuState): GpuLiftedState | undefined {
-    if (!this.#lifted) return undefined;
-    let ls = this.#liftedStates.get(state);
-    if (!ls) {
-      ls = new GpuLiftedState(this.#lifted, state.B, "model.liftedState");
-      this.#liftedStates.set(state, ls);
-    }
-    return ls;
-  }
-
-  /** Put `state`'s lifted state back to Ŝ0 (the start of a sequence). */
-  resetLifted(state: GpuState): void {
-    const ls = this.#liftedStates.get(state);
-    if (!ls) return;
-    const rec = new Recorder(this.gpu, "model.resetLifted");
-    ls.recordReset(rec);
-    rec.submit();
   }
 
   /**
@@ -294,7 +270,7 @@ export class GpuModel {
       wkvForm: this.wkvForm,
       ...(this.wkvChunked ? { wkvChunked: this.wkvChunked } : {}),
     };
-    const ls = this.#lifted && (args.liftedState ?? this.liftedState(state));
+    const ls = this.#lifted && (args.liftedState ?? state.liftedFor(this.#lifted));
     const lifted = ls ? { lifted: { set: this.#lifted!, state: ls } } : {};
     for (let l = 0; l < cfg.nLayer; l++) {
       const [xIn, xOut] = l % 2 === 0 ? [b.x0, b.x1] : [b.x1, b.x0];
@@ -412,7 +388,6 @@ export class GpuModel {
       },
       state: async () => (await st.read())[0],
       destroy: () => {
-        this.#liftedStates.get(st)?.destroy();
         st.destroy();
       },
     };

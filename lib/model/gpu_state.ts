@@ -1,13 +1,16 @@
 /**
  * The recurrent state of B sequences on the GPU, all layers in three buffers:
  * `att` (L, B, C) time-mix shift, `wkv` (L, B, H, N value, N key) f32, `ffn` (L, B, C)
- * channel-mix shift.
+ * channel-mix shift; with a kernel-upscaled set attached to the model, also the lifted state
+ * (SPEC §6) of the same B sequences, created from Ŝ0 at the first forward that uses the set.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
 import { createStorage, roundUp, writeStorage } from "../gpu/buffers.ts";
 import type { RwkvConfig, RwkvState } from "./types.ts";
+import { type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import { Recorder } from "../gpu/recorder.ts";
 
 /** B sequences' state, updated in place by the forward. */
 export class GpuState {
@@ -17,6 +20,7 @@ export class GpuState {
   readonly wkv: GPUBuffer;
   /** (L, B, C) ln2 output of each sequence's last token */
   readonly ffn: GPUBuffer;
+  #lifted?: GpuLiftedState;
 
   /** A zero state for B sequences. */
   constructor(readonly gpu: Gpu, readonly config: RwkvConfig, readonly B: number, label = "state") {
@@ -61,11 +65,33 @@ export class GpuState {
     });
   }
 
-  /** Zero every sequence's state (recorded on the queue). */
+  /** The lifted state these sequences carry, if a forward with a lifted set ran. */
+  get lifted(): GpuLiftedState | undefined {
+    return this.#lifted;
+  }
+
+  /**
+   * The lifted state for `set`: the one carried, or (first use, or another set than before) a
+   * new one starting from `set`'s Ŝ0, replacing and freeing the old.
+   */
+  liftedFor(set: GpuLifted): GpuLiftedState {
+    if (this.#lifted?.set !== set) {
+      this.#lifted?.destroy();
+      this.#lifted = new GpuLiftedState(set, this.B, "state.lifted");
+    }
+    return this.#lifted;
+  }
+
+  /** Zero every sequence's state and put the lifted state back to Ŝ0 (recorded on the queue). */
   reset(): void {
     const enc = this.gpu.device.createCommandEncoder({ label: "state.reset" });
     for (const b of [this.att, this.wkv, this.ffn]) enc.clearBuffer(b);
     this.gpu.device.queue.submit([enc.finish()]);
+    if (this.#lifted) {
+      const rec = new Recorder(this.gpu, "state.resetLifted");
+      this.#lifted.recordReset(rec);
+      rec.submit();
+    }
   }
 
   /** Read every sequence's state back (one CPU sync). */
@@ -102,8 +128,10 @@ export class GpuState {
       })));
   }
 
-  /** Free the buffers. */
+  /** Free the buffers (the lifted state's included). */
   destroy(): void {
     for (const b of [this.att, this.wkv, this.ffn]) b.destroy();
+    this.#lifted?.destroy();
+    this.#lifted = undefined;
   }
 }

@@ -304,8 +304,9 @@ function tuningItems(it: Items, cfg: RwkvConfig, o: z.infer<typeof MemoryPlanOpt
     storage(L * B * C * 4),
     storage(L * B * C * 4),
   ]);
-  it.add("optimiser", "tune.m, tune.v (Adam moments)", [storage(n * 4), storage(n * 4)]);
-  it.add("optimiser", "tune.norm, adam.partials", [16, storage(2 * NORM_PARTS * 4)]);
+  it.add("optimiser", "tune.state.s0.m/v (Adam moments)", [storage(n * 4), storage(n * 4)]);
+  // one gradient-norm block per trained tensor: S0 only here
+  it.add("optimiser", "tune.norm, adam.partials", [16, storage(1 * NORM_PARTS * 4)]);
 }
 
 /**

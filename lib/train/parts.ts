@@ -8,6 +8,7 @@
  *
  * One optimiser step with parts `P` (every buffer f32, recorded into one {@link Recorder}):
  *
+ * 0. `p.beginStep?.(step, examples, batches)` for each part (e.g. DBP draws the step's sample);
  * 1. for each micro-batch: `GpuBackward.record(rec, { ...batch, ...P[0].backwardArgs(ctx),
  *    ...P[1].backwardArgs(ctx), … })`, then `p.recordGrads(rec, bufs, accumulate)` for each part;
  * 2. global gradient norm over every tensor of every part, clip;
@@ -43,6 +44,8 @@ export interface MicroBatchContext {
   slot: number;
   examples: Example[];
   batch: Batch;
+  /** true for the validation loss (no gradient is used; parts must not record step work) */
+  validation?: boolean;
 }
 
 /** Arguments a part may contribute to {@link GpuBackward.record}. */
@@ -60,6 +63,8 @@ export interface TrainablePart {
   readonly lrScale: number;
   /** options the backward needs (LoRA: `{ weightGrads: true }`); merged over all parts */
   readonly backwardOptions?: GpuBackwardOptions;
+  /** before the step's micro-batches are recorded: all of them, in slot order */
+  beginStep?(step: number, examples: Example[][], batches: Batch[]): void;
   /** this part's share of the backward's arguments for one micro-batch */
   backwardArgs(ctx: MicroBatchContext): PartBackwardArgs;
   /** after one micro-batch's backward: write (`accumulate` false) or add its gradient */
