@@ -55,3 +55,28 @@ for (let r = 0; r < repeats; r++) {
   const cpuMs = (performance.now() - t) / steps;
   console.log(`repeat ${r}: webgpu ${gpuMs.toFixed(1)} ms/step, cpu-ref ${cpuMs.toFixed(1)} ms/step`);
 }
+
+// relative CPU cost of the extension variants' reference steps (lifted M = N and 4N; weight
+// gradients as LoRA needs them), same batch
+if (args.includes("--variants")) {
+  const { initLiftedLayers } = await import("../lib/parts/support.ts");
+  const { LiftedConfigSchema } = await import("../lib/parts/config.ts");
+  const b = makeBatch(examples.slice(0, B));
+  const seqs = b.tokens.map((tk, i) => {
+    const n = examples[i].ids.length - 1;
+    return { tokens: tk.slice(0, n), targets: b.targets[i].slice(0, n), mask: b.mask[i].slice(0, n) };
+  });
+  const time = (label: string, opts: Record<string, unknown>) => {
+    refBatchLossAndGrad(weights, seqs, undefined, opts);
+    const t = performance.now();
+    for (let s = 0; s < steps; s++) refBatchLossAndGrad(weights, seqs, undefined, opts);
+    console.log(`${label}: ${((performance.now() - t) / steps).toFixed(1)} ms/step`);
+  };
+  time("state", {});
+  for (const ratio of [1, 4]) {
+    const cfg = LiftedConfigSchema.parse({ enabled: true, featureRatio: ratio });
+    const lifted = initLiftedLayers(weights, examples.map((e) => e.ids), cfg);
+    time(`lifted M=${ratio}N`, { lifted });
+  }
+  time("weight grads (LoRA)", { weightGrads: true });
+}
