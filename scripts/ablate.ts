@@ -17,7 +17,12 @@ import { getGpu } from "../lib/gpu/device.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { resolveTokenizer } from "../lib/tokenizer/mod.ts";
-import { CellOptionsSchema, defaultGrid, runCell, VARIANT_KINDS } from "../lib/experiments/cells.ts";
+import {
+  CellOptionsSchema,
+  defaultGrid,
+  runCell,
+  VARIANT_KINDS,
+} from "../lib/experiments/cells.ts";
 import { type GridSpecInput, parseShard } from "../lib/experiments/grid.ts";
 import { type Manifest, mergeShards, runShard, writeRows } from "../lib/experiments/fanout.ts";
 import { markdownSummary, summarise } from "../lib/experiments/summary.ts";
@@ -37,6 +42,7 @@ const USAGE = `Usage: deno run -A scripts/ablate.ts --testbed facts|skill|add [o
   --shard      i/n: run every n-th cell from i (Slurm arrays, Kubernetes Indexed Jobs)
   --merge      join shard folders (each with rows.jsonl + manifest.json) into --out
   --resume     skip cells already in --out/rows.jsonl
+  --target-loss  training loss for the steps-to-target column (trailing mean over 10 steps)
   --model      checkpoint (default the embedded model);  --out  (default results/<testbed>)`;
 
 const Args = z.object({
@@ -51,6 +57,8 @@ const Args = z.object({
   resume: z.boolean().default(false),
   model: z.string().default(DEFAULT_MODEL),
   out: z.string().optional(),
+  /** a training loss for the steps-to-target column (DBP's convergence claim) */
+  "target-loss": z.coerce.number().positive().optional(),
 });
 
 /** The grid the arguments describe. */
@@ -60,7 +68,9 @@ function gridOf(a: z.output<typeof Args>): GridSpecInput {
   const variants = g.variants.filter((v) => want ? want.includes(v.name) : v.kind in VARIANT_KINDS);
   const unknown = want?.filter((w) => !g.variants.some((v) => v.name === w)) ?? [];
   if (unknown.length) {
-    throw new RangeError(`--variants: unknown ${unknown.join(", ")}; known: ${g.variants.map((v) => v.name)}`);
+    throw new RangeError(
+      `--variants: unknown ${unknown.join(", ")}; known: ${g.variants.map((v) => v.name)}`,
+    );
   }
   if (!want) {
     const later = g.variants.filter((v) => !(v.kind in VARIANT_KINDS)).map((v) => v.name);
@@ -73,11 +83,18 @@ function gridOf(a: z.output<typeof Args>): GridSpecInput {
   return { ...g, testbeds, variants, options };
 }
 
-async function report(out: string, rows: CellRow[], metric: string): Promise<void> {
-  const lines = summarise(rows, { metric, baseline: "state" });
+async function report(
+  out: string,
+  rows: CellRow[],
+  metric: string,
+  targetLoss?: number,
+): Promise<void> {
+  const lines = summarise(rows, { metric, baseline: "state", targetLoss });
   const table = markdownSummary(lines, 100);
   await Deno.writeTextFile(`${out}/table.md`, table);
-  console.log(`\n${metric} (%), mean [95% CI] over seeds; Δ = paired difference vs state\n${table}`);
+  console.log(
+    `\n${metric} (%), mean [95% CI] over seeds; Δ = paired difference vs state\n${table}`,
+  );
 }
 
 /** Run shards i/W as child processes of this script and wait for all. */
@@ -86,14 +103,25 @@ async function runWorkers(W: number, out: string): Promise<string[]> {
   const base = Deno.args.filter((x, i, all) => x !== "--workers" && all[i - 1] !== "--workers");
   const procs = dirs.map((dir, i) =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, ...base, "--shard", `${i}/${W}`, "--out", dir],
+      args: [
+        "run",
+        "-A",
+        new URL(import.meta.url).pathname,
+        ...base,
+        "--shard",
+        `${i}/${W}`,
+        "--out",
+        dir,
+      ],
       stdout: "inherit",
       stderr: "inherit",
     }).spawn()
   );
   const codes = await Promise.all(procs.map((p) => p.status));
   const bad = codes.map((c, i) => (c.success ? -1 : i)).filter((i) => i >= 0);
-  if (bad.length) throw new Error(`worker shard(s) ${bad.join(", ")} failed; see their output above`);
+  if (bad.length) {
+    throw new Error(`worker shard(s) ${bad.join(", ")} failed; see their output above`);
+  }
   return dirs;
 }
 
@@ -102,7 +130,9 @@ await runMain(USAGE, async () => {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
-      ...Object.fromEntries(Object.keys(Args.shape).filter((k) => k !== "resume").map((k) => [k, s])),
+      ...Object.fromEntries(
+        Object.keys(Args.shape).filter((k) => k !== "resume").map((k) => [k, s]),
+      ),
       resume: { type: "boolean" },
       merge: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -116,16 +146,22 @@ await runMain(USAGE, async () => {
   if (merge) {
     const m = await mergeShards(positionals);
     await writeRows(out, m.rows, m.manifest);
-    return await report(out, m.rows, metric);
+    return await report(out, m.rows, metric, a["target-loss"]);
   }
   const spec = gridOf(a);
   if (a.workers > 1) {
     const t0 = performance.now();
     const m = await mergeShards(await runWorkers(a.workers, out));
-    const manifest: Manifest = { ...m.manifest, command: Deno.args, seconds: (performance.now() - t0) / 1000 };
+    const manifest: Manifest = {
+      ...m.manifest,
+      command: Deno.args,
+      seconds: (performance.now() - t0) / 1000,
+    };
     await writeRows(out, m.rows, manifest);
-    console.log(`${m.rows.length} cells in ${manifest.seconds!.toFixed(0)} s wall (${a.workers} workers)`);
-    return await report(out, m.rows, metric);
+    console.log(
+      `${m.rows.length} cells in ${manifest.seconds!.toFixed(0)} s wall (${a.workers} workers)`,
+    );
+    return await report(out, m.rows, metric, a["target-loss"]);
   }
   const { weights } = await loadModel(a.model);
   const tokenizer = await resolveTokenizer(a.model, weights.config.vocabSize);
@@ -141,11 +177,13 @@ await runMain(USAGE, async () => {
     extra: { model: a.model, engine: a.engine },
     onRow: (r, done, total) =>
       console.log(
-        `[${done}/${total}] ${r.cell.id}: ${metric} ${(100 * (r.metrics[metric] ?? NaN)).toFixed(1)}% ` +
+        `[${done}/${total}] ${r.cell.id}: ${metric} ${
+          (100 * (r.metrics[metric] ?? NaN)).toFixed(1)
+        }% ` +
           `(${r.metrics.steps} steps, ${r.seconds.toFixed(1)} s)`,
       ),
   });
   model.destroy();
   console.log(`${rows.length} cells in ${manifest.seconds} s`);
-  if (!shard) await report(out, rows, metric);
+  if (!shard) await report(out, rows, metric, a["target-loss"]);
 });

@@ -34,10 +34,14 @@ const examples: Example[] = Array.from({ length: 64 }, (_, i) => {
 const { weights } = await loadModel("models/default.safetensors");
 const gpu = only === "cpu" ? undefined : await getGpu();
 const model = gpu ? await GpuModel.create(gpu, weights) : undefined;
-if (model) await tuneState(model, examples, { steps: 2, batch: B, progress: false, livePlot: false });
+if (model) {
+  await tuneState(model, examples, { steps: 2, batch: B, progress: false, livePlot: false });
+}
 for (let r = 0; r < repeats; r++) {
   let t = performance.now();
-  if (model) await tuneState(model, examples, { steps, batch: B, progress: false, livePlot: false });
+  if (model) {
+    await tuneState(model, examples, { steps, batch: B, progress: false, livePlot: false });
+  }
   const gpuMs = (performance.now() - t) / steps;
   t = performance.now();
   for (let s = 0; s < (only === "gpu" ? 0 : steps); s++) {
@@ -53,7 +57,9 @@ for (let r = 0; r < repeats; r++) {
     );
   }
   const cpuMs = (performance.now() - t) / steps;
-  console.log(`repeat ${r}: webgpu ${gpuMs.toFixed(1)} ms/step, cpu-ref ${cpuMs.toFixed(1)} ms/step`);
+  console.log(
+    `repeat ${r}: webgpu ${gpuMs.toFixed(1)} ms/step, cpu-ref ${cpuMs.toFixed(1)} ms/step`,
+  );
 }
 
 // relative CPU cost of the extension variants' reference steps (lifted M = N and 4N; weight
@@ -64,7 +70,11 @@ if (args.includes("--variants")) {
   const b = makeBatch(examples.slice(0, B));
   const seqs = b.tokens.map((tk, i) => {
     const n = examples[i].ids.length - 1;
-    return { tokens: tk.slice(0, n), targets: b.targets[i].slice(0, n), mask: b.mask[i].slice(0, n) };
+    return {
+      tokens: tk.slice(0, n),
+      targets: b.targets[i].slice(0, n),
+      mask: b.mask[i].slice(0, n),
+    };
   });
   const time = (label: string, opts: Record<string, unknown>) => {
     refBatchLossAndGrad(weights, seqs, undefined, opts);

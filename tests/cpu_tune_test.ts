@@ -35,7 +35,11 @@ Deno.test({
     model.destroy();
     for (let s = 0; s < 4; s++) {
       assertAlmostEquals(c.history[s].loss, g.history[s].loss, 2e-4 * g.history[s].loss);
-      assertAlmostEquals(c.history[s].gradNorm, g.history[s].gradNorm, 2e-3 * g.history[s].gradNorm);
+      assertAlmostEquals(
+        c.history[s].gradNorm,
+        g.history[s].gradNorm,
+        2e-3 * g.history[s].gradNorm,
+      );
       assertEquals(c.history[s].lr, g.history[s].lr);
     }
     let moved = 0;

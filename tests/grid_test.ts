@@ -22,7 +22,10 @@ async function fake(cell: Cell) {
   const rng = new Rng(cell.index * 7 + 1);
   const base = { untuned: 0.1, state: 0.5, "lifted-memory": 0.52, lora: 0.8 }[cell.variant]!;
   const items: number[] = Array.from({ length: 50 }, () => (rng.next() < base ? 1 : 0));
-  const losses = Array.from({ length: 20 }, (_, s) => 3 * Math.exp(-s * base / 4) + rng.next() * 0.1);
+  const losses = Array.from(
+    { length: 20 },
+    (_, s) => 3 * Math.exp(-s * base / 4) + rng.next() * 0.1,
+  );
   return {
     metrics: { recall: items.reduce((a, b) => a + b, 0) / 50, trainable: cell.params.M ?? 8192 },
     items,

@@ -53,7 +53,10 @@ Deno.test("skill and add: ≥ 200 held-out items disjoint from training; instruc
 });
 
 Deno.test("jsonl: needs a held-out split", () => {
-  const rows = Array.from({ length: 20 }, (_, i) => JSON.stringify({ prompt: `q${i}=`, response: `${i}\n` }));
+  const rows = Array.from(
+    { length: 20 },
+    (_, i) => JSON.stringify({ prompt: `q${i}=`, response: `${i}\n` }),
+  );
   const ds = buildDataset(rows.join("\n"), tok, { valSplit: 5 });
   const tb = jsonlTestbed(ds);
   assertEquals([tb.train.length, tb.heldOut.length], [15, 5]);
@@ -69,7 +72,10 @@ Deno.test({
     try {
       for (const skill of ["add", "reverse"] as const) {
         const rows = skillRows(skill, 60, 11, true);
-        const r = await teacherForced(model, rows.map((x) => pairExample(tok, x.prompt, x.response)));
+        const r = await teacherForced(
+          model,
+          rows.map((x) => pairExample(tok, x.prompt, x.response)),
+        );
         const g = await skillAccuracyGpu(model, skill, 60, 11, true);
         const tf = r.exact.reduce((a, b) => a + b, 0) / 60;
         console.log(`${skill}: teacher-forced ${tf}, greedy ${g.accuracy}`);

@@ -63,7 +63,7 @@ export function exactMatch(extracted: string | null, target: string): boolean {
 }
 
 // The statistics live in one module (lib/util/stats.ts); re-exported for existing callers.
-export { mcnemarExact, type McNemarResult, meanStderr, type MeanStderr } from "../util/stats.ts";
+export { mcnemarExact, type McNemarResult, type MeanStderr, meanStderr } from "../util/stats.ts";
 
 /** Log-softmax of `logits[off, off + V)` evaluated at `token`, and whether it is the argmax. */
 export function tokenLogprob(

@@ -83,7 +83,9 @@ export function cellSteps(o: CellOptions, cell: Cell): number {
   const v = Object.values(cell.testbedParams)[0];
   const s = o.steps[String(v)];
   if (s === undefined) {
-    throw new RangeError(`steps: no entry for ${JSON.stringify(cell.testbedParams)} in ${JSON.stringify(o.steps)}`);
+    throw new RangeError(
+      `steps: no entry for ${JSON.stringify(cell.testbedParams)} in ${JSON.stringify(o.steps)}`,
+    );
   }
   return s;
 }
@@ -144,7 +146,9 @@ export async function runCell(ctx: CellContext, cell: Cell): Promise<Omit<CellRo
       },
       items: sc.items,
       ...(res.history.length
-        ? { curve: { steps: res.history.map((h) => h.step), losses: res.history.map((h) => h.loss) } }
+        ? {
+          curve: { steps: res.history.map((h) => h.step), losses: res.history.map((h) => h.loss) },
+        }
         : {}),
       seconds: (performance.now() - t0) / 1000,
     };

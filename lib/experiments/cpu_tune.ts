@@ -193,7 +193,9 @@ export function cpuTune(
   const order = new BatchOrder(train.length, o.seed);
   const tensors = parts.flatMap((p) => p.tensors.map((t) => ({ part: p, t })));
   const grads = parts.map((p) => p.tensors.map((t) => new Float64Array(t.param.length)));
-  const mom = tensors.map(({ t }) => [t.param.length, t.param.length].map((n) => new Float64Array(n)));
+  const mom = tensors.map(({ t }) =>
+    [t.param.length, t.param.length].map((n) => new Float64Array(n))
+  );
   const history: HistoryRow[] = [];
   const t0 = performance.now();
   let step = 0, stopReason: CpuTuneResult["stopReason"] = "done";
@@ -215,7 +217,9 @@ export function cpuTune(
       parts.forEach((p, i) => p.grads(res, grads[i], a > 0));
     }
     let sq = 0;
-    for (const gs of grads) for (const g of gs) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+    for (const gs of grads) {
+      for (const g of gs) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+    }
     const gradNorm = Math.sqrt(sq) / o.gradAccum;
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       throw new RangeError(

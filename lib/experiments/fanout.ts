@@ -14,8 +14,8 @@ import {
   gridCells,
   gridHash,
   type GridSpec,
-  GridSpecSchema,
   type GridSpecInput,
+  GridSpecSchema,
   type Shard,
   shardCells,
 } from "./grid.ts";
@@ -83,7 +83,9 @@ export interface RunShardOptions {
 }
 
 /** Run the cells of one shard, writing `rows.jsonl` as they finish and `manifest.json`. */
-export async function runShard(o: RunShardOptions): Promise<{ rows: CellRow[]; manifest: Manifest }> {
+export async function runShard(
+  o: RunShardOptions,
+): Promise<{ rows: CellRow[]; manifest: Manifest }> {
   const spec = GridSpecSchema.parse(o.spec);
   const all = gridCells(spec);
   const cells = o.shard ? shardCells(all, o.shard) : all;

@@ -73,7 +73,9 @@ export function gridCells(spec: GridSpecInput): Cell[] {
   const g = GridSpecSchema.parse(spec);
   const names = new Set(g.variants.map((v) => v.name));
   if (names.size !== g.variants.length) {
-    throw new RangeError(`grid: variant names must be unique, got ${g.variants.map((v) => v.name)}`);
+    throw new RangeError(
+      `grid: variant names must be unique, got ${g.variants.map((v) => v.name)}`,
+    );
   }
   const cells: Cell[] = [];
   const axis = (s?: z.output<typeof SweepSchema>) =>
@@ -165,8 +167,11 @@ export function gridHash(spec: GridSpecInput): string {
 
 /** JSON with object keys sorted (so equal values give equal text). */
 export function canonicalJson(x: unknown): string {
-  return JSON.stringify(x, (_k, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v);
+  return JSON.stringify(
+    x,
+    (_k, v) =>
+      v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        : v,
+  );
 }

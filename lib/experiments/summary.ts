@@ -156,9 +156,13 @@ export function markdownSummary(lines: SummaryLine[], scale = 1, digits = 1): st
     if (conv) {
       const st = l.stepsToTarget;
       cells.push(
-        !st ? "–" : st.n === 0 ? `never (0/${l.value.n})` : `${st.mean.toFixed(0)} [${
-          Number.isFinite(st.lo) ? st.lo.toFixed(0) : "–"
-        }, ${Number.isFinite(st.hi) ? st.hi.toFixed(0) : "–"}] (${l.reached}/${l.value.n})`,
+        !st
+          ? "–"
+          : st.n === 0
+          ? `never (0/${l.value.n})`
+          : `${st.mean.toFixed(0)} [${Number.isFinite(st.lo) ? st.lo.toFixed(0) : "–"}, ${
+            Number.isFinite(st.hi) ? st.hi.toFixed(0) : "–"
+          }] (${l.reached}/${l.value.n})`,
         l.auc ? `${l.auc.mean.toFixed(3)} [${l.auc.lo.toFixed(3)}, ${l.auc.hi.toFixed(3)}]` : "–",
       );
     }

@@ -65,16 +65,16 @@ export async function teacherForced(
   const V = model.config.vocabSize, n = examples.length;
   const exact = new Array<number>(n).fill(0), loss = new Array<number>(n).fill(0);
   const tokens = new Array<number>(n).fill(0);
-  const order = examples.map((_, i) => i).sort((a, b) => examples[a].ids.length - examples[b].ids.length);
+  const order = examples.map((_, i) => i).sort((a, b) =>
+    examples[a].ids.length - examples[b].ids.length
+  );
   for (let i = 0; i < n;) {
     const T = examples[order[Math.min(n - 1, i)]].ids.length - 1;
     const maxB = Math.max(1, Math.floor(MAX_LOGITS / (Math.max(T, 1) * 2 * V)));
     const idx = order.slice(i, i + maxB);
     i += idx.length;
     const batch = makeBatch(idx.map((j) => examples[j]));
-    const gs = state
-      ? model.uploadState(idx.map(() => state))
-      : model.createState(batch.B);
+    const gs = state ? model.uploadState(idx.map(() => state)) : model.createState(batch.B);
     try {
       const logits = await model.forward(batch.tokens, gs, { logits: "all" });
       idx.forEach((j, b) => {
@@ -160,7 +160,10 @@ export const SkillTestbedSchema = z.object({
 });
 
 /** `skill`: a synthetic skill WITHOUT its instruction line (the tuned state replaces it). */
-export function skillTestbed(tok: TextEncoder, opts: z.input<typeof SkillTestbedSchema> = {}): Testbed {
+export function skillTestbed(
+  tok: TextEncoder,
+  opts: z.input<typeof SkillTestbedSchema> = {},
+): Testbed {
   const o = SkillTestbedSchema.parse(opts);
   const { train, heldOut } = skillSplit(tok, o.skill, o.trainItems, o.testItems, o.seed, false);
   return {
@@ -216,7 +219,10 @@ export const FactsTestbedSchema = z.object({
  * console.assert(tb.train.length === 16 && tb.heldOut.length === 16);
  * ```
  */
-export function factsTestbed(tok: TextEncoder, opts: z.input<typeof FactsTestbedSchema> = {}): Testbed {
+export function factsTestbed(
+  tok: TextEncoder,
+  opts: z.input<typeof FactsTestbedSchema> = {},
+): Testbed {
   const o = FactsTestbedSchema.parse(opts);
   if (o.maxLength < o.minLength) {
     throw new RangeError(`facts: maxLength ${o.maxLength} < minLength ${o.minLength}`);
@@ -237,7 +243,9 @@ export function factsTestbed(tok: TextEncoder, opts: z.input<typeof FactsTestbed
     train,
     heldOut: train,
     score: (model, state) => exactScore(model, train, state, "recall"),
-    side: o.sideItems ? (model, state) => instructedSkills(model, tok, o.sideItems, state) : undefined,
+    side: o.sideItems
+      ? (model, state) => instructedSkills(model, tok, o.sideItems, state)
+      : undefined,
   };
 }
 
@@ -274,7 +282,9 @@ export type HarnessRun = (model: GpuModel, state?: RwkvState) => Promise<Record<
  */
 export function jsonlTestbed(dataset: Dataset, harness?: HarnessRun): Testbed {
   if (dataset.val.length === 0) {
-    throw new RangeError(`${dataset.source}: the jsonl testbed needs a held-out split (valSplit > 0)`);
+    throw new RangeError(
+      `${dataset.source}: the jsonl testbed needs a held-out split (valSplit > 0)`,
+    );
   }
   return {
     name: `jsonl ${dataset.source}`,

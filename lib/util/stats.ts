@@ -119,6 +119,14 @@ export interface MeanStderr {
   n: number;
 }
 
+/** Sample standard deviation (n − 1 in the denominator); NaN for fewer than two values. */
+export function sampleSd(xs: number[]): number {
+  const n = xs.length;
+  if (n < 2) return NaN;
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  return Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (n - 1));
+}
+
 /** Mean and standard error of `xs` (stderr is NaN for fewer than two values). */
 export function meanStderr(xs: number[]): MeanStderr {
   const n = xs.length;
@@ -154,7 +162,7 @@ export interface Interval {
  */
 export function meanInterval(xs: number[], level = 0.95): Interval {
   const { mean, stderr, n } = meanStderr(xs);
-  const sd = stderr * Math.sqrt(n);
+  const sd = sampleSd(xs);
   if (n < 2) return { mean, lo: NaN, hi: NaN, sd: NaN, n, level };
   const h = tQuantile((1 + level) / 2, n - 1) * stderr;
   return { mean, lo: mean - h, hi: mean + h, sd, n, level };
@@ -169,8 +177,8 @@ export function bootstrapInterval(
   options: { level?: number; resamples?: number; seed?: number } = {},
 ): Interval {
   const level = options.level ?? 0.95, R = options.resamples ?? 2000;
-  const { mean, stderr, n } = meanStderr(xs);
-  const sd = stderr * Math.sqrt(n);
+  const { mean, n } = meanStderr(xs);
+  const sd = sampleSd(xs);
   if (n < 2) return { mean, lo: NaN, hi: NaN, sd: NaN, n, level };
   const rng = new Rng(options.seed ?? 0);
   const means = new Float64Array(R);
