@@ -1,11 +1,12 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import { gpu } from "./_helpers.ts";
+import { fixture, gpu, hasFixtures } from "./_helpers.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { ByteTokenizer } from "../lib/tokenizer/bytes.ts";
 import {
   addTestbed,
   factsTestbed,
+  harnessTask,
   jsonlTestbed,
   pairExample,
   skillTestbed,
@@ -89,6 +90,28 @@ Deno.test({
       assert(sc.metrics.recall < 0.2, "the untuned model cannot know random facts");
       const side = await facts.side!(model);
       assert(side["skill.copy"] > 0.5, JSON.stringify(side));
+    } finally {
+      model.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "jsonl + harness: a harness task scores the tuned state (fixture model, ARC-Easy)",
+  ignore: !gpu || !hasFixtures,
+  async fn() {
+    const { weights } = await loadModel(fixture("models/tiny-rwkv7-834K.safetensors"));
+    const model = await GpuModel.create(gpu!, weights);
+    try {
+      const run = harnessTask(tok, "arc_easy", { dataDir: fixture("data"), limit: 2 });
+      const zero = await run(model);
+      assert(Object.keys(zero).includes("arc_easy.acc"), JSON.stringify(zero));
+      assert(zero["arc_easy.acc"] >= 0 && zero["arc_easy.acc"] <= 1);
+      const { zeroState } = await import("../lib/model/types.ts");
+      const st = zeroState(weights.config);
+      st.forEach((l) => l.wkv.fill(0.5));
+      const tuned = await run(model, st);
+      assertEquals(Object.keys(tuned), Object.keys(zero));
     } finally {
       model.destroy();
     }

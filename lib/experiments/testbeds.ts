@@ -19,6 +19,15 @@ import type { RwkvState } from "../model/types.ts";
 import { type Dataset, type Example, makeBatch, type TextEncoder } from "../train/data.ts";
 import { type Skill, skillRows, SKILLS } from "../train/synthetic.ts";
 import { Rng } from "../util/rng.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
+import { Scorer } from "../eval/scorer.ts";
+import { evaluateTask } from "../eval/evaluate.ts";
+import {
+  type PreparedTask,
+  type PrepareOptions,
+  prepareTask,
+  type TaskName,
+} from "../eval/tasks.ts";
 
 /** Per-item outcomes and aggregate metrics of one scoring pass. */
 export interface TestbedScore {
@@ -275,6 +284,33 @@ export async function instructedSkills(
 
 /** A harness task (SPEC §7) run after tuning, for real checkpoints. */
 export type HarnessRun = (model: GpuModel, state?: RwkvState) => Promise<Record<string, number>>;
+
+/**
+ * A task of the evaluation harness (SPEC §7) as a {@link HarnessRun}: prepared once, scored from
+ * the tuned state; metrics named `<task>.<metric>` (e.g. `arc_easy.acc_norm`).
+ *
+ * @example
+ * ```ts ignore
+ * const tb = jsonlTestbed(dataset, harnessTask(tokenizer, "arc_easy", { dataDir, limit: 200 }));
+ * ```
+ */
+export function harnessTask(
+  tokenizer: Tokenizer,
+  task: TaskName,
+  options: PrepareOptions,
+): HarnessRun {
+  let prepared: Promise<PreparedTask> | undefined;
+  return async (model, state) => {
+    prepared ??= prepareTask(task, options);
+    const scorer = new Scorer(model, tokenizer, state ? { initial: state } : {});
+    try {
+      const r = await evaluateTask(scorer, await prepared);
+      return Object.fromEntries(r.metrics.map((m) => [`${task}.${m.metric}`, m.value]));
+    } finally {
+      scorer.destroy();
+    }
+  };
+}
 
 /**
  * `jsonl`: any dataset with a held-out split (its validation examples), scored by teacher-forced
