@@ -173,7 +173,18 @@ await runMain(USAGE, async () => {
     shard,
     outDir: out,
     resume: a.resume,
-    runner: (cell) => runCell({ weights, model, tokenizer, options }, cell),
+    runner: (cell) =>
+      runCell({
+        weights,
+        model,
+        tokenizer,
+        options,
+        onProgress: (c, row, steps) =>
+          console.log(
+            `  ${c.id}: step ${row.step}/${steps}, loss ${row.loss.toFixed(4)}, ` +
+              `${(row.elapsedMs / row.step).toFixed(0)} ms/step`,
+          ),
+      }, cell),
     extra: { model: a.model, engine: a.engine },
     onRow: (r, done, total) =>
       console.log(

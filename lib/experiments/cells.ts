@@ -40,6 +40,9 @@ export interface CellContext {
   model: GpuModel;
   tokenizer: TextEncoder;
   options: CellOptions;
+  /** called every `progressEvery` steps of a run (e.g. a log line) */
+  onProgress?: (cell: Cell, row: HistoryRow, steps: number) => void;
+  progressEvery?: number;
 }
 
 /** Result of one variant's tuning. */
@@ -108,6 +111,10 @@ export const VARIANT_KINDS: Record<string, VariantKind> = {
       lrFinal: o.lrFinal,
       clip: o.clip,
       seed: cell.seed,
+      onStep: (row: HistoryRow) => {
+        const every = ctx.progressEvery ?? 200;
+        if (ctx.onProgress && row.step % every === 0) ctx.onProgress(cell, row, steps);
+      },
     };
     const { nLayer: L, nHead: H, headSize: N } = w.config;
     const res = o.engine === "cpu"
