@@ -32,7 +32,8 @@ export interface Manifest {
   /** null: the whole grid */
   shard: Shard | null;
   machine: Record<string, string | number>;
-  /** ISO times and the wall time in seconds */
+  /** ISO times and the wall time in seconds (merged: first start to last end; the shards'
+   * summed times are `extra.shardSeconds`) */
   started: string;
   finished: string | null;
   seconds: number | null;
@@ -199,9 +200,16 @@ export async function mergeShards(dirs: string[], allowPartial = false): Promise
     shard: null,
     started: starts[0],
     finished: ends[ends.length - 1] || null,
-    seconds: manifests.reduce((s, m) => s + (m.seconds ?? 0), 0),
+    // wall time from the first shard's start to the last one's end (shards may overlap)
+    seconds: ends[ends.length - 1]
+      ? (Date.parse(ends[ends.length - 1]) - Date.parse(starts[0])) / 1000
+      : null,
     cellsDone: byIndex.size,
     merged: manifests,
+    extra: {
+      ...manifests[0].extra,
+      shardSeconds: manifests.reduce((s, m) => s + (m.seconds ?? 0), 0),
+    },
   };
   return { rows: sortRows([...byIndex.values()]), manifest, missing };
 }
