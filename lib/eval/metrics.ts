@@ -62,64 +62,8 @@ export function exactMatch(extracted: string | null, target: string): boolean {
   return extracted !== null && extracted === normalizeNumber(target);
 }
 
-/** Mean and standard error (sample standard deviation / √n) of per-item values. */
-export interface MeanStderr {
-  mean: number;
-  stderr: number;
-  n: number;
-}
-
-/** Mean and standard error of `xs` (stderr is NaN for fewer than two values). */
-export function meanStderr(xs: number[]): MeanStderr {
-  const n = xs.length;
-  if (n === 0) return { mean: NaN, stderr: NaN, n };
-  const mean = xs.reduce((a, b) => a + b, 0) / n;
-  if (n < 2) return { mean, stderr: NaN, n };
-  const v = xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (n - 1);
-  return { mean, stderr: Math.sqrt(v / n), n };
-}
-
-/** log C(n, k) via log-gamma-free summation (n is at most the item count). */
-function logChoose(n: number, k: number): number {
-  let s = 0;
-  for (let i = 1; i <= k; i++) s += Math.log(n - k + i) - Math.log(i);
-  return s;
-}
-
-/** McNemar's exact test on paired 0/1 outcomes. */
-export interface McNemarResult {
-  /** items right under A and wrong under B */
-  aOnly: number;
-  /** items right under B and wrong under A */
-  bOnly: number;
-  /** two-sided exact p-value (binomial, p = 1/2, over the discordant pairs) */
-  p: number;
-}
-
-/**
- * McNemar's exact test: under H0 the discordant pairs split Binomial(b + c, 1/2); the p-value
- * is twice the smaller tail, capped at 1.
- *
- * @example
- * ```ts
- * import { mcnemarExact } from "./metrics.ts";
- * const r = mcnemarExact([1, 1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0]);
- * console.assert(r.aOnly === 6 && Math.abs(r.p - 2 / 64) < 1e-12);
- * ```
- */
-export function mcnemarExact(a: number[], b: number[]): McNemarResult {
-  if (a.length !== b.length) throw new RangeError(`paired test: ${a.length} vs ${b.length} items`);
-  let aOnly = 0, bOnly = 0;
-  a.forEach((x, i) => {
-    if (x && !b[i]) aOnly++;
-    else if (!x && b[i]) bOnly++;
-  });
-  const n = aOnly + bOnly, k = Math.min(aOnly, bOnly);
-  if (n === 0) return { aOnly, bOnly, p: 1 };
-  let tail = 0;
-  for (let i = 0; i <= k; i++) tail += Math.exp(logChoose(n, i) - n * Math.LN2);
-  return { aOnly, bOnly, p: Math.min(1, 2 * tail) };
-}
+// The statistics live in one module (lib/util/stats.ts); re-exported for existing callers.
+export { mcnemarExact, type McNemarResult, type MeanStderr, meanStderr } from "../util/stats.ts";
 
 /** Log-softmax of `logits[off, off + V)` evaluated at `token`, and whether it is the argmax. */
 export function tokenLogprob(

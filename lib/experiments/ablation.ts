@@ -30,6 +30,7 @@ import { initLiftedLayers } from "../parts/support.ts";
 import { LiftedConfigSchema } from "../parts/config.ts";
 import type { LiftedLayers } from "../ref/lifted_types.ts";
 import { GpuLifted } from "../model/gpu_lifted.ts";
+import { meanStderr, sampleSd } from "../util/stats.ts";
 
 /** The ablation's variants, in table order. */
 export const VARIANTS = ["untuned", "state", "lifted", "dbp"] as const;
@@ -410,13 +411,15 @@ export async function runGrid(
   return out;
 }
 
-/** Mean and (sample) standard deviation; std 0 for one value, NaN for none. */
+/**
+ * Mean and (sample) standard deviation of the finite values; std 0 for one value, NaN for none
+ * (lib/util/stats.ts, the one statistics module).
+ */
 export function meanStd(xs: number[]): { mean: number; std: number; n: number } {
   const v = xs.filter((x) => Number.isFinite(x));
   if (v.length === 0) return { mean: NaN, std: NaN, n: 0 };
-  const mean = v.reduce((a, b) => a + b, 0) / v.length;
-  const varc = v.length > 1 ? v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1) : 0;
-  return { mean, std: Math.sqrt(varc), n: v.length };
+  const { mean } = meanStderr(v);
+  return { mean, std: v.length > 1 ? sampleSd(v) : 0, n: v.length };
 }
 
 /** Per-name summary over seeds. */

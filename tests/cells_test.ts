@@ -1,0 +1,51 @@
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import { gpu } from "./_helpers.ts";
+import { loadModel } from "../lib/model/load.ts";
+import { GpuModel } from "../lib/model/gpu_model.ts";
+import { ByteTokenizer } from "../lib/tokenizer/bytes.ts";
+import { CellOptionsSchema, defaultGrid, runCell } from "../lib/experiments/cells.ts";
+import { gridCells } from "../lib/experiments/grid.ts";
+
+const MODEL = new URL("../models/default.safetensors", import.meta.url).pathname;
+
+Deno.test("defaultGrid: 5 seeds, the issue's variants, steps per K from the calibration", () => {
+  const cells = gridCells(defaultGrid("facts"));
+  assertEquals(new Set(cells.map((c) => c.seed)).size, 5);
+  assertEquals(
+    [...new Set(cells.map((c) => c.kind))],
+    ["untuned", "state", "lifted-memory", "lifted-writes", "dbp", "lora"],
+  );
+  const o = CellOptionsSchema.parse(defaultGrid("facts").options);
+  assertEquals((o.steps as Record<string, number>)["128"], 1200);
+});
+
+Deno.test({
+  name: "runCell: untuned and state cells on facts (CPU engine, GPU scoring)",
+  ignore: !gpu,
+  async fn() {
+    const { weights } = await loadModel(MODEL);
+    const model = await GpuModel.create(gpu!, weights);
+    try {
+      const spec = {
+        testbeds: [{ name: "facts", sweep: { key: "K", values: [8] } }],
+        variants: [{ name: "untuned", kind: "untuned" }, { name: "state", kind: "state" }, {
+          name: "lora",
+          kind: "lora",
+        }],
+        seeds: [0],
+      };
+      const [u, s, l] = gridCells(spec);
+      const options = CellOptionsSchema.parse({ steps: 3, batch: 4 });
+      const ctx = { weights, model, tokenizer: new ByteTokenizer(), options };
+      const ru = await runCell(ctx, u), rs = await runCell(ctx, s);
+      assertEquals([ru.metrics.trainable, rs.metrics.trainable], [0, 2 * 64 * 64]);
+      assertEquals(ru.items!.length, 8);
+      assertEquals(rs.curve!.steps, [1, 2, 3]);
+      assert(rs.metrics["heldOutLoss"]! < ru.metrics["heldOutLoss"]!, "3 steps lower the loss");
+      assert(typeof rs.metrics["skill.copy"] === "number");
+      await assertRejects(() => runCell(ctx, l), RangeError, "issue 10");
+    } finally {
+      model.destroy();
+    }
+  },
+});
