@@ -56,7 +56,9 @@ if (!gpu) {
   const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "platform default";
   const icd = Deno.env.get("VK_ICD_FILENAMES");
   console.error(
-    `GPU tests on ${describeGpu(gpu)}; backend: ${backend}${icd ? ` (VK_ICD_FILENAMES=${icd})` : ""}`,
+    `GPU tests on ${describeGpu(gpu)}; backend: ${backend}${
+      icd ? ` (VK_ICD_FILENAMES=${icd})` : ""
+    }`,
   );
 }
 

@@ -5,8 +5,9 @@
  * conforming adapter (browsers on many GPUs expose 8–10 storage buffers per stage). Larger adapter
  * limits may be requested for speed (bigger buffers), never needed for correctness.
  * {@link entryPointBindings} counts, per entry point, the bindings it statically uses (the WGSL
- * rule: a global counts when the entry point or a function it calls names it; a local that shadows
- * a global's name is counted as a use, which errs on the safe side), so a test can fail
+ * rule: a global counts when the entry point or a function it calls names it; a function that
+ * declares a local or parameter of a global's name is taken not to use that global), so a test can
+ * fail
  * before any adapter is asked.
  *
  * @module
@@ -57,7 +58,8 @@ function stripComments(src: string): string {
 }
 
 function bindingGlobals(src: string): Global[] {
-  const re = /@group\(\s*\d+\s*\)\s*@binding\(\s*\d+\s*\)\s*var\s*(<[^>]*>)?\s*(\w+)\s*:\s*([^;]+);/g;
+  const re =
+    /@group\(\s*\d+\s*\)\s*@binding\(\s*\d+\s*\)\s*var\s*(<[^>]*>)?\s*(\w+)\s*:\s*([^;]+);/g;
   const out: Global[] = [];
   for (const m of src.matchAll(re)) {
     const space = (m[1] ?? "").replace(/[<>\s]/g, "").split(",")[0];
@@ -117,7 +119,11 @@ export function entryPointBindings(source: string): EntryBindings[] {
     const stack = [f.text];
     while (stack.length) {
       const text = stack.pop()!;
-      for (const id of idents(text)) used.add(id);
+      const locals = new Set(
+        [...text.matchAll(/\b(?:let|var|const)\s+([A-Za-z_]\w*)|([A-Za-z_]\w*)\s*:/g)]
+          .map((m) => m[1] ?? m[2]),
+      );
+      for (const id of idents(text)) if (!locals.has(id)) used.add(id);
       for (const [, id] of text.matchAll(/\b([A-Za-z_]\w*)\s*\(/g)) {
         const g = fns.get(id);
         if (g && !seen.has(id)) {

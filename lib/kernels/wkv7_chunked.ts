@@ -376,7 +376,9 @@ export class Wkv7ChunkedBackwardKernel {
       [g.k, [sc, a.v, a.r, a.kk, a.k, a.dy, a.dk, a.dv], "k"],
       [g.decay, [sc, a.d, a.dd], "decay"],
     ];
-    for (const [pl, binds, e] of passes) rec.dispatch(pl, gp, binds, [BH * L.nC], `${name}.grads_${e}`);
+    for (const [pl, binds, e] of passes) {
+      rec.dispatch(pl, gp, binds, [BH * L.nC], `${name}.grads_${e}`);
+    }
   }
 }
 
