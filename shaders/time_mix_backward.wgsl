@@ -1,8 +1,8 @@
 // Fused elementwise pieces of the time-mix backward (SPEC §1). Every buffer is (B, T, C) unless
 // noted; `vecs` is the layer's packed vector buffer.
 //
-//   gate_bonus (per row, head):  og = o ⊙ g:  do = dog ⊙ g,  dg = dog ⊙ o
-//                                o = GN(y) + s·v, s = Σ_j r_j k_j r_k[h, j]:
+//   gate (per element):          og = o ⊙ g:  do = dog ⊙ g,  dg = dog ⊙ o
+//   bonus (per row, head):       o = GN(y) + s·v, s = Σ_j r_j k_j r_k[h, j]:
 //                                dv = s·do,  ds = Σ_j do_j v_j,  dr = ds·k⊙r_k,  dk = ds·r⊙r_k
 //                                (dgn = do goes to the GroupNorm backward)
 //   key_decay (per row, head):   α = −kk, β = kk ⊙ a arrive as dkk, da (from the WKV backward);
@@ -11,7 +11,7 @@
 //                                dq = (dkk − kk (kk · dkk)) / ‖q‖   (dkk / 1e-12 below the floor)
 //                                dk0 = dk ⊙ (1 + (a − 1) ⊙ k_a) + dq ⊙ k_k      (over dk)
 //                                a = σ(·): da_pre = da ⊙ a (1 − a)                (over da)
-//                                d = exp(−e^−½ σ(z)): dz = −e^−½ dd ⊙ d σ(z)(1 − σ(z)) (over dd)
+//   decay (per element):         d = exp(−e^−½ σ(z)): dz = −e^−½ dd ⊙ d σ(z)(1 − σ(z)) (over dd)
 //   value (per element):         layer ≥ 1, v = v0 + (v_first − v0) ⊙ vGate:
 //                                dv0 = dv (1 − vGate) (over dv), dv_first += dv ⊙ vGate,
 //                                dvpre = dv ⊙ (v_first − v0) ⊙ vGate (1 − vGate)
@@ -42,22 +42,35 @@ fn job(wid: vec3<u32>, li: u32) -> u32 {
   return (wid.x + wid.y * p.nx) * 64u + li;
 }
 
-// ---- gate_bonus ----
-@group(0) @binding(1) var<storage, read> gbVecs: array<f32>; // layer vectors (r_k at off0)
-@group(0) @binding(2) var<storage, read> gbDog: array<f32>; // dL/d(o ⊙ g)
-@group(0) @binding(3) var<storage, read> gbO: array<f32>; // GroupNorm(y) + bonus
-@group(0) @binding(4) var<storage, read> gbG: array<f32>; // g
-@group(0) @binding(5) var<storage, read> gbR: array<f32>; // r
-@group(0) @binding(6) var<storage, read> gbK: array<f32>; // k after the k_a update
-@group(0) @binding(7) var<storage, read> gbV: array<f32>; // v after the value residual
-@group(0) @binding(8) var<storage, read_write> gbDgn: array<f32>; // out: dL/d GroupNorm output
-@group(0) @binding(9) var<storage, read_write> gbDg: array<f32>; // out
-@group(0) @binding(10) var<storage, read_write> gbDr: array<f32>; // out (bonus part)
-@group(0) @binding(11) var<storage, read_write> gbDk: array<f32>; // out (bonus part)
-@group(0) @binding(12) var<storage, read_write> gbDv: array<f32>; // out (bonus part)
+// ---- gate (per element): dgn = do = dog ⊙ g, dg = dog ⊙ o ----
+// gate_bonus is split into gate and bonus so that neither binds more than WebGPU's default 8
+// storage buffers; bonus reads do from dgn.
+@group(0) @binding(1) var<storage, read> gaDog: array<f32>; // dL/d(o ⊙ g)
+@group(0) @binding(2) var<storage, read> gaO: array<f32>; // GroupNorm(y) + bonus
+@group(0) @binding(3) var<storage, read> gaG: array<f32>; // g
+@group(0) @binding(4) var<storage, read_write> gaDgn: array<f32>; // out: dL/d GroupNorm output
+@group(0) @binding(5) var<storage, read_write> gaDg: array<f32>; // out
 
 @compute @workgroup_size(64)
-fn gate_bonus(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn gate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = job(wid, li);
+  if (i >= p.n) { return; }
+  gaDgn[i] = gaDog[i] * gaG[i];
+  gaDg[i] = gaDog[i] * gaO[i];
+}
+
+// ---- bonus (per row, head), after gate ----
+@group(0) @binding(1) var<storage, read> boVecs: array<f32>; // layer vectors (r_k at off0)
+@group(0) @binding(2) var<storage, read> boDo: array<f32>; // do (gate's dgn)
+@group(0) @binding(3) var<storage, read> boR: array<f32>; // r
+@group(0) @binding(4) var<storage, read> boK: array<f32>; // k after the k_a update
+@group(0) @binding(5) var<storage, read> boV: array<f32>; // v after the value residual
+@group(0) @binding(6) var<storage, read_write> boDr: array<f32>; // out (bonus part)
+@group(0) @binding(7) var<storage, read_write> boDk: array<f32>; // out (bonus part)
+@group(0) @binding(8) var<storage, read_write> boDv: array<f32>; // out (bonus part)
+
+@compute @workgroup_size(64)
+fn bonus(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let jb = job(wid, li);
   if (jb >= p.rows * p.H) { return; }
   let base = jb * p.N;
@@ -66,32 +79,26 @@ fn gate_bonus(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   var ds = 0.0;
   for (var j = 0u; j < p.N; j++) {
     let i = base + j;
-    let dO = gbDog[i] * gbG[i];
-    s += gbR[i] * gbK[i] * gbVecs[vb + j];
-    ds += dO * gbV[i];
+    s += boR[i] * boK[i] * boVecs[vb + j];
+    ds += boDo[i] * boV[i];
   }
   for (var j = 0u; j < p.N; j++) {
     let i = base + j;
-    let dO = gbDog[i] * gbG[i];
-    gbDgn[i] = dO;
-    gbDg[i] = gbDog[i] * gbO[i];
-    gbDv[i] = s * dO;
-    gbDr[i] = ds * gbK[i] * gbVecs[vb + j];
-    gbDk[i] = ds * gbR[i] * gbVecs[vb + j];
+    boDv[i] = s * boDo[i];
+    boDr[i] = ds * boK[i] * boVecs[vb + j];
+    boDk[i] = ds * boR[i] * boVecs[vb + j];
   }
 }
 
-// ---- key_decay ----
+// ---- key_decay (per row, head): kk normalisation, k_a, a ----
+// (the decay part is the separate elementwise `decay`, to stay within 8 storage buffers)
 @group(0) @binding(1) var<storage, read> kdVecs: array<f32>; // k_k at off0, k_a at off1
 @group(0) @binding(2) var<storage, read> kdDkk: array<f32>; // from the WKV backward
 @group(0) @binding(3) var<storage, read> kdK0: array<f32>; // k before the k_a update
 @group(0) @binding(4) var<storage, read> kdKk: array<f32>; // kk
 @group(0) @binding(5) var<storage, read> kdA: array<f32>; // a
-@group(0) @binding(6) var<storage, read> kdZ: array<f32>; // z
-@group(0) @binding(7) var<storage, read> kdD: array<f32>; // decay d
-@group(0) @binding(8) var<storage, read_write> kdDk: array<f32>; // in dk, out dk0
-@group(0) @binding(9) var<storage, read_write> kdDa: array<f32>; // in da (WKV), out da_pre
-@group(0) @binding(10) var<storage, read_write> kdDd: array<f32>; // in dd, out dz
+@group(0) @binding(6) var<storage, read_write> kdDk: array<f32>; // in dk, out dk0
+@group(0) @binding(7) var<storage, read_write> kdDa: array<f32>; // in da (WKV), out da_pre
 
 @compute @workgroup_size(64)
 fn key_decay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -120,9 +127,20 @@ fn key_decay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     kdDk[i] = dk * (1.0 + (aj - 1.0) * kaj) + dq * kkj;
     let da = kdDa[i] + dk * kdK0[i] * kaj;
     kdDa[i] = da * aj * (1.0 - aj);
-    let sz = 1.0 / (1.0 + exp(-kdZ[i]));
-    kdDd[i] = -DECAY_SCALE * kdDd[i] * kdD[i] * sz * (1.0 - sz);
   }
+}
+
+// ---- decay (per element): dd → dz ----
+@group(0) @binding(1) var<storage, read> deZ: array<f32>; // z
+@group(0) @binding(2) var<storage, read> deD: array<f32>; // decay d
+@group(0) @binding(3) var<storage, read_write> deDd: array<f32>; // in dd, out dz
+
+@compute @workgroup_size(64)
+fn decay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = job(wid, li);
+  if (i >= p.n) { return; }
+  let sz = 1.0 / (1.0 + exp(-deZ[i]));
+  deDd[i] = -DECAY_SCALE * deDd[i] * deD[i] * sz * (1.0 - sz);
 }
 
 // ---- value ----

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { tryGetGpu } from "../lib/gpu/device.ts";
-import type { Gpu } from "../lib/gpu/device.ts";
+import { describeGpu, tryGetGpu } from "../lib/gpu/device.ts";
+import type { Gpu, LimitsMode } from "../lib/gpu/device.ts";
 import { Rng as LibRng } from "../lib/util/rng.ts";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
 
@@ -35,10 +35,39 @@ export function fixture(rel: string): string {
   return FIXTURES + rel;
 }
 
+/**
+ * Which limits the test device requests: `RWKV_TEST_LIMITS=default` runs the GPU tests on a
+ * device with only WebGPU's default limits (the portability mode of `.ci/run`); unset or
+ * `adapter`: the adapter's own. Only this test helper reads it; the library takes the option.
+ */
+export const testLimits: LimitsMode = (() => {
+  const v = Deno.env.get("RWKV_TEST_LIMITS") ?? "adapter";
+  if (v !== "default" && v !== "adapter") {
+    throw new Error(`RWKV_TEST_LIMITS must be "default" or "adapter", not ${JSON.stringify(v)}`);
+  }
+  return v;
+})();
+
 /** The GPU, or null (tests that need it use `ignore: !gpu`). Resolved once at import. */
-export const gpu: Gpu | null = await tryGetGpu();
+export const gpu: Gpu | null = await tryGetGpu({ limits: testLimits });
 if (!gpu) {
   console.warn("SKIP GPU tests: no WebGPU adapter (install mesa-vulkan-drivers or a GPU driver)");
+} else if (!printedAdapter()) {
+  const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "platform default";
+  const icd = Deno.env.get("VK_ICD_FILENAMES");
+  console.error(
+    `GPU tests on ${describeGpu(gpu)}; backend: ${backend}${
+      icd ? ` (VK_ICD_FILENAMES=${icd})` : ""
+    }`,
+  );
+}
+
+/** True after the first test module of this process printed the adapter (print it once). */
+function printedAdapter(): boolean {
+  const g = globalThis as { __rwkvAdapterPrinted?: boolean };
+  const was = Boolean(g.__rwkvAdapterPrinted);
+  g.__rwkvAdapterPrinted = true;
+  return was;
 }
 
 /** The library's seeded PRNG plus a helper for random test vectors. */

@@ -15,8 +15,10 @@ export interface Gpu {
   description: string;
   /** True for software adapters such as Mesa's llvmpipe. */
   isFallback: boolean;
-  /** The limits the device was created with (the adapter's own, not the spec defaults). */
+  /** The limits the device was created with (see {@link Gpu.requested} for which and why). */
   limits: GPUSupportedLimits;
+  /** Which limits were requested and why (print it in logs: {@link describeGpu} does). */
+  requested: RequestedLimits;
   /** Whether `timestamp-query` is enabled (per-kernel timing). */
   hasTimestamps: boolean;
   /** Whether `shader-f16` is enabled (f16 weight storage). */
@@ -25,10 +27,31 @@ export interface Gpu {
   hasSubgroups: boolean;
 }
 
+/**
+ * Which limits to request: `"adapter"` (the default) asks for the adapter's own (larger buffers,
+ * more bindings: used for speed and size only), `"default"` asks for none, so the device has
+ * WebGPU's guaranteed defaults (8 storage buffers per stage, 256 MiB buffers, 128 MiB bindings,
+ * 16 KiB workgroup storage, 256 invocations): what every browser and adapter offers. Every
+ * pipeline of the project runs on either.
+ */
+export type LimitsMode = "default" | "adapter";
+
+/** The limits a device was requested with, and why. */
+export interface RequestedLimits {
+  /** The mode asked for. */
+  mode: LimitsMode;
+  /** Why (for logs). */
+  reason: string;
+  /** The `requiredLimits` passed to `requestDevice` (empty in `"default"` mode). */
+  limits: Record<string, number>;
+}
+
 /** Options for {@link requestGpu}. */
 export interface RequestGpuOptions {
   /** Prefer a high-performance adapter (default true). */
   highPerformance?: boolean;
+  /** Which limits to request (default `"adapter"`); see {@link LimitsMode}. */
+  limits?: LimitsMode;
   /** Print what was obtained to stderr (default false). */
   verbose?: boolean;
 }
@@ -80,11 +103,8 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
     powerPreference: options.highPerformance === false ? "low-power" : "high-performance",
   });
   if (!adapter) throw new NoGpuError("navigator.gpu.requestAdapter() returned null");
-  const requiredLimits: Record<string, number> = {};
-  for (const k of LIMIT_KEYS) {
-    const v = (adapter.limits as unknown as Record<string, number>)[k];
-    if (typeof v === "number") requiredLimits[k] = v;
-  }
+  const requested = requestedLimits(adapter, options.limits ?? "adapter");
+  const requiredLimits = requested.limits;
   const wanted: GPUFeatureName[] = ["timestamp-query", "shader-f16", "subgroups" as GPUFeatureName];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({
@@ -98,6 +118,7 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
     description: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
     isFallback: Boolean((info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
     limits: device.limits,
+    requested,
     hasTimestamps: device.features.has("timestamp-query"),
     hasF16: device.features.has("shader-f16"),
     hasSubgroups: device.features.has("subgroups"),
@@ -114,6 +135,30 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   return gpu;
 }
 
+function requestedLimits(adapter: GPUAdapter, mode: LimitsMode): RequestedLimits {
+  if (mode !== "default" && mode !== "adapter") {
+    throw new TypeError(`limits must be "default" or "adapter", not ${JSON.stringify(mode)}`);
+  }
+  if (mode === "default") {
+    return {
+      mode,
+      reason: "WebGPU defaults requested (portability mode: what every adapter and browser offers)",
+      limits: {},
+    };
+  }
+  const limits: Record<string, number> = {};
+  for (const k of LIMIT_KEYS) {
+    const v = (adapter.limits as unknown as Record<string, number>)[k];
+    if (typeof v === "number") limits[k] = v;
+  }
+  return {
+    mode,
+    reason: "adapter limits requested (larger buffers and bindings allow bigger shapes; " +
+      "every pipeline also fits the defaults)",
+    limits,
+  };
+}
+
 /** One line describing the adapter and the limits that matter to this project. */
 export function describeGpu(gpu: Gpu): string {
   const l = gpu.limits;
@@ -121,7 +166,9 @@ export function describeGpu(gpu: Gpu): string {
   return `adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}; ` +
     `maxBuffer ${mib(l.maxBufferSize)}, maxStorageBinding ${mib(l.maxStorageBufferBindingSize)}, ` +
     `workgroup storage ${l.maxComputeWorkgroupStorageSize} B, ` +
-    `invocations ${l.maxComputeInvocationsPerWorkgroup}; ` +
+    `invocations ${l.maxComputeInvocationsPerWorkgroup}, ` +
+    `storage buffers/stage ${l.maxStorageBuffersPerShaderStage}; ` +
+    `limits: ${gpu.requested.mode} (${gpu.requested.reason}); ` +
     `features: ${
       [
         gpu.hasTimestamps && "timestamp-query",
@@ -132,30 +179,35 @@ export function describeGpu(gpu: Gpu): string {
     }`;
 }
 
-let cached: Promise<Gpu> | undefined;
+const cached = new Map<LimitsMode, Promise<Gpu>>();
 
 /**
- * The process-wide device, created on first use with {@link requestGpu}.
+ * The process-wide device for a limits mode, created on first use with {@link requestGpu}
+ * (one device per mode; `highPerformance` and `verbose` apply to the first call).
  *
  * @example
  * ```ts ignore
- * const gpu = await getGpu();
+ * const gpu = await getGpu({ limits: "default" });
+ * console.log(gpu.requested.reason);
  * ```
  */
 export function getGpu(options: RequestGpuOptions = {}): Promise<Gpu> {
-  if (!cached) {
-    cached = requestGpu(options).catch((e) => {
-      cached = undefined;
+  const mode = options.limits ?? "adapter";
+  let p = cached.get(mode);
+  if (!p) {
+    p = requestGpu({ ...options, limits: mode }).catch((e) => {
+      cached.delete(mode);
       throw e;
     });
+    cached.set(mode, p);
   }
-  return cached;
+  return p;
 }
 
 /** Like {@link getGpu} but resolves to `null` instead of throwing when there is no adapter. */
-export async function tryGetGpu(): Promise<Gpu | null> {
+export async function tryGetGpu(options: RequestGpuOptions = {}): Promise<Gpu | null> {
   try {
-    return await getGpu();
+    return await getGpu(options);
   } catch (e) {
     if (e instanceof NoGpuError) return null;
     throw e;

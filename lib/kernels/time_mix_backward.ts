@@ -11,8 +11,8 @@ import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, flatGroups, needElems } from "./common.ts";
 
-type Entry = "gate_bonus" | "key_decay" | "value" | "act" | "dw_rk" | "dw_key";
-const ENTRIES = ["gate_bonus", "key_decay", "value", "act"] as const;
+type Entry = "gate" | "bonus" | "key_decay" | "decay" | "value" | "act" | "dw_rk" | "dw_key";
+const ENTRIES = ["gate", "bonus", "key_decay", "decay", "value", "act"] as const;
 const DW_ENTRIES = ["dw_rk", "dw_key"] as const;
 
 /** Buffers of {@link TimeMixBackwardKernel.gateBonus}; all (rows, C). */
@@ -83,6 +83,7 @@ export class TimeMixBackwardKernel {
     a: { rows: number; H: number; N: number },
     extra: number[],
     bufs: Record<string, GPUBuffer>,
+    perElement = false,
   ): void {
     const name = `time_mix_backward.${entry}`;
     checkDim(name, "rows", a.rows);
@@ -92,50 +93,34 @@ export class TimeMixBackwardKernel {
     for (const [k, b] of Object.entries(bufs)) {
       if (k !== "vecs") needElems(name, `${k} (B·T, C)`, b, n);
     }
-    const { groups, nx } = flatGroups(a.rows * a.H);
+    const { groups, nx } = flatGroups(perElement ? n : a.rows * a.H);
     const params = [a.rows, a.H, a.N, extra[0], extra[1], n, nx];
     const pipe = this.pipes[entry];
     if (!pipe) throw new RangeError(`${name}: create the kernel with weightGrads = true`);
     rec.dispatch(pipe, params, Object.values(bufs), groups, name);
   }
 
-  /** Record the output-gate and bonus-term backward (per row and head). */
+  /**
+   * Record the output-gate and bonus-term backward: two dispatches, `gate` (per element) then
+   * `bonus` (per row and head, reading do from `dgn`), each within 8 storage buffers.
+   */
   gateBonus(rec: Recorder, a: GateBonusArgs): void {
-    needElems("time_mix_backward.gate_bonus", "vecs", a.vecs, a.rkOff + a.H * a.N);
+    needElems("time_mix_backward.bonus", "vecs", a.vecs, a.rkOff + a.H * a.N);
     const { vecs, dog, o, g, r, k, v, dgn, dg, dr, dk, dv } = a;
-    this.#perHead("gate_bonus", rec, a, [a.rkOff, 0], {
-      vecs,
-      dog,
-      o,
-      g,
-      r,
-      k,
-      v,
-      dgn,
-      dg,
-      dr,
-      dk,
-      dv,
-    });
+    this.#perHead("gate", rec, a, [0, 0], { dog, o, g, dgn, dg }, true);
+    this.#perHead("bonus", rec, a, [a.rkOff, 0], { vecs, dgn, r, k, v, dr, dk, dv });
   }
 
-  /** Record the kk-normalisation, k_a, `a` sigmoid and decay backward (per row and head). */
+  /**
+   * Record the kk-normalisation, k_a and `a` sigmoid backward (per row and head), then the decay
+   * backward (per element, dd → dz): two dispatches, each within 8 storage buffers.
+   */
   keyDecay(rec: Recorder, a: KeyDecayArgs): void {
     const C = a.H * a.N;
     needElems("time_mix_backward.key_decay", "vecs", a.vecs, Math.max(a.kkOff, a.kaOff) + C);
     const { vecs, dkk, k0, kk, a: av, z, d, dk, da, dd } = a;
-    this.#perHead("key_decay", rec, a, [a.kkOff, a.kaOff], {
-      vecs,
-      dkk,
-      k0,
-      kk,
-      a: av,
-      z,
-      d,
-      dk,
-      da,
-      dd,
-    });
+    this.#perHead("key_decay", rec, a, [a.kkOff, a.kaOff], { vecs, dkk, k0, kk, a: av, dk, da });
+    this.#perHead("decay", rec, a, [0, 0], { z, d, dd }, true);
   }
 
   /**

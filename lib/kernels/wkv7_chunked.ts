@@ -8,7 +8,7 @@
  * the WY factors W, U, in parallel over chunks), `state_fwd` (one workgroup of 256 per (b, h)
  * passes the state from chunk to chunk and writes y). Backward: the same three (state_fwd
  * storing chunk-start states and sa), `state_bwd` (dS from chunk end to chunk start, the last
- * value is dS0) and `grads` (per-token gradients, parallel over chunks). Working states live in
+ * value is dS0) and `grads_*` (per-token gradients in four passes, parallel over chunks). Working states live in
  * the storage scratch, not workgroup memory: llvmpipe's LLVM spent minutes compiling the
  * zero-initialisation of 16 KiB workgroup arrays (a GPU-only variant could move S there).
  *
@@ -153,6 +153,14 @@ interface FwdPipes {
   stateFwd: GPUComputePipeline;
 }
 
+/** The four passes of the chunked per-token gradients (`shaders/wkv7_chunked_backward.wgsl`). */
+interface GradPipes {
+  beta: GPUComputePipeline;
+  r: GPUComputePipeline;
+  k: GPUComputePipeline;
+  decay: GPUComputePipeline;
+}
+
 /** `shaders/<name>.wgsl` with `wkv7_chunked_common.wgsl` (Params, sizes, index helpers) prepended. */
 function chunkedSource(name: "wkv7_chunked" | "wkv7_chunked_backward"): string {
   return `${shaderSource("wkv7_chunked_common")}\n${shaderSource(name)}`;
@@ -271,7 +279,7 @@ export class Wkv7ChunkedBackwardKernel {
     private readonly gpu: Gpu,
     private readonly pipes: Map<
       number,
-      FwdPipes & { stateBwd: GPUComputePipeline; grads: GPUComputePipeline }
+      FwdPipes & { stateBwd: GPUComputePipeline; grads: GradPipes }
     >,
   ) {}
 
@@ -287,12 +295,16 @@ export class Wkv7ChunkedBackwardKernel {
     const pipes = new Map();
     for (const N of headSizes) {
       checkWkvHeadSize("wkv7_chunked_backward", N);
-      const [fwd, stateBwd, grads] = await Promise.all([
+      const g = (e: string) => chunkedPipe(gpu, "wkv7_chunked_backward", `grads_${e}`, N);
+      const [fwd, stateBwd, beta, r, k, decay] = await Promise.all([
         fwdPipes(gpu, N),
         chunkedPipe(gpu, "wkv7_chunked", "state_bwd", N),
-        chunkedPipe(gpu, "wkv7_chunked_backward", "grads", N),
+        g("beta"),
+        g("r"),
+        g("k"),
+        g("decay"),
       ]);
-      pipes.set(N, { ...fwd, stateBwd, grads });
+      pipes.set(N, { ...fwd, stateBwd, grads: { beta, r, k, decay } });
     }
     return new Wkv7ChunkedBackwardKernel(gpu, pipes);
   }
@@ -356,9 +368,17 @@ export class Wkv7ChunkedBackwardKernel {
     );
     const bwdBinds = [a.r, a.kk, a.a, a.dy, a.ds0, sc];
     rec.dispatch(pipe.stateBwd, params(s, L, { ds0Off }), bwdBinds, [BH], `${name}.state_bwd`);
-    const gBinds = [a.r, a.d, a.k, a.v, a.kk, a.a, a.dy, sc, a.dr, a.dd, a.dk, a.dv, a.dkk, a.da];
-    const gp = params(s, L, { accumulate: a.accumulate ? 1 : 0 });
-    rec.dispatch(pipe.grads, gp, gBinds, [BH * L.nC], `${name}.grads`);
+    // four passes (each within the default 8 storage buffers); dkk holds dβ between the first two
+    const gp = params(s, L, { accumulate: a.accumulate ? 1 : 0 }), g = pipe.grads;
+    const passes: [GPUComputePipeline, GPUBuffer[], string][] = [
+      [g.beta, [sc, a.v, a.dy, a.r, a.kk, a.a, a.dkk, a.da], "beta"],
+      [g.r, [sc, a.dy, a.kk, a.a, a.k, a.r, a.dr, a.dkk], "r"],
+      [g.k, [sc, a.v, a.r, a.kk, a.k, a.dy, a.dk, a.dv], "k"],
+      [g.decay, [sc, a.d, a.dd], "decay"],
+    ];
+    for (const [pl, binds, e] of passes) {
+      rec.dispatch(pl, gp, binds, [BH * L.nC], `${name}.grads_${e}`);
+    }
   }
 }
 
