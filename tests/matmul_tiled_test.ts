@@ -17,6 +17,7 @@ import { describeGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "../lib/kernels/matmul.ts";
 import { resolveHardwareMatmul } from "../lib/kernels/matmul_tiled.ts";
+import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv7_chunked.ts";
 import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { assertClose, errRatio, gpu, maxAbsDiff, Rng } from "./_helpers.ts";
@@ -188,4 +189,25 @@ if (gpu && noSg) {
 Deno.test({ name: "GEMV with subgroups vs reference", ignore: noSg }, async () => {
   const worst = await check(gpu!, { gemv: "on" }, "f32", GEMV_SHAPES, 1e-5, 7, /matmul\.gemv/);
   console.log(`gemv (subgroups): worst errRatio ${worst.toExponential(2)}`);
+});
+
+Deno.test("chunked WKV threshold: an explicit rule, default today's (T ≥ 64, B·H·N ≤ 8192)", () => {
+  const hw = {
+    isFallback: false,
+    description: "NVIDIA H200",
+    limits: { maxStorageBufferBindingSize: 2 ** 30, maxComputeWorkgroupsPerDimension: 65535 },
+  } as unknown as Gpu;
+  const s = { B: 1, T: 512, H: 12, N: 64 };
+  assert.equal(chooseWkvForm(hw, s), "chunked");
+  assert.equal(chooseWkvForm(hw, { ...s, T: 32 }), "sequential");
+  assert.equal(resolveWkvForm(hw, { auto: { minT: 1024 } }, s), "sequential");
+  assert.equal(
+    resolveWkvForm(hw, { auto: { minT: 16, maxBHN: 1 << 20 } }, { ...s, B: 64 }),
+    "chunked",
+  );
+  assert.equal(mayChooseChunked(hw, { auto: {} }, 64), true);
+  const sw = { ...hw, isFallback: true, description: "llvmpipe" } as Gpu;
+  assert.equal(resolveWkvForm(sw, { auto: { minT: 1 } }, s), "sequential");
+  assert.equal(mayChooseChunked(sw, "auto", 64), false);
+  assert.throws(() => resolveWkvForm(hw, { auto: { minT: 0 } }, s));
 });
