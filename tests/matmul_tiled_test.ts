@@ -202,9 +202,10 @@ Deno.test("chunked WKV threshold: an explicit rule, default today's (T ≥ 64, B
   assert.equal(chooseWkvForm(hw, { ...s, T: 32 }), "sequential");
   assert.equal(resolveWkvForm(hw, { auto: { minT: 1024 } }, s), "sequential");
   assert.equal(
-    resolveWkvForm(hw, { auto: { minT: 16, maxBHN: 1 << 20 } }, { ...s, B: 64 }),
+    resolveWkvForm(hw, { auto: { minT: 16, maxBHN: 1 << 20 } }, { ...s, B: 16 }),
     "chunked",
   );
+  assert.equal(chooseWkvForm(hw, { ...s, B: 16 }), "sequential");
   assert.equal(mayChooseChunked(hw, { auto: {} }, 64), true);
   const sw = { ...hw, isFallback: true, description: "llvmpipe" } as Gpu;
   assert.equal(resolveWkvForm(sw, { auto: { minT: 1 } }, s), "sequential");
