@@ -159,11 +159,54 @@ def load_safetensors(np, path):
     return cfg, w
 
 
-class Model:
-    """The RWKV-7 of lib/ref on `dev` in `dtype` (state path fp32); `step_seconds(T)` times it."""
+def wkv_sequential(t, S, logd, alpha, beta, k, v, r):
+    """The recurrence token by token (eager PyTorch): y (T, H, N) from S (H, N, N) [i][j]."""
+    d, ys = t.exp(logd).unsqueeze(2), []
+    for i in range(logd.shape[0]):
+        sa = S @ alpha[i].unsqueeze(-1)
+        S = S * d[i] + sa @ beta[i].unsqueeze(1) + v[i].unsqueeze(-1) @ k[i].unsqueeze(1)
+        ys.append((S @ r[i].unsqueeze(-1)).squeeze(-1))
+    return t.stack(ys)
 
-    def __init__(self, torch, cfg, w, dev, dtype):
-        self.t, self.cfg, self.dev, self.dtype = torch, cfg, dev, dtype
+
+CHUNK = 16  # tokens per chunk, as lib/ref/wkv_chunked.ts (decay factors stay below 1.6e4)
+
+
+def wkv_chunked(t, S, logd, alpha, beta, k, v, r):
+    """The chunked form of lib/ref/wkv_chunked.ts (SPEC §2, WY form) in plain PyTorch ops:
+    per chunk, decays relative to its start, the intra-chunk matrices P, Q, Pr, Qr, a unit
+    triangular solve for W and U, then SA, Y and the chunk-end state. Autograd differentiates
+    it; no custom kernel. Same inputs and output as wkv_sequential."""
+    ys = []
+    for c0 in range(0, logd.shape[0], CHUNK):
+        sl = slice(c0, c0 + CHUNK)
+        ld, a_, b_, k_, v_, r_ = (q[sl].transpose(0, 1) for q in (logd, alpha, beta, k, v, r))
+        G = ld.cumsum(1)  # log γ_t, (H, L, N)
+        ap, bh = a_ * t.exp(G - ld), b_ * t.exp(-G)
+        kh, rt = k_ * t.exp(-G), r_ * t.exp(G)
+        L = ld.shape[1]
+        lower = t.ones(L, L, device=ld.device, dtype=t.bool).tril(-1)  # s < t, transposed
+        low_eq = t.ones(L, L, device=ld.device, dtype=t.bool).tril()  # s ≤ t, transposed
+        Pt = (ap @ bh.transpose(1, 2)) * lower  # Pᵀ[t, s] = b̂_s·a'_t
+        Qt = (ap @ kh.transpose(1, 2)) * lower
+        Prt = (rt @ bh.transpose(1, 2)) * low_eq
+        Qrt = (rt @ kh.transpose(1, 2)) * low_eq
+        Imp = t.eye(L, device=ld.device) - Pt
+        W = t.linalg.solve_triangular(Imp, ap, upper=False, unitriangular=True)
+        U = t.linalg.solve_triangular(Imp, Qt @ v_, upper=False, unitriangular=True)
+        SA = W @ S.transpose(1, 2) + U  # sa_t = S_{t-1} α_t
+        ys.append(rt @ S.transpose(1, 2) + Prt @ SA + Qrt @ v_)
+        S = (S + SA.transpose(1, 2) @ bh + v_.transpose(1, 2) @ kh) * t.exp(G[:, -1]).unsqueeze(1)
+    return t.cat(ys, 1).transpose(0, 1)
+
+
+class Model:
+    """The RWKV-7 of lib/ref on `dev` in `dtype` (state path fp32); `step_seconds(T)` times it.
+    `form`: the WKV recurrence, "sequential" (eager, token by token) or "chunked" (pure PyTorch
+    chunked form)."""
+
+    def __init__(self, torch, cfg, w, dev, dtype, form="sequential"):
+        self.t, self.cfg, self.dev, self.dtype, self.form = torch, cfg, dev, dtype, form
         C, F = cfg["nEmbd"], cfg["dimFfn"]
         shapes = {"Wr": (C, C), "Wk": (C, C), "Wv": (C, C), "Wo": (C, C), "ffn_key": (F, C),
                   "ffn_value": (C, F)}
@@ -199,15 +242,12 @@ class Model:
             kk = F.normalize((k * p["k_k"]).view(T, H, N).float(), dim=-1, eps=1e-12)
             k = k * (1 + (a - 1) * p["k_a"])
             # WKV-7 (SPEC §2), fp32: S = S·diag(d) + (S·α) βᵀ + v kᵀ, y = S r; α = -kk, β = kk⊙a
-            d = t.exp(-math.exp(-0.5) * t.sigmoid(z.float())).view(T, H, 1, N)
+            logd = (-math.exp(-0.5) * t.sigmoid(z.float())).view(T, H, N)
             kf, vf, rf = (q.float().view(T, H, N) for q in (k, v, r))
             beta = kk * a.float().view(T, H, N)
-            S, ys = S0[l], []
-            for i in range(T):
-                sa = S @ -kk[i].unsqueeze(-1)
-                S = S * d[i] + sa @ beta[i].unsqueeze(1) + vf[i].unsqueeze(-1) @ kf[i].unsqueeze(1)
-                ys.append((S @ rf[i].unsqueeze(-1)).view(C))
-            y = F.group_norm(t.stack(ys), H, p["lnx_w"].float(), p["lnx_b"].float(), N * 1e-5)
+            wkv = wkv_chunked if self.form == "chunked" else wkv_sequential
+            y = F.group_norm(wkv(t, S0[l], logd, -kk, beta, kf, vf, rf).reshape(T, C), H,
+                             p["lnx_w"].float(), p["lnx_b"].float(), N * 1e-5)
             bonus = (rf * kf * p["r_k"].float().view(H, N)).sum(-1, keepdim=True) * vf
             o = (y + bonus.view(T, C)).to(self.dtype)
             x = x + (o * g) @ p["Wo"].T
@@ -273,6 +313,9 @@ def main():
     ap.add_argument("--shapes", default="0.1B", help="tiny, 0.1B, 0.4B, 1.5B (comma-separated)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--dtype", default="fp32,bf16", help="fp32 and/or bf16")
+    ap.add_argument("--form", default="sequential",
+                    help="WKV form(s): sequential (eager, token by token) and/or chunked (pure "
+                         "PyTorch chunked form), comma-separated")
     ap.add_argument("--fixture", default=str(FIXTURE), help="the tiny model (safetensors)")
     ap.add_argument("--config", default=None, help='a JSON RwkvConfig (shape "custom", seed 1)')
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions (median)")
@@ -301,9 +344,13 @@ def main():
             w = random_weights(np, cfg, 1)
         if a.check:
             model = Model(torch, cfg, w, dev, torch.float32)
+            chunked = Model(torch, cfg, w, dev, torch.float32, "chunked")
             for T in Ts:
                 loss, g = model.loss_and_grad(T)
-                checks.append({"shape": shape, "T": T, "loss": loss, "dS0": g.flatten().tolist()})
+                loss_c, g_c = chunked.loss_and_grad(T)
+                rel = ((g_c - g).norm() / g.norm().clamp_min(1e-30)).item()
+                checks.append({"shape": shape, "T": T, "loss": loss, "dS0": g.flatten().tolist(),
+                               "chunkedLoss": loss_c, "chunkedGradErrRatio": rel})
             exp = Path(a.fixture).with_name(Path(a.fixture).stem + ".expected-logits.json")
             if shape == "tiny" and exp.exists():
                 e = json.loads(exp.read_text())
@@ -312,15 +359,18 @@ def main():
                 diff = (out.double().cpu() - torch.tensor(e["logits"], dtype=torch.float64)).abs()
                 checks[-1]["logitsMaxAbsDiff"] = diff.max().item()
             continue
-        for dt in [d.strip() for d in a.dtype.split(",")]:
+        for form, dt in [(f.strip(), d.strip()) for f in a.form.split(",") for d in a.dtype.split(",")]:
             if dt not in ("fp32", "bf16"):
                 raise ValueError(f'unknown dtype "{dt}"; expected fp32 or bf16')
-            model = Model(torch, cfg, w, dev, torch.float32 if dt == "fp32" else torch.bfloat16)
+            if form not in ("sequential", "chunked"):
+                raise ValueError(f'unknown form "{form}"; expected sequential or chunked')
+            dtype = torch.float32 if dt == "fp32" else torch.bfloat16
+            model = Model(torch, cfg, w, dev, dtype, form)
             for T in Ts:
                 s = model.step_seconds(T, a.reps)
-                rows.append({"shape": shape, "T": T, "device": dev, "dtype": dt,
+                rows.append({"shape": shape, "T": T, "device": dev, "dtype": dt, "form": form,
                              "tokensPerSecond": T / s, "seconds": s})
-                print(f"torch {shape} {dev} {dt} T={T}: {T / s:.1f} tok/s", file=sys.stderr)
+                print(f"torch {shape} {dev} {dt} {form} T={T}: {T / s:.1f} tok/s", file=sys.stderr)
     doc = {"torch": True, "version": torch.__version__, "device": dev,
            "threads": torch.get_num_threads()}
     doc.update({"check": checks} if a.check else {"rows": rows})

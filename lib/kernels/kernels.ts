@@ -8,7 +8,7 @@ import { ChannelMixKernel } from "./channel_mix.ts";
 import { GatesKernel, KeyNormKernel } from "./gates.ts";
 import { GroupNormBonusKernel } from "./groupnorm_bonus.ts";
 import { EmbedLayerNormKernel, LayerNormKernel } from "./layernorm.ts";
-import { MatmulKernel } from "./matmul.ts";
+import { type HardwareMatmulOptions, MatmulKernel } from "./matmul.ts";
 import { TokenShiftKernel } from "./token_shift.ts";
 import { Wkv7Kernel } from "./wkv7.ts";
 
@@ -34,9 +34,9 @@ export class Kernels {
    * const k = await Kernels.create(gpu, 64);
    * ```
    */
-  static async create(gpu: Gpu, N: number): Promise<Kernels> {
+  static async create(gpu: Gpu, N: number, matmul?: HardwareMatmulOptions): Promise<Kernels> {
     const [mm, ln, emb, ts, gt, kn, wkv, gn, cm] = await Promise.all([
-      MatmulKernel.create(gpu),
+      MatmulKernel.create(gpu, { hardware: matmul }),
       LayerNormKernel.create(gpu),
       EmbedLayerNormKernel.create(gpu),
       TokenShiftKernel.create(gpu),

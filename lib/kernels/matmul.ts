@@ -15,8 +15,15 @@ import { Recorder, splitGroups } from "../gpu/recorder.ts";
 import { checkDim, needElems } from "./common.ts";
 import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
 import { MatmulTex, type MatrixTextures } from "./matmul_tex.ts";
+import {
+  type HardwareMatmulChoice,
+  type HardwareMatmulOptions,
+  MatmulHardware,
+  resolveHardwareMatmul,
+} from "./matmul_tiled.ts";
 
 export { defaultTuning, type MatmulTuning, type Tile, type TuneMode } from "./tune.ts";
+export type { HardwareMatmulChoice, HardwareMatmulOptions } from "./matmul_tiled.ts";
 
 /**
  * A row-major matrix (`rows` × `cols`) on the GPU, split into consecutive row chunks, each its own
@@ -89,6 +96,11 @@ export interface MatmulOptions {
   tune?: TuneMode;
   /** Use these tiles (tests, benchmarks). */
   tuning?: MatmulTuning;
+  /**
+   * The hardware kernels (`matmul_tiled.ts`: workgroup-tiled product for T > 1, subgroup GEMV
+   * for T = 1, f16 arithmetic); default "auto": chosen from the adapter's kind and features.
+   */
+  hardware?: HardwareMatmulOptions;
 }
 
 /** The tiles compiled for one entry: the few-row variants below the tuned tile's TR, then it. */
@@ -176,12 +188,17 @@ type Tiled = Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>;
 export class MatmulKernel {
   readonly #sets = new Map<WeightDtype, { pipes: Pipes; tiled: Tiled }>();
   #tex?: MatmulTex;
+  readonly #hw?: MatmulHardware;
 
   private constructor(
     private readonly gpu: Gpu,
     /** the tiles in use and where they came from */
     readonly tuning: MatmulTuning,
-  ) {}
+    /** the hardware kernels in use (`matmul_tiled.ts`) */
+    readonly hardware: HardwareMatmulChoice,
+  ) {
+    this.#hw = MatmulHardware.create(gpu, hardware);
+  }
 
   /**
    * Compile the pipelines for weights stored as `dtype` (f32 ones come with {@link create});
@@ -212,6 +229,7 @@ export class MatmulKernel {
         tiled[entry].push({ tile, pipe: await tilePipeline(gpu, entry, tile, dtype) });
       }
     }
+    await this.#hw?.prepare(dtype);
     this.#sets.set(dtype, { pipes, tiled });
   }
 
@@ -238,7 +256,7 @@ export class MatmulKernel {
         options.tune ?? "auto",
         (entry, tile, s) => timeTile(gpu, entry, tile, s),
       );
-    const mm = new MatmulKernel(gpu, tuning);
+    const mm = new MatmulKernel(gpu, tuning, resolveHardwareMatmul(gpu, options.hardware));
     await mm.prepare("f32");
     return mm;
   }
@@ -339,6 +357,7 @@ export class MatmulKernel {
     const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
     const params = [a.M, a.K, a.Nc, xOff, xStride, yOff, yStride, resOff, resStride, mode, wStride];
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
+    if (this.#hw?.record(rec, { entry, M: a.M, Nc: a.Nc, dtype, params, bufs })) return;
     // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
     const wVec = dtype === "f32" ? 16 : 8; // bytes of 4 weights
     const aligned = entry === "linear"

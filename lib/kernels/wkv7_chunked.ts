@@ -30,10 +30,27 @@ export const WKV_CHUNK = 16;
 /** The two WKV formulations. */
 export type WkvForm = "sequential" | "chunked";
 
-/** A form option: a fixed form, or "auto" for {@link chooseWkvForm}. */
-export const WkvFormOptionSchema = z.enum(["auto", "sequential", "chunked"]);
-/** A form option: a fixed form, or "auto" for {@link chooseWkvForm}. */
-export type WkvFormOption = z.infer<typeof WkvFormOptionSchema>;
+/**
+ * The thresholds of the "auto" rule on hardware adapters: chunked for T ≥ `minT` and
+ * B·H·N ≤ `maxBHN` (defaults 64 and 8192, today's rule; a GPU run can set its own).
+ */
+export const WkvAutoRuleSchema = z.strictObject({
+  minT: z.number().int().min(1).default(64),
+  maxBHN: z.number().int().min(1).default(8192),
+});
+/** The thresholds of {@link chooseWkvForm} (all optional, see the schema). */
+export type WkvAutoRule = z.input<typeof WkvAutoRuleSchema>;
+
+/**
+ * A form option: a fixed form, "auto" for {@link chooseWkvForm} with the default thresholds, or
+ * `{ auto: { minT, maxBHN } }` for it with others.
+ */
+export const WkvFormOptionSchema = z.union([
+  z.enum(["auto", "sequential", "chunked"]),
+  z.strictObject({ auto: WkvAutoRuleSchema }),
+]);
+/** A form option: a fixed form, or "auto" (optionally with thresholds) for {@link chooseWkvForm}. */
+export type WkvFormOption = z.input<typeof WkvFormOptionSchema>;
 
 /** A WKV call's shape: B sequences of T tokens, H heads of size N. */
 export interface WkvShape {
@@ -98,9 +115,19 @@ export function chunkedFits(gpu: Gpu, s: WkvShape): boolean {
  * GPU's resident thread count and T spans several chunks: chunked for T ≥ 64 and B·H·N ≤ 8192,
  * when its scratch fits one storage binding.
  */
-export function chooseWkvForm(gpu: Gpu, s: WkvShape): WkvForm {
+export function chooseWkvForm(gpu: Gpu, s: WkvShape, rule: WkvAutoRule = {}): WkvForm {
   if (isSoftware(gpu) || !chunkedFits(gpu, s)) return "sequential";
-  return s.T >= 64 && s.B * s.H * s.N <= 8192 ? "chunked" : "sequential";
+  const r = WkvAutoRuleSchema.parse(rule);
+  return s.T >= r.minT && s.B * s.H * s.N <= r.maxBHN ? "chunked" : "sequential";
+}
+
+/**
+ * Whether `option` can ever pick the chunked form on `gpu` for head size `N` (so its kernel is
+ * worth compiling).
+ */
+export function mayChooseChunked(gpu: Gpu, option: WkvFormOption | undefined, N: number): boolean {
+  const o = WkvFormOptionSchema.parse(option ?? "auto");
+  return o === "chunked" || (o !== "sequential" && !isSoftware(gpu) && N <= 64);
 }
 
 /** `option` resolved for shape `s`: a fixed form as is, "auto" (the default) by {@link chooseWkvForm}. */
@@ -110,7 +137,8 @@ export function resolveWkvForm(
   s: WkvShape,
 ): WkvForm {
   const o = WkvFormOptionSchema.parse(option ?? "auto");
-  return o === "auto" ? chooseWkvForm(gpu, s) : o;
+  if (o === "auto") return chooseWkvForm(gpu, s);
+  return typeof o === "object" ? chooseWkvForm(gpu, s, o.auto) : o;
 }
 
 /** Check the shape and the scratch binding; returns the layout. */

@@ -8,6 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
+import type { HardwareMatmulOptions } from "../kernels/matmul.ts";
 import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
 import {
   createLayerWorkspace,
@@ -26,14 +27,18 @@ import {
 } from "./gpu_weights.ts";
 import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
 import {
-  chooseWkvForm,
+  mayChooseChunked,
   Wkv7ChunkedKernel,
   type WkvFormOption,
   WkvFormOptionSchema,
 } from "../kernels/wkv7_chunked.ts";
 
 /** Options of {@link GpuModel.create}: weight storage plus the WKV form. */
-export type GpuModelOptions = UploadOptions & { wkvForm?: WkvFormOption };
+export type GpuModelOptions = UploadOptions & {
+  wkvForm?: WkvFormOption;
+  /** the hardware matmul kernels (default "auto": from the adapter, see `matmul_tiled.ts`) */
+  matmul?: HardwareMatmulOptions;
+};
 
 /** Which logits a forward produces: the last token of each sequence, every token, or none. */
 export type LogitsMode = "last" | "all" | "none";
@@ -126,12 +131,9 @@ export class GpuModel {
     options: GpuModelOptions = {},
   ): Promise<GpuModel> {
     const wkvForm = WkvFormOptionSchema.parse(options.wkvForm ?? "auto");
-    const kernels = await Kernels.create(gpu, weights.config.headSize);
+    const kernels = await Kernels.create(gpu, weights.config.headSize, options.matmul);
     // the chunked kernel only when the form can choose it (never on software adapters in "auto")
-    const chunked = wkvForm === "chunked" ||
-      wkvForm === "auto" &&
-        chooseWkvForm(gpu, { B: 1, T: 64, H: 1, N: weights.config.headSize }) ===
-          "chunked";
+    const chunked = mayChooseChunked(gpu, wkvForm, weights.config.headSize);
     const wkvChunked = chunked
       ? await Wkv7ChunkedKernel.create(gpu, weights.config.headSize)
       : undefined;
