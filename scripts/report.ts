@@ -10,6 +10,10 @@
  */
 import { parseArgs } from "node:util";
 import { findPython, listNotebooks, RUNNER, runNotebook } from "./run_notebooks.ts";
+import { Figure } from "../lib/plot/figure.ts";
+import { withPlotlyScripts, writePlotlyJs } from "../lib/plot/html.ts";
+import { demoQuery, PARAM_NAMES } from "../web/params.ts";
+import { buildWeb } from "./web.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -20,8 +24,11 @@ const USAGE = `Usage: deno task report [--notebooks 01,02] [-p name=value ...] [
                         [--timeout S] [--quiet]
 
 Runs notebooks/*.ipynb top to bottom with the project's Deno kernel and writes, under DIR,
-each executed notebook (.ipynb), its HTML export (figures inline, opens offline) and an
-index.html linking them.
+each executed notebook (.ipynb), its HTML export (interactive plotly figures over the static
+images, offline: plotly.min.js is written once into DIR), an index.html linking them, and
+DIR/web/, the in-browser demo, linked from the index as "rerun this here" with the report's
+parameters. DIR can be zipped and mailed or served statically (the demo needs http://
+localhost or https for WebGPU: \`deno task web --serve --out DIR/web\` or any static server).
 
   --notebooks   comma-separated name prefixes or substrings (01,02) or .ipynb paths;
                 default: every notebook in notebooks/
@@ -32,6 +39,7 @@ index.html linking them.
                 A notebook that does not use a parameter ignores it.
   --out         report folder (default results/report)
   --timeout     per-cell timeout in seconds (default 600)
+  --no-web      do not build the in-browser demo into DIR/web
   --quiet       do not echo the runner's progress lines
 
 Examples:
@@ -148,11 +156,49 @@ export function selfContainedHtml(html: string, title: string): string {
     .replace(/<title>[^<]*<\/title>/, `<title>${esc(title)}</title>`);
 }
 
+/**
+ * {@link selfContainedHtml}, then the plotly.js tags (`plotly.min.js` beside the page) when the
+ * page holds figures, so each figure's static image becomes an interactive chart.
+ */
+export function interactiveHtml(html: string, title: string): string {
+  return withPlotlyScripts(selfContainedHtml(html, title));
+}
+
+/**
+ * The "rerun this here" link: the demo page under `webDir` (relative to the index) with the
+ * report's parameters that the page knows (skill, steps, batch, trainItems, testItems, seed…).
+ */
+export function rerunLink(params: Record<string, unknown>, webDir = "web"): string {
+  const known = Object.fromEntries(
+    Object.entries(params).filter(([k, v]) =>
+      PARAM_NAMES.includes(k) && k !== "model" && ["string", "number"].includes(typeof v)
+    ),
+  );
+  return `${webDir.replace(/\/$/, "")}/index.html${demoQuery(known)}`;
+}
+
+/** The index's figure: each notebook's run time (a bar per notebook, interactive). */
+export function timeFigure(entries: ReportEntry[]): Figure {
+  return new Figure({
+    title: "run time per notebook",
+    yLabel: "seconds",
+    width: 640,
+    height: 300,
+    series: [{
+      type: "bar",
+      name: "seconds",
+      x: entries.map((e) => e.name),
+      y: entries.map((e) => e.seconds),
+    }],
+  });
+}
+
 /** The report's index page: one row per notebook with links, status and time. */
 export function indexHtml(
   entries: ReportEntry[],
   params: Record<string, unknown>,
   when: Date = new Date(),
+  rerun?: string,
 ): string {
   const rows = entries.map((e) => {
     const status = e.ok ? "ok" : "FAILED";
@@ -182,10 +228,19 @@ pre.err { white-space: pre-wrap; font-size: 0.85em; color: #cf222e; }
 <h1>Notebook report</h1>
 <p>Executed ${esc(when.toISOString())} with ${paramText}.
 ${entries.filter((e) => e.ok).length} of ${entries.length} notebooks ran without errors.</p>
+${
+    rerun
+      ? `<p class="rerun"><a href="${esc(rerun)}"><b>Rerun this here</b></a>: the state-tuning ` +
+        `demo in this browser tab (WebGPU), with these parameters. It needs the folder served ` +
+        `over http://localhost or https (e.g. <code>deno task web --serve --out web</code> ` +
+        `here, or <code>python3 -m http.server</code>), not opened as a file.</p>`
+      : ""
+  }
 <table>
 <tr><th>notebook</th><th>status</th><th>time</th><th>files</th></tr>
 ${rows}
 </table>
+${entries.length ? timeFigure(entries).toHTML() : ""}
 </body></html>
 `;
 }
@@ -231,6 +286,7 @@ async function main(): Promise<number> {
         out: { type: "string" },
         timeout: { type: "string" },
         quiet: { type: "boolean" },
+        "no-web": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -282,7 +338,7 @@ async function main(): Promise<number> {
     try {
       const nb = JSON.parse(await Deno.readTextFile(ipynb));
       title = notebookTitle(nb) ?? name;
-      await Deno.writeTextFile(html, selfContainedHtml(await Deno.readTextFile(html), title));
+      await Deno.writeTextFile(html, interactiveHtml(await Deno.readTextFile(html), title));
     } catch {
       // The runner failed before writing: the entry below records the error.
     }
@@ -296,7 +352,16 @@ async function main(): Promise<number> {
     entries.push(entry);
     console.error(`== ${name}: ${r.success ? "ok" : "FAILED"} in ${seconds} s`);
   }
-  await Deno.writeTextFile(`${out}/index.html`, indexHtml(entries, params));
+  await writePlotlyJs(out);
+  let rerun: string | undefined;
+  if (!values["no-web"]) {
+    await buildWeb(`${out}/web`);
+    rerun = rerunLink(params, "web");
+  }
+  await Deno.writeTextFile(
+    `${out}/index.html`,
+    withPlotlyScripts(indexHtml(entries, params, new Date(), rerun)),
+  );
   await Deno.writeTextFile(
     `${out}/report.json`,
     JSON.stringify({ params, notebooks: entries }, null, 2) + "\n",

@@ -13,6 +13,7 @@ import {
   saveFigure,
 } from "../lib/plot/figure.ts";
 import { liveOutput, LivePlot } from "../lib/plot/live.ts";
+import { FIGURE_JSON_CLASS, PLOTLY_JS, plotlyJsPath, withPlotlyScripts } from "../lib/plot/html.ts";
 import { svgToPng } from "../lib/plot/png.ts";
 import { logTicks, niceTicks } from "../lib/plot/scale.ts";
 import { createProgress, formatDuration } from "../lib/plot/progress.ts";
@@ -132,7 +133,7 @@ Deno.test("mime bundle: plotly, png, svg, html, text; Jupyter.display hook", asy
   assert.equal("image/png" in await lineFig.bundle({ png: false }), false);
 });
 
-Deno.test("saveFigure writes .svg, .png and an offline .html with the plotly JSON", async () => {
+Deno.test("saveFigure writes .svg, .png, an offline .html and plotly.min.js beside it", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const paths = await saveFigure(
@@ -143,16 +144,42 @@ Deno.test("saveFigure writes .svg, .png and an offline .html with the plotly JSO
     pngSize(await Deno.readFile(paths.png));
     assertWellFormed(await Deno.readTextFile(paths.svg));
     const html = await Deno.readTextFile(paths.html);
-    assert.ok(html.includes("<svg") && !/<script[^>]+src=/.test(html), "static, no CDN script");
-    const json =
-      /<script type="application\/vnd\.plotly\.v1\+json" id="plotly-figure">(.*)<\/script>/
-        .exec(html);
+    assert.ok(html.includes("<svg"), "the static SVG stays for viewers without scripts");
+    const srcs = [...html.matchAll(/<script[^>]+src="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(srcs, [PLOTLY_JS], "only the local plotly.js, no CDN");
+    const bundle = await Deno.stat(`${dir}/sub/${PLOTLY_JS}`);
+    const pkg = await Deno.stat(await plotlyJsPath());
+    assert.equal(bundle.size, pkg.size, "plotly.min.js copied from the npm package");
+    assert.ok(bundle.size > 1e6, `plotly.min.js is ${bundle.size} bytes`);
+    const json = new RegExp(
+      `<script type="application/json" class="${FIGURE_JSON_CLASS}">(.*?)` +
+        "</script>",
+    ).exec(html);
     assert.ok(json);
     assert.equal(JSON.parse(json[1]).data.length, 4, "a, b band lo/hi, b");
+    assert.match(html, /Plotly\.newPlot/);
     assert.ok(figureHtmlPage(heat).includes("heat"));
+    // a second figure in the same folder reuses the bundle
+    await saveFigure(heat, `${dir}/sub/heat`);
+    assert.equal(
+      (await Deno.stat(`${dir}/sub/${PLOTLY_JS}`)).mtime?.getTime(),
+      bundle.mtime?.getTime(),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("figure fragment: JSON block cannot close the script; withPlotlyScripts", () => {
+  const fig = lineFigure({ "</script><b>x": [1, 2] }, { title: "a </script> title" });
+  const html = fig.toHTML();
+  assert.equal(html.match(/<\/script>/g)?.length, 1, "only the block's own closing tag");
+  const page = withPlotlyScripts(`<html><body>${html}</body></html>`);
+  assert.ok(page.indexOf(`src="${PLOTLY_JS}"`) < page.indexOf("</body>"));
+  assert.equal(
+    withPlotlyScripts("<html><body>no figures</body></html>"),
+    "<html><body>no figures</body></html>",
+  );
 });
 
 Deno.test("spec validation names the series and the problem", () => {

@@ -2,16 +2,26 @@
  * `scripts/report.ts`: argument helpers, the index page, the HTML clean-up, and one end-to-end
  * run on the plot smoke notebook (skipped, with a message, when Jupyter is missing).
  */
+/// <reference lib="dom" />
+/// <reference lib="deno.webgpu" />
+/// <reference lib="deno.ns" />
 import assert from "node:assert/strict";
 import {
   indexHtml,
+  interactiveHtml,
   missingJupyter,
   notebookTitle,
   parseParam,
+  rerunLink,
   resolvePathParams,
   selectNotebooks,
   selfContainedHtml,
 } from "../scripts/report.ts";
+import { chromiumSkip, hasChromium, launch, offlinePage } from "./_browser.ts";
+import type { PageLog } from "./_browser.ts";
+import type { Browser } from "puppeteer-core";
+import { decodePng, imageStats } from "../lib/plot/png_decode.ts";
+import { lineFigure } from "../lib/plot/figure.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -82,11 +92,60 @@ Deno.test("notebookTitle, selfContainedHtml, indexHtml", () => {
   assert.match(index, /1 of 2 notebooks ran without errors/);
 });
 
+Deno.test("rerunLink keeps the page's parameters; interactiveHtml adds plotly only to figure pages", () => {
+  assert.equal(
+    rerunLink({ steps: 10, skill: "sort", learningRates: [1], modelPath: "/x", outDir: "/o" }),
+    "web/index.html?skill=sort&steps=10",
+  );
+  assert.equal(rerunLink({}, "../web/"), "../web/index.html");
+  const plain = interactiveHtml("<html><head><title>x</title></head><body>text</body></html>", "T");
+  assert.ok(!plain.includes("plotly.min.js"));
+  const fig = interactiveHtml(
+    `<html><body>${lineFigure({ a: [1, 2] }).toHTML()}</body></html>`,
+    "T",
+  );
+  assert.match(fig, /<script src="plotly\.min\.js"/);
+});
+
+/**
+ * Open `file` offline (only file: URLs load) and check that every figure became a plotly chart
+ * (`.main-svg` inside the figure), with no console errors and no blocked requests.
+ */
+async function checkOffline(browser: Browser, file: string, shot?: string): Promise<PageLog> {
+  const { page, log } = await offlinePage(browser, ["file://"]);
+  await page.setViewport({ width: 1000, height: 900 });
+  await page.goto(`file://${file}`, { waitUntil: "load" });
+  const figures = await page.$$eval(".rwkv-figure", (e) => e.length);
+  assert.ok(figures > 0, `${file}: no figures`);
+  await page.waitForFunction(
+    (n: number) => document.querySelectorAll('.rwkv-figure[data-rendered="plotly"]').length === n,
+    { timeout: 60_000, polling: 200 },
+    figures,
+  );
+  const rendered = await page.$$eval(".rwkv-figure .rwkv-plotly .main-svg", (e) => e.length);
+  assert.ok(rendered >= figures, `${file}: ${rendered} plotly SVGs for ${figures} figures`);
+  const hidden = await page.$$eval(
+    ".rwkv-figure .rwkv-static",
+    (e) => e.every((x) => (x as HTMLElement).style.display === "none"),
+  );
+  assert.ok(hidden, "the static images give way to the interactive charts");
+  if (shot) {
+    const png = await page.screenshot({ path: shot, fullPage: true });
+    const st = imageStats(await decodePng(new Uint8Array(png)));
+    assert.ok(st.variance > 200, `blank screenshot ${shot}: ${JSON.stringify(st)}`);
+  }
+  await page.close();
+  assert.deepEqual(log.errors, [], `${file}: console errors`);
+  assert.deepEqual(log.blocked, [], `${file}: requests outside the folder`);
+  return log;
+}
+
 const missing = await missingJupyter();
 if (missing) console.warn(`SKIP report end-to-end test: ${missing.split("\n")[0]}`);
 
 Deno.test({
-  name: "deno task report on the plot smoke notebook writes .ipynb, HTML and index",
+  name:
+    "deno task report on the plot smoke notebook: .ipynb, HTML, index, web/; offline in Chromium",
   ignore: !!missing,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -112,7 +171,17 @@ Deno.test({
       const err = new TextDecoder().decode(run.stderr);
       assert.ok(run.success, `report failed (exit ${run.code}):\n${err}`);
       const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-      assert.deepEqual(files, ["index.html", "plot_smoke.html", "plot_smoke.ipynb", "report.json"]);
+      assert.deepEqual(files, [
+        "index.html",
+        "plot_smoke.html",
+        "plot_smoke.ipynb",
+        "plotly.min.js",
+        "report.json",
+        "web",
+      ]);
+      for (const f of ["index.html", "main.js", "plotly.min.js", "shaders/index.json"]) {
+        assert.ok(Deno.statSync(`${dir}/web/${f}`).isFile, `web/${f} in the report`);
+      }
       const html = await Deno.readTextFile(`${dir}/plot_smoke.html`);
       assert.ok(html.includes("<svg") && html.includes("data:image/png;base64"), "figures inline");
       assert.ok(!html.includes('src="file://'), "no local script references");
@@ -121,6 +190,22 @@ Deno.test({
       assert.match(nb, /n = 7/, "the parameter reached the notebook");
       const index = await Deno.readTextFile(`${dir}/index.html`);
       assert.match(index, /href="plot_smoke\.html"/);
+      assert.match(index, /href="web\/index\.html"[^>]*>.*Rerun this here/, "rerun link");
+      if (!hasChromium) console.warn(`SKIP the offline Chromium check: ${chromiumSkip}`);
+      else {
+        const browser = await launch();
+        try {
+          await Deno.mkdir(`${ROOT}results/report-test`, { recursive: true });
+          await checkOffline(browser, `${dir}/index.html`, `${ROOT}results/report-test/index.png`);
+          await checkOffline(
+            browser,
+            `${dir}/plot_smoke.html`,
+            `${ROOT}results/report-test/page.png`,
+          );
+        } finally {
+          await browser.close();
+        }
+      }
       const summary = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
       assert.equal(summary.notebooks[0].ok, true);
       assert.deepEqual(summary.params, { n: 7 });

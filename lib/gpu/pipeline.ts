@@ -12,7 +12,23 @@ import type { Gpu } from "./device.ts";
 const shaderText = new Map<string, string>();
 
 /**
- * The WGSL source of `shaders/<name>.wgsl`, read once.
+ * Supply shader sources from elsewhere than the file system (a browser page fetches them and
+ * calls this before creating a model). Later {@link shaderSource} calls use these texts.
+ *
+ * @param sources file stem (`"layernorm"`) → WGSL text
+ */
+export function provideShaderSources(sources: Record<string, string>): void {
+  for (const [name, text] of Object.entries(sources)) shaderText.set(name, text);
+}
+
+/** The shader stems {@link provideShaderSources} has supplied or that were read so far. */
+export function knownShaderNames(): string[] {
+  return [...shaderText.keys()];
+}
+
+/**
+ * The WGSL source of `shaders/<name>.wgsl`, read once (from the sources given to
+ * {@link provideShaderSources}, else from the file beside this module under Deno).
  *
  * @param name file stem, for example `"layernorm"`
  */
@@ -20,8 +36,16 @@ export function shaderSource(name: string): string {
   let src = shaderText.get(name);
   if (src === undefined) {
     const url = new URL(`../../shaders/${name}.wgsl`, import.meta.url);
+    // deno-lint-ignore no-explicit-any
+    const deno = (globalThis as any).Deno as typeof Deno | undefined;
+    if (!deno) {
+      throw new Error(
+        `shader "${name}" was not provided: outside Deno, fetch shaders/${name}.wgsl and pass ` +
+          `it to provideShaderSources() before creating the model`,
+      );
+    }
     try {
-      src = Deno.readTextFileSync(url);
+      src = deno.readTextFileSync(url);
     } catch (e) {
       throw new Error(`shader "${name}" not found at ${url.pathname}: ${(e as Error).message}`);
     }
@@ -120,7 +144,8 @@ let trace: boolean | undefined;
 function traceCompiles(): boolean {
   if (trace === undefined) {
     try {
-      trace = Deno.env.get("RWKV_TRACE_PIPELINES") === "1";
+      // deno-lint-ignore no-explicit-any
+      trace = (globalThis as any).Deno?.env.get("RWKV_TRACE_PIPELINES") === "1";
     } catch {
       trace = false;
     }

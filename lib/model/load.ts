@@ -52,6 +52,20 @@ export async function readTensorFile(
   } catch (e) {
     throw new CheckpointError(`${path}: cannot read the checkpoint (${(e as Error).message})`);
   }
+  return await tensorFileFromBytes(bytes, path);
+}
+
+/**
+ * Parse checkpoint bytes (PyTorch zip or safetensors, by magic bytes) to f32 tensors; the
+ * file-free core of {@link readTensorFile} (browsers, fetched files).
+ *
+ * @param source a name for messages (path or URL)
+ * @throws {CheckpointError} when the bytes are neither format
+ */
+export async function tensorFileFromBytes(
+  bytes: Uint8Array,
+  path = "checkpoint",
+): Promise<TensorFile & { format: CheckpointFormat; bytes: number }> {
   const format = detectFormat(bytes);
   if (format === null) {
     const head = [...bytes.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
@@ -292,7 +306,22 @@ export interface LoadedModel {
  * ```
  */
 export async function loadModel(path: string): Promise<LoadedModel> {
-  const file = await readTensorFile(path);
+  return modelFromTensorFile(await readTensorFile(path), path);
+}
+
+/**
+ * {@link loadModel} from bytes already in memory (a fetched file in a browser).
+ *
+ * @param source a name for messages and `LoadedModel.path` (a URL or file name)
+ */
+export async function loadModelFromBytes(bytes: Uint8Array, source: string): Promise<LoadedModel> {
+  return modelFromTensorFile(await tensorFileFromBytes(bytes, source), source);
+}
+
+function modelFromTensorFile(
+  file: TensorFile & { format: CheckpointFormat; bytes: number },
+  path: string,
+): LoadedModel {
   const weights = weightsFromTensors(file, path);
   return { weights, dtype: file.dtype, format: file.format, path, bytes: file.bytes };
 }

@@ -29,6 +29,7 @@ import type { PlotlyFigure } from "./plotly.ts";
 import { displayBundle, jupyter } from "./jupyter.ts";
 import { esc } from "./scale.ts";
 import { toBase64 } from "./png_encode.ts";
+import { figureFragment, plotlyScripts, writePlotlyJs } from "./html.ts";
 
 /** `Symbol.for("Jupyter.display")`: the Deno kernel renders objects with this method. */
 export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display") as never;
@@ -69,10 +70,12 @@ export class Figure {
     return svgToPng(this.toSVG(), this.spec.pngScale ?? 2);
   }
 
-  /** An HTML fragment with the SVG inline (renders in nbconvert HTML and browsers). */
+  /**
+   * An HTML fragment with the SVG inline (renders in nbconvert HTML and browsers) and the
+   * plotly JSON beside it, which pages with plotly.js turn into a live chart (lib/plot/html.ts).
+   */
   toHTML(svg: string = this.toSVG()): string {
-    return `<div class="rwkv-figure" style="max-width:100%;overflow-x:auto">` +
-      svg.replace("<svg ", `<svg style="max-width:100%;height:auto" `) + `</div>`;
+    return figureFragment(svg, this.toPlotly());
   }
 
   /** Short text description (the `text/plain` fallback). */
@@ -180,27 +183,28 @@ export async function display(fig: Figure | FigureSpec): Promise<void> {
   await displayBundle(await f.bundle());
 }
 
-/** A self-contained HTML page: the static SVG inline plus the plotly JSON as a data block. */
-export function figureHtmlPage(fig: Figure): string {
+/**
+ * An offline HTML page: the static SVG inline, the plotly JSON beside it, and plotly.js loaded
+ * from `plotlySrc` (default `plotly.min.js` beside the page, see {@link saveFigure}), which
+ * replaces the SVG by the interactive chart. Without scripts the SVG stays.
+ */
+export function figureHtmlPage(fig: Figure, plotlySrc?: string): string {
   const title = esc(fig.spec.title ?? "figure");
-  // "<" escaped as \u003c keeps "</script>" inside the JSON from closing the block.
-  const json = JSON.stringify(fig.toPlotly()).replace(/</g, "\\u003c");
   return [
     `<!DOCTYPE html>`,
     `<html lang="en"><head><meta charset="utf-8"><title>${title}</title></head>`,
     `<body style="margin:16px;font-family:sans-serif">`,
     fig.toHTML(),
-    `<!-- The interactive plotly figure (data + layout) is embedded below as JSON. To view it`,
-    `     interactively, load plotly.js and call Plotly.newPlot(div, fig.data, fig.layout). -->`,
-    `<script type="${PLOTLY_MIME}" id="plotly-figure">${json}</script>`,
+    plotlyScripts(plotlySrc),
     `</body></html>`,
     ``,
   ].join("\n");
 }
 
 /**
- * Write `<path>.svg`, `<path>.png` and `<path>.html` (offline: static SVG + plotly JSON),
- * creating the folder when needed.
+ * Write `<path>.svg`, `<path>.png` and `<path>.html` (offline and interactive: static SVG,
+ * plotly JSON, and `plotly.min.js` written once into the same folder), creating the folder
+ * when needed.
  *
  * @param fig a Figure or a spec
  * @param pathWithoutExt e.g. `results/loss` (an extension, if given, is dropped)
@@ -213,7 +217,9 @@ export async function saveFigure(
   const f = fig instanceof Figure ? fig : new Figure(fig);
   const base = pathWithoutExt.replace(/\.(svg|png|html)$/i, "");
   const slash = base.lastIndexOf("/");
-  if (slash > 0) await Deno.mkdir(base.slice(0, slash), { recursive: true });
+  const dir = slash > 0 ? base.slice(0, slash) : ".";
+  if (slash > 0) await Deno.mkdir(dir, { recursive: true });
+  await writePlotlyJs(dir);
   const paths = { svg: `${base}.svg`, png: `${base}.png`, html: `${base}.html` };
   await Deno.writeTextFile(paths.svg, f.toSVG() + "\n");
   await Deno.writeFile(paths.png, await f.toPNG());

@@ -9,9 +9,18 @@
  *
  * @module
  */
-import { createRequire } from "node:module";
+// `node:module` is imported lazily so that a browser bundle of code that imports this file
+// (the web demo imports the tuner, which imports the plot layer) loads without it.
+type NodeRequire = ((id: string) => unknown) & { resolve(id: string): string };
+let requireFn: NodeRequire | undefined;
 
-const require = createRequire(import.meta.url);
+async function nodeRequire(): Promise<NodeRequire> {
+  if (!requireFn) {
+    const { createRequire } = await import("node:module");
+    requireFn = createRequire(import.meta.url) as unknown as NodeRequire;
+  }
+  return requireFn;
+}
 
 /** Which resvg build renders PNGs. */
 export type PngBackend = "native" | "wasm";
@@ -21,7 +30,8 @@ type Render = (svg: string, scale: number) => Uint8Array;
 const loaded: Partial<Record<PngBackend, Promise<Render>>> = {};
 let chosen: Promise<{ backend: PngBackend; render: Render }> | null = null;
 
-function resolvePackageFile(spec: string): string {
+async function resolvePackageFile(spec: string): Promise<string> {
+  const require = await nodeRequire();
   try {
     return require.resolve(spec);
   } catch (e) {
@@ -32,8 +42,9 @@ function resolvePackageFile(spec: string): string {
   }
 }
 
-function fontFiles(): string[] {
-  const dir = resolvePackageFile("dejavu-fonts-ttf/package.json").replace(/package\.json$/, "ttf/");
+async function fontFiles(): Promise<string[]> {
+  const pkg = await resolvePackageFile("dejavu-fonts-ttf/package.json");
+  const dir = pkg.replace(/package\.json$/, "ttf/");
   return [dir + "DejaVuSans.ttf", dir + "DejaVuSans-Bold.ttf"];
 }
 
@@ -60,8 +71,9 @@ function draw(R: ResvgCtor, svg: string, opts: unknown): Uint8Array {
 }
 
 function loadNative(): Promise<Render> {
-  return Promise.resolve().then(() => {
-    const files = fontFiles();
+  return Promise.resolve().then(async () => {
+    const files = await fontFiles();
+    const require = await nodeRequire();
     const { Resvg } = require("@resvg/resvg-js") as { Resvg: ResvgCtor };
     return (svg: string, scale: number) =>
       draw(Resvg, svg, {
@@ -75,11 +87,8 @@ function loadNative(): Promise<Render> {
 
 async function loadWasm(): Promise<Render> {
   const mod = await import("@resvg/resvg-wasm");
-  const [wasm, ...fonts] = await Promise.all(
-    [resolvePackageFile("@resvg/resvg-wasm/index_bg.wasm"), ...fontFiles()].map((p) =>
-      Deno.readFile(p)
-    ),
-  );
+  const paths = [await resolvePackageFile("@resvg/resvg-wasm/index_bg.wasm"), ...await fontFiles()];
+  const [wasm, ...fonts] = await Promise.all(paths.map((p) => Deno.readFile(p)));
   await mod.initWasm(wasm);
   return (svg: string, scale: number) =>
     draw(mod.Resvg as unknown as ResvgCtor, svg, {
