@@ -352,12 +352,6 @@ Deno.test({
   },
 });
 
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
 Deno.test("lifted.safetensors: saveLifted / loadLifted round trip (modes, gate)", async () => {
   const rng = new Rng(24);
   const a = randomLifted(rng, { T: 1, N: 8, M: 12, featureMap: "gaussian", headMeans: true }, 2);
