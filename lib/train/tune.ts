@@ -15,7 +15,7 @@ import { createProgress } from "../plot/progress.ts";
 import { LivePlot } from "../plot/live.ts";
 import { lineFigure } from "../plot/figure.ts";
 import type { Dataset, Example } from "./data.ts";
-import { learningRate } from "./schedule.ts";
+import { learningRate, type LrSchedule } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
 import { CheckpointError, loadCheckpoint, prepareOutDir, saveCheckpoint } from "./checkpoint.ts";
 import type { TrainablePart } from "./parts.ts";
@@ -148,7 +148,12 @@ export async function tune(
   const runner = await StepRunner.create(model, parts, o);
   let lastSaved: number | undefined;
   if (resumed) {
-    runner.writeAll(resumed.tensors, `${o.outDir}/checkpoint.json`);
+    try {
+      runner.writeAll(resumed.tensors, `${o.outDir}/checkpoint.json`);
+    } catch (e) {
+      runner.destroy();
+      throw e;
+    }
     start = lastSaved = resumed.step;
     history = resumed.history;
   }
@@ -169,54 +174,73 @@ export async function tune(
   const t0 = performance.now();
   let stopReason: TuneRunResult["stopReason"] = "done";
   let step = start;
+  const run: StepContext = { runner, parts, ds, order, o, sched, t0 };
   try {
-    for (; step < totalSteps; step++) {
-      // GPU readbacks resolve without a turn of the event loop: give signal handlers one
-      if (signal) await new Promise((r) => setTimeout(r, 0));
-      if (signal?.aborted) {
-        stopReason = "aborted";
-        break;
+    try {
+      for (; step < totalSteps; step++) {
+        // GPU readbacks resolve without a turn of the event loop: give signal handlers one
+        if (signal) await new Promise((r) => setTimeout(r, 0));
+        if (signal?.aborted) {
+          stopReason = "aborted";
+          break;
+        }
+        const row = await trainStep(run, step, lastSaved);
+        history.push(row);
+        onStep?.(row);
+        progress.update(step + 1, { loss: row.loss.toFixed(4), lr: row.lr.toPrecision(3) });
+        live?.update(() => lossFigure(history));
+        const last = step + 1 === totalSteps;
+        if (o.saveEvery && (step + 1) % o.saveEvery === 0 && !last) await save(step + 1);
       }
-      const ts = performance.now();
-      const examples = Array.from(
-        { length: o.gradAccum },
-        (_, a) => order.batch(step * o.gradAccum + a, o.batch).map((i) => ds.train[i]),
-      );
-      const { loss, gradNorm, tokens } = await runner.backward(step, examples);
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        throw nonFinite(step, loss, gradNorm, o.outDir, lastSaved);
-      }
-      const lr = learningRate(sched, step);
-      runner.update(step, lr);
-      const row: HistoryRow = {
-        step: step + 1,
-        loss,
-        lr,
-        gradNorm,
-        tokensPerSecond: tokens / ((performance.now() - ts) / 1000),
-        elapsedMs: performance.now() - t0,
-      };
-      for (const p of parts) if (p.historyFields) Object.assign(row, await p.historyFields());
-      const last = step + 1 === totalSteps;
-      if (ds.val.length && ((o.valEvery && (step + 1) % o.valEvery === 0) || last)) {
-        row.valLoss = await runner.validationLoss(ds.val, o.batch, step + 1);
-      }
-      history.push(row);
-      onStep?.(row);
-      progress.update(step + 1, { loss: loss.toFixed(4), lr: lr.toPrecision(3) });
-      live?.update(() => lossFigure(history));
-      if (o.saveEvery && (step + 1) % o.saveEvery === 0 && !last) await save(step + 1);
+    } finally {
+      await progress.finish();
+      if (live) await live.finish(lossFigure(history));
     }
-  } finally {
-    await progress.finish();
-    if (live) await live.finish(lossFigure(history));
-  }
-  try {
     if (lastSaved !== step) await save(step);
   } finally {
     runner.destroy();
   }
   return { history, steps: step, stopReason };
+}
+
+/** What {@link trainStep} needs of a run. */
+interface StepContext {
+  runner: StepRunner;
+  parts: TrainablePart[];
+  ds: Dataset;
+  order: BatchOrder;
+  o: z.output<typeof TuneOptionsSchema>;
+  sched: LrSchedule;
+  t0: number;
+}
+
+/** One optimiser step: backward, the finiteness check, Adam, the history row (+ validation). */
+async function trainStep(c: StepContext, step: number, lastSaved?: number): Promise<HistoryRow> {
+  const { o, ds } = c, ts = performance.now();
+  const examples = Array.from(
+    { length: o.gradAccum },
+    (_, a) => c.order.batch(step * o.gradAccum + a, o.batch).map((i) => ds.train[i]),
+  );
+  const { loss, gradNorm, tokens } = await c.runner.backward(step, examples);
+  if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+    throw nonFinite(step, loss, gradNorm, o.outDir, lastSaved);
+  }
+  const lr = learningRate(c.sched, step);
+  c.runner.update(step, lr);
+  const row: HistoryRow = {
+    step: step + 1,
+    loss,
+    lr,
+    gradNorm,
+    tokensPerSecond: tokens / ((performance.now() - ts) / 1000),
+    elapsedMs: performance.now() - c.t0,
+  };
+  for (const p of c.parts) if (p.historyFields) Object.assign(row, await p.historyFields());
+  const last = step + 1 === c.sched.totalSteps;
+  if (ds.val.length && ((o.valEvery && (step + 1) % o.valEvery === 0) || last)) {
+    row.valLoss = await c.runner.validationLoss(ds.val, o.batch, step + 1);
+  }
+  return row;
 }
 
 /** The run's error on a non-finite loss, naming the last checkpoint written (if any). */
