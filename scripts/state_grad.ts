@@ -1,15 +1,18 @@
 /**
  * The gradient of the mean next-token cross-entropy of one sequence w.r.t. every trainable part
  * present: each layer's initial wkv state S0 (from a zero state or `--state`), and with
- * `--lifted FILE` the kernel-upscaled state Ŝ0 of each lifted layer (at the file's values): a
- * check other tools can compare with.
+ * `--lifted FILE` the kernel-upscaled state Ŝ0 (and, in writes mode, the gate g) of each lifted
+ * layer, and with `--lora FILE` every LoRA factor A and B (all at the file's values): a check
+ * other tools can compare with.
  *
  *     deno task state-grad --model M (--text T | --tokens 1,2,3) [--tokenizer …] [--state S]
- *                          [--lifted FILE] --json
+ *                          [--lifted FILE] [--lora FILE [--lora-alpha A]] --json
  *
  * `--json` prints `{"loss": L, "grads": [[layer 0: H·N·N values, value-major], …]}`, plus with
- * `--lifted` `"lifted": {"blocks.{l}.att.lifted_state": [H·N·M values, row-major], …}`. `--tokens`
- * needs no tokenizer.
+ * `--lifted` `"lifted": {"blocks.{l}.att.lifted_state": [H·N·M values, row-major],
+ * "blocks.{l}.att.lifted_gate": [H values] (writes-mode layers), …}`, and with `--lora`
+ * `"lora": {"blocks.{l}.att.key.lora_A": [r·in values], "….lora_B": [out·r values], …}`.
+ * `--tokens` needs no tokenizer.
  *
  * @module
  */
@@ -20,6 +23,10 @@ import { uploadStorage } from "../lib/gpu/buffers.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { GpuLifted, loadLifted } from "../lib/model/gpu_lifted.ts";
 import type { LiftedLayers } from "../lib/ref/lifted_types.ts";
+import { loadLora, loraGradsFromRef, mergeLoraWeights } from "../lib/model/lora_file.ts";
+import type { LoraAdapter } from "../lib/model/lora.ts";
+import { createLoraPart } from "../lib/parts/lora.ts";
+import { Recorder } from "../lib/gpu/recorder.ts";
 import { GpuBackward } from "../lib/train/gpu_backward.ts";
 import { refLossAndGrad } from "../lib/ref/backward.ts";
 import type { RwkvConfig } from "../lib/model/types.ts";
@@ -27,16 +34,22 @@ import { DEFAULT_MODEL, loadForInput, parseWith, runMain, UsageError } from "./_
 
 const USAGE =
   `Usage: deno task state-grad --model M (--text T | --tokens 1,2,3) [--tokenizer VOCAB|bytes]
-                            [--state FILE] [--lifted FILE] [--engine gpu|cpu] [--json]
+                            [--state FILE] [--lifted FILE] [--lora FILE [--lora-alpha A]]
+                            [--engine gpu|cpu] [--json]
 
   --model      RWKV-7 checkpoint; default: the embedded model
   --text       text to encode; or --tokens with comma-separated ids (at least 2 tokens; no
                tokenizer needed)
   --state      start from a tuned state instead of zeros (its wkv part; shifts stay zero)
-  --lifted     a lifted.safetensors (SPEC §6): add its branches and report dL/dŜ0 at its values
+  --lifted     a lifted.safetensors (SPEC §6): add its branches and report dL/dŜ0 (and dL/dg
+               for writes-mode layers) at its values
+  --lora       a LoRA adapter (safetensors, or .pth with --lora-alpha): run through W + (α/r)BA
+               and report dL/dA, dL/dB at its values
   --engine     gpu (default, WebGPU backward) or cpu (the float64 reference)
   --json       print {"loss": L, "grads": [[…], …], "lifted": {"blocks.{l}.att.lifted_state":
-               […], …}} (S0: one array per layer, H·N·N values; Ŝ0: H·N·M values per layer)`;
+               […], "blocks.{l}.att.lifted_gate": […]}, "lora": {"blocks.{l}.att.key.lora_A":
+               […], …}} (S0: one array per layer, H·N·N values; Ŝ0: H·N·M values per layer;
+               everything row-major)`;
 
 const Args = z.object({
   model: z.string().default(DEFAULT_MODEL),
@@ -45,6 +58,8 @@ const Args = z.object({
   tokenizer: z.string().optional(),
   state: z.string().optional(),
   lifted: z.string().optional(),
+  lora: z.string().optional(),
+  "lora-alpha": z.coerce.number().positive().optional(),
   engine: z.enum(["gpu", "cpu"]).default("gpu"),
   json: z.boolean().default(false),
 });
@@ -55,7 +70,10 @@ interface Grads {
   s0: ArrayLike<number>[];
   /** per layer dL/dŜ0 (H·N·M) or undefined */
   lifted?: (ArrayLike<number> | undefined)[];
-  // writes mode: gate?: (ArrayLike<number> | undefined)[]  (dL/dg per layer, H values)
+  /** per writes-mode lifted layer dL/dg (H values), else undefined */
+  gate?: (ArrayLike<number> | undefined)[];
+  /** dL/dA and dL/dB by tensor name */
+  lora?: Record<string, ArrayLike<number>>;
 }
 
 /** The JSON keys of the lifted part's gradients (the file's tensor names). */
@@ -64,7 +82,8 @@ function liftedJson(g: Grads): Record<string, number[]> | undefined {
   const out: Record<string, number[]> = {};
   g.lifted.forEach((d, l) => {
     if (d) out[`blocks.${l}.att.lifted_state`] = Array.from(d);
-    // writes mode: out[`blocks.${l}.att.lifted_gate`] = Array.from(g.gate[l])
+    const gl = g.gate?.[l];
+    if (gl) out[`blocks.${l}.att.lifted_gate`] = Array.from(gl);
   });
   return out;
 }
@@ -76,10 +95,12 @@ async function gpuGrads(
   targets: number[],
   s0: Float32Array,
   lifted?: LiftedLayers,
+  adapter?: LoraAdapter,
 ): Promise<Grads> {
   const gpu = await getGpu();
   const model = await GpuModel.create(gpu, weights);
-  const bwd = await GpuBackward.create(model);
+  const lora = adapter ? await createLoraPart(model, adapter) : undefined;
+  const bwd = await GpuBackward.create(model, lora?.backwardOptions ?? {});
   const set = lifted ? await GpuLifted.create(gpu, cfg, lifted) : undefined;
   const T = inputs.length, per = s0.length / cfg.nLayer;
   const r = await bwd.lossAndGrad({
@@ -90,6 +111,7 @@ async function gpuGrads(
     mask: uploadStorage(gpu, "state-grad.mask", new Float32Array(T).fill(1)),
     init: { kind: "shared", wkv: uploadStorage(gpu, "state-grad.s0", s0) },
     ...(set ? { lifted: { set } } : {}),
+    ...(lora ? lora.backwardArgs() : {}),
   });
   const out: Grads = {
     loss: r.loss,
@@ -100,6 +122,15 @@ async function gpuGrads(
     out.lifted = set.layers.map((ly) =>
       ly ? r.dLifted!.slice(ly.s0Off, ly.s0Off + H * N * ly.M) : undefined
     );
+    out.gate = set.layers.map((ly) =>
+      ly?.writes ? r.dLiftedGate!.slice(ly.gateOff, ly.gateOff + H) : undefined
+    );
+  }
+  if (lora) {
+    const rec = new Recorder(gpu, "state-grad.lora");
+    lora.recordGrads(rec, r.bufs, false);
+    rec.submit();
+    out.lora = await lora.readGrads();
   }
   return out;
 }
@@ -114,6 +145,8 @@ await runMain(USAGE, async () => {
       tokenizer: s,
       state: s,
       lifted: s,
+      lora: s,
+      "lora-alpha": s,
       engine: s,
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -131,16 +164,28 @@ await runMain(USAGE, async () => {
       `${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`,
     );
   }
+  const adapter = a.lora
+    ? await loadLora(a.lora, { config: cfg, alpha: a["lora-alpha"] })
+    : undefined;
   const inputs = ids.slice(0, -1), targets = ids.slice(1);
   const per = cfg.nHead * cfg.headSize * cfg.headSize;
   let g: Grads;
   if (a.engine === "cpu") {
-    const r = refLossAndGrad(b.model.weights, inputs, targets, undefined, b.state, { lifted });
-    g = { loss: r.loss, s0: r.dState.map((d) => d.wkv), ...(lifted ? { lifted: r.dLifted } : {}) };
+    const w = adapter ? mergeLoraWeights(b.model.weights, adapter) : b.model.weights;
+    const r = refLossAndGrad(w, inputs, targets, undefined, b.state, {
+      lifted,
+      weightGrads: adapter !== undefined,
+    });
+    g = { loss: r.loss, s0: r.dState.map((d) => d.wkv) };
+    if (lifted) {
+      g.lifted = r.dLifted;
+      g.gate = lifted.map((s, l) => s?.writes ? r.dLiftedGate?.[l] : undefined);
+    }
+    if (adapter) g.lora = loraGradsFromRef(adapter, r.dWeights!);
   } else {
     const flat = new Float32Array(cfg.nLayer * per);
     b.state.forEach((st, l) => flat.set(st.wkv, l * per));
-    g = await gpuGrads(b.model.weights, cfg, inputs, targets, flat, lifted);
+    g = await gpuGrads(b.model.weights, cfg, inputs, targets, flat, lifted, adapter);
   }
   const loss = g.loss, grads = g.s0;
   if (a.json) {
@@ -150,6 +195,13 @@ await runMain(USAGE, async () => {
         loss,
         grads: grads.map((x) => Array.from(x)),
         ...(lj ? { lifted: lj } : {}),
+        ...(g.lora
+          ? {
+            lora: Object.fromEntries(
+              Object.entries(g.lora).map(([k, v]) => [k, Array.from(v)]),
+            ),
+          }
+          : {}),
       }),
     );
     return;

@@ -165,3 +165,73 @@ Deno.test({
     assertStringIncludes(t.err, "no tokenizer for");
   },
 });
+
+Deno.test({
+  name: "state-grad --lifted (writes: gate) --lora --json on H = 2, V = 512: every part's gradient",
+  ignore: !gpu,
+  fn: async () => {
+    const { randomWeights, tinyConfig } = await import("../lib/model/random.ts");
+    const { tensorsFromWeights } = await import("../lib/model/load.ts");
+    const { serializeSafetensors } = await import("../lib/model/safetensors.ts");
+    const { saveLifted } = await import("../lib/model/gpu_lifted.ts");
+    const { initLiftedLayers } = await import("../lib/parts/support.ts");
+    const { LiftedConfigSchema } = await import("../lib/parts/config.ts");
+    const { initLora } = await import("../lib/model/lora.ts");
+    const { saveLora, mergeLoraWeights, loraGradsFromRef } = await import(
+      "../lib/model/lora_file.ts"
+    );
+    const cfg = tinyConfig({ nLayer: 2, nEmbd: 128, headSize: 64, vocabSize: 512 });
+    const w = randomWeights(cfg, 12);
+    const dir = await Deno.makeTempDir();
+    const model = `${dir}/m.safetensors`;
+    await Deno.writeFile(model, serializeSafetensors(tensorsFromWeights(w), "f32"));
+    const ids = [5, 300, 17, 511, 42, 8, 99];
+    const lifted = initLiftedLayers(
+      w,
+      Array.from({ length: 12 }, (_, i) => ids.map((x) => (x * (i + 3) + i) % 512)),
+      LiftedConfigSchema.parse({ enabled: true, featureRatio: 1, writes: true, layers: [0] }),
+    );
+    lifted[0]!.s0 = Float32Array.from(lifted[0]!.s0, (_, i) => 0.05 * Math.sin(i));
+    lifted[0]!.gate = Float32Array.of(0.3, -0.2);
+    const lf = `${dir}/lifted.safetensors`;
+    await saveLifted(lf, lifted, cfg.nHead);
+    const adapter = initLora(cfg, { r: 2, targets: ["att.key", "ffn.value"], layers: [1] });
+    for (const m of adapter.modules) m.B = Float32Array.from(m.B, (_, i) => 0.01 * Math.cos(i));
+    const lo = `${dir}/lora.safetensors`;
+    await saveLora(lo, adapter);
+    const args = ["--model", model, "--tokens", ids.join(","), "--lifted", lf, "--lora", lo];
+    const r = await run("state_grad.ts", [...args, "--json"]);
+    assertEquals(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assertEquals(Object.keys(j).sort(), ["grads", "lifted", "lora", "loss"]);
+    assertEquals(Object.keys(j.lifted).sort(), [
+      "blocks.0.att.lifted_gate",
+      "blocks.0.att.lifted_state",
+    ]);
+    assertEquals(Object.keys(j.lora).sort(), [
+      "blocks.1.att.key.lora_A",
+      "blocks.1.att.key.lora_B",
+      "blocks.1.ffn.value.lora_A",
+      "blocks.1.ffn.value.lora_B",
+    ]);
+    const ref = refLossAndGrad(
+      mergeLoraWeights(w, adapter),
+      ids.slice(0, -1),
+      ids.slice(1),
+      undefined,
+      undefined,
+      { lifted, weightGrads: true },
+    );
+    assertClose([j.loss], [ref.loss], { rel: 1e-5 }, "loss");
+    for (let l = 0; l < 2; l++) assertClose(j.grads[l], ref.dState[l].wkv, { rel: 1e-4 }, `dS0`);
+    assertClose(j.lifted["blocks.0.att.lifted_state"], ref.dLifted![0]!, { rel: 1e-4 }, "dŜ0");
+    assertClose(j.lifted["blocks.0.att.lifted_gate"], ref.dLiftedGate![0]!, { rel: 1e-4 }, "dg");
+    const lr = loraGradsFromRef(adapter, ref.dWeights!);
+    for (const [k, v] of Object.entries(lr)) assertClose(j.lora[k], v, { rel: 1e-4 }, k);
+    const cpu = JSON.parse(
+      (await run("state_grad.ts", [...args, "--engine", "cpu", "--json"])).out,
+    );
+    // the CLI reads the f32 file, the reference here used the float64 weights: 1e-6, not 1e-12
+    assertClose(cpu.lora["blocks.1.att.key.lora_B"], lr["blocks.1.att.key.lora_B"], { rel: 1e-6 });
+  },
+});
