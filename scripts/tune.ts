@@ -33,6 +33,9 @@ import {
   LiftedConfigSchema,
 } from "../lib/parts/config.ts";
 import { LiftedPart } from "../lib/parts/lifted_part.ts";
+import { createLoraPart } from "../lib/parts/lora.ts";
+import { type LoraConfig, LoraError, parseLoraSpec } from "../lib/model/lora.ts";
+import { loadLora, saveLora } from "../lib/model/lora_file.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
 import { Rng } from "../lib/util/rng.ts";
 import { loadBundle, parseKeyValues, parseWith, runMain, UsageError } from "./_cli.ts";
@@ -62,8 +65,13 @@ const USAGE = `Usage: deno task tune --model M --data D --out DIR [options]
                   FILE (a lifted.safetensors to start from), "on" (the defaults), or key=value
                   pairs: featureRatio=4, layers=all|1|0+1, featureMap=gaussian|identity,
                   headMeans=true, support=kmeans|random, rInit=identity|nystrom,
-                  calibrationSequences=8, normalisedRead=false, seed=0, lrScale=1 (Ŝ0's learning
-                  rate relative to S0's); with FILE: file=FILE,lrScale=…
+                  calibrationSequences=8, read=normalised|raw, writes=false (true: the writes
+                  mode with a trained per-head gate), seed=0, lrScale=1 (Ŝ0's learning rate
+                  relative to S0's); with FILE: file=FILE,lrScale=…
+  --lora          also train LoRA adapters (SPEC §6), written to DIR/lora.safetensors: FILE (an
+                  adapter to start from; .pth needs alpha=… too: file=F,alpha=A) or key=value
+                  pairs: r=8,alpha=16,targets=att.receptance+att.key+att.value+att.output+
+                  ffn.key+ffn.value,layers=all|0+1,seed=0,lrScale=1e-2
   --dbp           decorrelated backpropagation of the lifted R (needs --lifted): "on" or
                   lr=1e-3,kappa=0.5,sample=0,seed=0,enabled=true (enabled=false: R fixed, the
                   decorrelation loss recorded)
@@ -93,6 +101,7 @@ const Args = z.object({
   "val-every": num.int().min(0).default(0),
   "save-every": num.int().min(0).default(50),
   lifted: z.string().optional(),
+  lora: z.string().optional(),
   dbp: z.string().optional(),
   resume: z.boolean().default(false),
   "fail-on-bad-rows": z.boolean().default(false),
@@ -120,7 +129,7 @@ interface PartContext {
  * coordinator adds `--lora` as one more entry (and its `parseArgs` option and `Args` field).
  */
 interface PartFlag<Spec> {
-  flag: "lifted";
+  flag: "lifted" | "lora";
   parse(value: string, a: z.output<typeof Args>): Spec;
   build(spec: Spec, c: PartContext): Promise<BuiltPart>;
 }
@@ -139,8 +148,49 @@ const LIFTED_FLAG: PartFlag<LiftedSpec> = {
   build: buildLifted,
 };
 
+/** `--lora` as parsed: an adapter file (α for a .pth) or a fresh adapter's options. */
+interface LoraSpec {
+  file?: string;
+  alpha?: number;
+  config?: LoraConfig;
+}
+
+const LORA_FLAG: PartFlag<LoraSpec> = {
+  flag: "lora",
+  parse(v) {
+    const fileSpec = /^file=([^,]+)(?:,alpha=([^,]+))?$/.exec(v);
+    if (fileSpec) {
+      const alpha = fileSpec[2] === undefined ? undefined : Number(fileSpec[2]);
+      if (alpha !== undefined && !(alpha > 0)) {
+        throw new UsageError(`--lora: alpha must be a positive number, got "${fileSpec[2]}"`);
+      }
+      return { file: fileSpec[1], alpha };
+    }
+    if (!v.includes("=")) return { file: v };
+    try {
+      return { config: parseLoraSpec(v) };
+    } catch (e) {
+      if (e instanceof LoraError) throw new UsageError(`--lora "${v}": ${e.message}`);
+      throw e;
+    }
+  },
+  async build(spec, c) {
+    const source = spec.file !== undefined
+      ? await loadLora(spec.file, { config: c.weights.config, alpha: spec.alpha })
+      : spec.config!;
+    const part = await createLoraPart(c.model, source);
+    return {
+      part,
+      save: async (out) => {
+        await saveLora(`${out}/lora.safetensors`, await part.adapter());
+        return `${out}/lora.safetensors`;
+      },
+    };
+  },
+};
+
 // deno-lint-ignore no-explicit-any
-const PART_FLAGS: PartFlag<any>[] = [LIFTED_FLAG];
+const PART_FLAGS: PartFlag<any>[] = [LIFTED_FLAG, LORA_FLAG];
 
 /** `--lifted FILE | file=FILE,lrScale=… | on | key=value,…` and `--dbp on | key=value,…`. */
 function parseLifted(v: string, a: z.output<typeof Args>): LiftedSpec {
@@ -226,6 +276,7 @@ await runMain(USAGE, async () => {
       "save-every": s,
       resume: f,
       lifted: s,
+      lora: s,
       dbp: s,
       "fail-on-bad-rows": f,
       seed: s,
