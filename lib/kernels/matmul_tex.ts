@@ -20,19 +20,11 @@ import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createStorage } from "../gpu/buffers.ts";
-import type { Activation, GpuMatrix, MatmulArgs, Tile } from "./matmul.ts";
-import { type Entry, expandTile, pickTile, rowTiles, tileTemplate } from "./matmul.ts";
+import type { Tile } from "./tune.ts";
+import type { Activation, GpuMatrix, MatmulArgs, MatrixTextures } from "./matmul_common.ts";
+import { type Entry, expandTile, pickTile, rowTiles, tileTemplate } from "./matmul_common.ts";
+export type { MatrixTextures } from "./matmul_common.ts";
 import { needElems } from "./common.ts";
-
-/** Texture copies of a matrix: row parts of at most `maxTextureDimension2D` rows. */
-export interface MatrixTextures {
-  /** rgba32float for f32 weights, rgba16float for f16 ones (fetches convert to f32) */
-  format: "rgba32float" | "rgba16float";
-  /** consecutive row ranges; each texture is cols / 4 texels wide and `rows` high */
-  parts: { texture: GPUTexture; view: GPUTextureView; rowStart: number; rows: number }[];
-  /** bytes held by the textures */
-  bytes: number;
-}
 
 /**
  * Register tiles of the texture kernels. Measured on llvmpipe at 64×768×768 (2 cores, quiet):

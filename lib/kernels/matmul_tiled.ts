@@ -18,8 +18,8 @@ import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import { type Recorder, splitGroups } from "../gpu/recorder.ts";
-import type { Entry, WeightDtype } from "./matmul.ts";
-import { f16WeightSource } from "./matmul.ts";
+import type { Entry, WeightDtype } from "./matmul_common.ts";
+import { f16WeightSource } from "./matmul_common.ts";
 
 /** When the hardware kernels run: "auto" (from the adapter), "on" (forced), "off". */
 const Switch = z.enum(["auto", "on", "off"]);

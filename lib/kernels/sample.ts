@@ -22,7 +22,6 @@
  *
  * @module
  */
-import type { SamplingOptions } from "../generate/sampler.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder, splitGroups } from "../gpu/recorder.ts";
@@ -38,14 +37,25 @@ export const SAMPLE_MAX_V = 1 << 20;
 
 /**
  * The sampling settings of one step (validated by the caller, e.g. `parseSamplingOptions`): the
- * CPU sampler's options with the seed fixed (with the step and row, it fixes the draw).
+ * same fields as the CPU sampler's `SamplingOptions` (lib/generate/sampler.ts), with the seed
+ * fixed (kept here so the kernel does not import the generation layer).
  */
-export type SampleSettings =
-  & Pick<
-    SamplingOptions,
-    "temperature" | "topP" | "topK" | "presencePenalty" | "frequencyPenalty" | "penaltyDecay"
-  >
-  & { seed: number };
+export interface SampleSettings {
+  /** ≥ 0; logits are divided by it; 0 = greedy */
+  temperature: number;
+  /** in (0, 1]; nucleus mass; 1 = off */
+  topP: number;
+  /** integer ≥ 0; keep this many most likely tokens; 0 = off */
+  topK: number;
+  /** subtracted once from the logit of every token already generated */
+  presencePenalty: number;
+  /** times the token's decayed count, subtracted from its logit */
+  frequencyPenalty: number;
+  /** in [0, 1]; counts are multiplied by it at every step */
+  penaltyDecay: number;
+  /** with the step and row, fixes the draw */
+  seed: number;
+}
 
 /** Arguments of {@link SampleKernel.record}. */
 export interface SampleArgs {

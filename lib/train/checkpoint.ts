@@ -23,7 +23,7 @@
 import { z } from "zod";
 import type { RwkvConfig } from "../model/types.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
-import type { HistoryRow } from "./tune.ts";
+import type { HistoryRow } from "./history.ts";
 
 /** What a checkpoint holds. */
 export interface Checkpoint {

@@ -13,7 +13,8 @@ import { z } from "zod";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { createProgress } from "../plot/progress.ts";
 import { LivePlot } from "../plot/live.ts";
-import { lineFigure } from "../plot/figure.ts";
+import { lossFigure } from "../plot/loss.ts";
+export { lossFigure } from "../plot/loss.ts";
 import type { Dataset, Example } from "./data.ts";
 import { learningRate, type LrSchedule } from "./schedule.ts";
 import { BatchOrder } from "./batches.ts";
@@ -21,6 +22,8 @@ import { CheckpointError, loadCheckpoint, prepareOutDir, saveCheckpoint } from "
 import type { TrainablePart } from "./parts.ts";
 import { StatePart } from "./state_part.ts";
 import { StepRunner } from "./tune_step.ts";
+import type { HistoryRow } from "./history.ts";
+export type { HistoryRow } from "./history.ts";
 
 /** Options of {@link tune} (defaults: the established recipe of SPEC §5). */
 export const TuneOptionsSchema = z.object({
@@ -62,18 +65,6 @@ export type TuneOptions = z.input<typeof TuneOptionsSchema> & {
   /** Called after every step with its history row. */
   onStep?: (row: HistoryRow) => void;
 };
-
-/** One row of the training history; parts may add fields ({@link TrainablePart.historyFields}). */
-export interface HistoryRow {
-  step: number;
-  loss: number;
-  valLoss?: number;
-  lr: number;
-  gradNorm: number;
-  tokensPerSecond: number;
-  elapsedMs: number;
-  [field: string]: number | undefined;
-}
 
 /** Result of {@link tune}: the parts hold the tuned values. */
 export interface TuneRunResult {
@@ -299,14 +290,4 @@ export async function tuneState(
   } finally {
     part.destroy();
   }
-}
-
-/** The loss curve of a history (training and validation loss against step). */
-export function lossFigure(history: HistoryRow[], title = "state tuning") {
-  const val = history.filter((h) => h.valLoss !== undefined);
-  const curves: Record<string, { x: number[]; y: number[] }> = {
-    train: { x: history.map((h) => h.step), y: history.map((h) => h.loss) },
-  };
-  if (val.length) curves.validation = { x: val.map((h) => h.step), y: val.map((h) => h.valLoss!) };
-  return lineFigure(curves, { title, xLabel: "step", yLabel: "loss" });
 }
