@@ -136,7 +136,7 @@ Deno.test({
         featureMap: "identity",
         headMeans: false,
         layers: [1],
-        normalisedRead: true,
+        read: "normalised",
       }),
     );
     lifted[1]!.s0 = Float32Array.from(lifted[1]!.s0, (_, i) => 0.05 * Math.cos(i));
