@@ -76,7 +76,7 @@ export {
   createGradWeights,
   GpuBackward,
   type GpuBackwardOptions,
-} from "./lib/train/gpu_backward.ts";
+} from "./lib/model/gpu_backward.ts";
 export * from "./lib/train/pretrain.ts";
 export * from "./lib/train/pretrain_gpu.ts";
 export * from "./lib/ref/lifted_types.ts";

@@ -21,7 +21,7 @@ import { GpuModel } from "../lib/model/gpu_model.ts";
 import { memoryPlan } from "../lib/model/memory_plan.ts";
 import { allBuffers, type UploadOptions } from "../lib/model/gpu_weights.ts";
 import type { RwkvWeights } from "../lib/model/types.ts";
-import { GpuBackward, type LossAndGradArgs } from "../lib/train/gpu_backward.ts";
+import { GpuBackward, type LossAndGradArgs } from "../lib/model/gpu_backward.ts";
 import {
   BufferTracker,
   type KernelTime,

@@ -27,7 +27,7 @@ import { loadLora, loraGradsFromRef, mergeLoraWeights } from "../lib/model/lora_
 import type { LoraAdapter } from "../lib/model/lora.ts";
 import { createLoraPart } from "../lib/parts/lora.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { refLossAndGrad } from "../lib/ref/backward.ts";
 import type { RwkvConfig } from "../lib/model/types.ts";
 import { DEFAULT_MODEL, loadForInput, parseWith, runMain, UsageError } from "./_cli.ts";

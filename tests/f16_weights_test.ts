@@ -21,7 +21,7 @@ import { zeroState } from "../lib/model/types.ts";
 import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { refForward } from "../lib/ref/model.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import {
   assertClose,
   errRatio,

@@ -12,7 +12,7 @@ import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import type { RwkvState, RwkvWeights } from "../lib/model/types.ts";
 import { zeroState } from "../lib/model/types.ts";
 import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
-import { GpuBackward, type InitialState } from "../lib/train/gpu_backward.ts";
+import { GpuBackward, type InitialState } from "../lib/model/gpu_backward.ts";
 import { errRatio, fixture, gpu, hasFixtures, randomBatch as makeBatch, Rng } from "./_helpers.ts";
 
 const GRAD_TOL = 1e-4;

@@ -14,7 +14,7 @@ import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import type { RwkvState, RwkvWeights } from "../lib/model/types.ts";
 import { zeroState } from "../lib/model/types.ts";
 import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
-import { GpuBackward, type LossAndGradArgs } from "../lib/train/gpu_backward.ts";
+import { GpuBackward, type LossAndGradArgs } from "../lib/model/gpu_backward.ts";
 import { pretrain } from "../lib/train/pretrain.ts";
 import { pretrainGpu, readGpuWeights } from "../lib/train/pretrain_gpu.ts";
 import { refForward } from "../lib/ref/model.ts";

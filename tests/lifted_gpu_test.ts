@@ -26,7 +26,7 @@ import { liftedBackward, liftedForward } from "../lib/ref/lifted.ts";
 import type { RwkvConfig } from "../lib/model/types.ts";
 import { errRatio, gpu, Rng } from "./_helpers.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { zeroState } from "../lib/model/types.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";

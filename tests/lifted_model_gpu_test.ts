@@ -19,7 +19,7 @@ import { zeroState } from "../lib/model/types.ts";
 import { initLiftedLayers } from "../lib/parts/support.ts";
 import { LiftedConfigSchema } from "../lib/parts/config.ts";
 import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { errRatio, gpu, randomBatch, Rng } from "./_helpers.ts";
 
 const cfg = tinyConfig({ nLayer: 2, nEmbd: 128, headSize: 64, vocabSize: 64 });

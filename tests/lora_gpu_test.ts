@@ -30,7 +30,7 @@ import type { RwkvWeights } from "../lib/model/types.ts";
 import { refBatchLossAndGrad } from "../lib/ref/backward.ts";
 import { loraGradsRef, loraMergeRef } from "../lib/ref/lora.ts";
 import { createLoraPart } from "../lib/parts/lora.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { errRatio, gpu, maxAbsDiff, randomBatch, Rng, sharedS0Args } from "./_helpers.ts";
 
 const config = () =>

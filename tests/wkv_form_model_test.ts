@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
-import { GpuBackward } from "../lib/train/gpu_backward.ts";
+import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { assertClose, errRatio, gpu, randomBatch, Rng, sharedS0Args } from "./_helpers.ts";
 
 Deno.test({

@@ -15,7 +15,7 @@ import { type DbpRows, GpuLifted, saveLifted } from "../model/gpu_lifted.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import type { LiftedLayers } from "../ref/lifted_types.ts";
 import type { Batch, Example } from "../train/data.ts";
-import type { GradBuffers } from "../train/gpu_backward.ts";
+import type { GradBuffers } from "../model/gpu_backward.ts";
 import type {
   MicroBatchContext,
   PartBackwardArgs,

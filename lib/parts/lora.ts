@@ -19,7 +19,7 @@ import {
   loraTensorName,
   parseLoraConfig,
 } from "../model/lora.ts";
-import type { GpuBackwardOptions, GradBuffers } from "../train/gpu_backward.ts";
+import type { GpuBackwardOptions, GradBuffers } from "../model/gpu_backward.ts";
 import type { PartBackwardArgs, PartTensor, TrainablePart } from "../train/parts.ts";
 
 /** LoRA A and B trained by the tuning loop. */

@@ -21,7 +21,7 @@
  */
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Batch, Example } from "./data.ts";
-import type { GpuBackwardOptions, GradBuffers, LossAndGradArgs } from "./gpu_backward.ts";
+import type { GpuBackwardOptions, GradBuffers, LossAndGradArgs } from "../model/gpu_backward.ts";
 
 /** One trained tensor of a part: its values and its gradient (both `n` f32 on the GPU). */
 export interface PartTensor {

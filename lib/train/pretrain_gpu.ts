@@ -17,7 +17,7 @@ import type { GpuMatrix } from "../kernels/matmul.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { allMatrices, type GpuWeights, LAYER_VECS, MODEL_VECS } from "../model/gpu_weights.ts";
 import type { LayerWeights, RwkvWeights } from "../model/types.ts";
-import { GpuBackward } from "./gpu_backward.ts";
+import { GpuBackward } from "../model/gpu_backward.ts";
 import {
   pretrainLoop,
   type PretrainOptions,

@@ -9,7 +9,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import { SumBatchKernel } from "../kernels/sum_batch.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import type { RwkvConfig } from "../model/types.ts";
-import type { GradBuffers } from "./gpu_backward.ts";
+import type { GradBuffers } from "../model/gpu_backward.ts";
 import type { PartBackwardArgs, PartTensor, TrainablePart } from "./parts.ts";
 import { saveState, type StateFormat } from "./state_file.ts";
 

@@ -11,7 +11,7 @@ import { Recorder } from "../gpu/recorder.ts";
 import { AdamKernel } from "../kernels/adam.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
 import { type Batch, type Example, makeBatch } from "./data.ts";
-import { GpuBackward, type GradBuffers, type LossAndGradArgs } from "./gpu_backward.ts";
+import { GpuBackward, type GradBuffers, type LossAndGradArgs } from "../model/gpu_backward.ts";
 import type { MicroBatchContext, PartBackwardArgs, PartTensor, TrainablePart } from "./parts.ts";
 
 /** What one step measured (before the update). */

@@ -20,7 +20,7 @@
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import type { GpuModel } from "../model/gpu_model.ts";
-import { GpuBackward } from "../train/gpu_backward.ts";
+import { GpuBackward } from "../model/gpu_backward.ts";
 import type { TopLogprobs } from "./guide.ts";
 
 /** B padded sequences for the backward: inputs, next-token targets, 0/1 mask, each (B, T). */

@@ -27,15 +27,10 @@ import type { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.t
 import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordWkvBackward } from "../kernels/wkv7_chunked.ts";
 import type { Wkv7ChunkedBackwardKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
-import type { LayerWorkspace } from "../model/gpu_layer.ts";
-import type { GpuLifted } from "../model/gpu_lifted.ts";
-import {
-  type GpuLayerWeights,
-  type GpuWeights,
-  type LayerVec,
-  layerVec,
-} from "../model/gpu_weights.ts";
-import type { RwkvConfig } from "../model/types.ts";
+import type { LayerWorkspace } from "./gpu_layer.ts";
+import type { GpuLifted } from "./gpu_lifted.ts";
+import { type GpuLayerWeights, type GpuWeights, type LayerVec, layerVec } from "./gpu_weights.ts";
+import type { RwkvConfig } from "./types.ts";
 
 /** The compiled backward kernels. */
 export interface BackwardKernels {

@@ -33,16 +33,11 @@ import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked.ts";
 import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
-import { recordLayer } from "../model/gpu_layer.ts";
-import { type DbpRows, type GpuLifted, GpuLiftedState } from "../model/gpu_lifted.ts";
-import type { GpuModel } from "../model/gpu_model.ts";
-import { GpuState } from "../model/gpu_state.ts";
-import {
-  allBuffers,
-  type GpuLayerWeights,
-  type GpuWeights,
-  modelVec,
-} from "../model/gpu_weights.ts";
+import { recordLayer } from "./gpu_layer.ts";
+import { type DbpRows, type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import type { GpuModel } from "./gpu_model.ts";
+import { GpuState } from "./gpu_state.ts";
+import { allBuffers, type GpuLayerWeights, type GpuWeights, modelVec } from "./gpu_weights.ts";
 import {
   type BackwardKernels,
   createGradWorkspace,
