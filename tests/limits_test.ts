@@ -114,5 +114,7 @@ Deno.test({
       () => requestGpu({ limits: "small" as any }),
       { name: "TypeError", message: `limits must be "default" or "adapter", not "small"` },
     );
+    // deno-lint-ignore no-explicit-any
+    await assert.rejects(() => getGpu({ limit: "default" } as any), /bad GPU options.*limit/);
   },
 });

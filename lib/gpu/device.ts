@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { z } from "zod";
 
 /** What the project needs to know about the device it runs on. */
 export interface Gpu {
@@ -96,6 +97,7 @@ export class NoGpuError extends Error {
  * ```
  */
 export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> {
+  options = parseOptions(options);
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new NoGpuError("navigator.gpu is undefined in this runtime");
   }
@@ -135,10 +137,26 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   return gpu;
 }
 
-function requestedLimits(adapter: GPUAdapter, mode: LimitsMode): RequestedLimits {
-  if (mode !== "default" && mode !== "adapter") {
-    throw new TypeError(`limits must be "default" or "adapter", not ${JSON.stringify(mode)}`);
+const OptionsSchema = z.object({
+  highPerformance: z.boolean().optional(),
+  limits: z.enum(["default", "adapter"]).optional(),
+  verbose: z.boolean().optional(),
+}).strict();
+
+function parseOptions(options: RequestGpuOptions): RequestGpuOptions {
+  const r = OptionsSchema.safeParse(options);
+  if (r.success) return r.data;
+  const o = options as Record<string, unknown>;
+  if (o.limits !== undefined && o.limits !== "default" && o.limits !== "adapter") {
+    throw new TypeError(`limits must be "default" or "adapter", not ${JSON.stringify(o.limits)}`);
   }
+  throw new TypeError(
+    `bad GPU options ${JSON.stringify(options)}: ` +
+      r.error.issues.map((i) => `${i.path.join(".") || "(options)"}: ${i.message}`).join("; "),
+  );
+}
+
+function requestedLimits(adapter: GPUAdapter, mode: LimitsMode): RequestedLimits {
   if (mode === "default") {
     return {
       mode,
@@ -192,6 +210,11 @@ const cached = new Map<LimitsMode, Promise<Gpu>>();
  * ```
  */
 export function getGpu(options: RequestGpuOptions = {}): Promise<Gpu> {
+  try {
+    options = parseOptions(options);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   const mode = options.limits ?? "adapter";
   let p = cached.get(mode);
   if (!p) {
