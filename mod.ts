@@ -89,6 +89,8 @@ export * from "./lib/tts/guide.ts";
 export * from "./lib/tts/local_guide.ts";
 export * from "./lib/tts/http_guide.ts";
 export * from "./lib/tts/tts.ts";
+export * from "./lib/tts/prompted_guide.ts";
+export * from "./lib/tts/scaling.ts";
 export * from "./lib/experiments/ablation.ts";
 export * from "./lib/model/lora.ts";
 export * from "./lib/model/lora_file.ts";

@@ -28,6 +28,7 @@ import {
   writeResults,
 } from "../lib/eval/report.ts";
 import { prepareOutDir } from "../lib/train/checkpoint.ts";
+import { SKILLS } from "../lib/train/synthetic.ts";
 import { DEFAULT_MODEL, loadBundle, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const DEFAULT_DATA = new URL("../../shared/fixtures/data", import.meta.url).pathname;
@@ -46,6 +47,9 @@ const USAGE = `Usage: deno task eval --tasks T1,T2 [--model M] [--state S ...] [
   --out             write results.json and per-item <task>.<state>.jsonl here
   --seed            seed for GSM8K's 5 few-shot examples (default 1234)
   --max-gen-tokens  GSM8K generation length (default 256)
+  --skill           skill of skill_choice / skill_answer (the synthetic skills as harness tasks,
+                    no data files): ${SKILLS.join(", ")} (default reverse)
+  --instruction     skill tasks: show the skill's instruction line (the ceiling)
   --quiet           no progress lines`;
 
 const int = (name: string, min: number) =>
@@ -68,6 +72,8 @@ const Args = z.object({
   seed: int("--seed", 0).default(1234),
   "max-gen-tokens": int("--max-gen-tokens", 1).default(256),
   quiet: z.boolean().default(false),
+  skill: z.enum(SKILLS).default("reverse"),
+  instruction: z.boolean().default(false),
 });
 
 async function stateFor(label: string, model: GpuModel, base: RwkvState): Promise<RwkvState> {
@@ -94,16 +100,20 @@ await runMain(USAGE, async () => {
       seed: str,
       "max-gen-tokens": str,
       quiet: { type: "boolean" },
+      skill: str,
+      instruction: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
   });
   if (values.help) return console.log(USAGE);
   const a = parseWith(Args, values);
-  try {
-    await Deno.stat(a["data-dir"]);
-  } catch {
-    throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
+  if (a.tasks.some((t) => t !== "skill_choice" && t !== "skill_answer")) {
+    try {
+      await Deno.stat(a["data-dir"]);
+    } catch {
+      throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
+    }
   }
   if (a.out) await prepareOutDir(a.out, "--out"); // before any work, not after it
   const b = await loadBundle(a.model, a.tokenizer);
@@ -117,6 +127,8 @@ await runMain(USAGE, async () => {
         limit: a.limit,
         seed: a.seed,
         subjects: a.subjects,
+        skill: a.skill,
+        instruction: a.instruction,
       }),
     );
   }

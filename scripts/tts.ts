@@ -5,6 +5,8 @@
  *
  *     deno task tts --model M --guide (local:PATH | http://URL) --tasks arc_challenge
  *                   [--limit N] [--steps K] [--lr X] [--out DIR]
+ *     deno task tts --guide self --guide-preamble 'reverse\n' --tasks skill_answer --limit 100 \
+ *                   --ks 0,1,2,4,8 --guide-tokens 1,2,4,8 --out results/tts   # a curve
  *
  * @module
  */
@@ -25,6 +27,10 @@ import type { Guide } from "../lib/tts/guide.ts";
 import { HttpGuide } from "../lib/tts/http_guide.ts";
 import { LocalGuide } from "../lib/tts/local_guide.ts";
 import { guidedEvaluate, type TtsResult } from "../lib/tts/tts.ts";
+import { PromptedGuide } from "../lib/tts/prompted_guide.ts";
+import { formatScaling, scalingCurve, scalingFigure } from "../lib/tts/scaling.ts";
+import { saveFigure } from "../lib/plot/figure.ts";
+import { SKILLS } from "../lib/train/synthetic.ts";
 import { DEFAULT_MODEL, loadBundle, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const DEFAULT_DATA = new URL("../../shared/fixtures/data", import.meta.url).pathname;
@@ -35,8 +41,16 @@ const USAGE = `Usage: deno task tts --guide G --tasks T1,T2 [--model M] [--limit
   --model             the student checkpoint; default: the embedded model
   --tokenizer         the student's vocabulary file or "bytes" (default: from the model)
   --state             the student's starting state file (default: zero state)
-  --guide             local:PATH (an RWKV-7 checkpoint) or http(s)://HOST[:PORT][/v1/completions
+  --guide             local:PATH (an RWKV-7 checkpoint), self (the student model itself, e.g.
+                      with --guide-preamble), or http(s)://HOST[:PORT][/v1/completions
                       | /v1/chat/completions] (an OpenAI-compatible endpoint)
+  --guide-preamble    text the guide sees before every prompt (what it knows that the student
+                      does not; "\n" is a newline), e.g. 'reverse\n' for the skill tasks
+  --ks                a curve: comma-separated K values (0 = untuned); prints accuracy with a
+                      95% Wilson interval per K (and saves the figures with --out)
+  --guide-tokens      with --ks: comma-separated guide lengths, run at the largest K (the
+                      accuracy-against-cost curve)
+  --skill             skill of skill_choice / skill_answer: ${SKILLS.join(", ")} (default reverse)
   --guide-tokenizer   vocabulary of a local guide (default: from its checkpoint)
   --api               completions | chat, for a base URL (default completions)
   --guide-model       the "model" field sent to an HTTP guide
@@ -72,14 +86,33 @@ const num = () =>
     error: (i) => `must be a positive number, got ${JSON.stringify(i.input)}`,
   });
 
+const intList = (flag: string) =>
+  z.string().transform((s, ctx) => {
+    const xs = s.split(",").map((x) => Number(x.trim()));
+    if (!xs.length || xs.some((x) => !Number.isInteger(x) || x < 0)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${flag} wants integers ≥ 0 like 0,1,2,4; got "${s}"`,
+      });
+    }
+    return xs;
+  });
+
+/** Tasks that read no files (the synthetic skills). */
+const NO_DATA = new Set(["skill_choice", "skill_answer"]);
+
 const Args = z.object({
   model: z.string().default(DEFAULT_MODEL),
   tokenizer: z.string().optional(),
   state: z.string().optional(),
-  guide: z.string({ error: "--guide is required (local:PATH or http://URL)" }).refine(
-    (g) => /^local:.+/.test(g) || /^https?:\/\/\S+$/.test(g),
-    { error: (i) => `must be local:PATH or http(s)://URL, got ${JSON.stringify(i.input)}` },
+  guide: z.string({ error: "--guide is required (local:PATH, self or http://URL)" }).refine(
+    (g) => g === "self" || /^local:.+/.test(g) || /^https?:\/\/\S+$/.test(g),
+    { error: (i) => `must be local:PATH, self or http(s)://URL, got ${JSON.stringify(i.input)}` },
   ),
+  "guide-preamble": z.string().default("").transform((t) => t.replace(/\\n/g, "\n")),
+  ks: intList("--ks").optional(),
+  "guide-tokens": intList("--guide-tokens").optional(),
+  skill: z.enum(SKILLS).default("reverse"),
   "guide-tokenizer": z.string().optional(),
   api: z.enum(["completions", "chat"]).optional(),
   "guide-model": z.string().optional(),
@@ -108,7 +141,26 @@ const Args = z.object({
 });
 type Args = z.output<typeof Args>;
 
-async function makeGuide(a: Args, student: GpuModel, studentTok: Scorer["tokenizer"]) {
+async function makeGuide(
+  a: Args,
+  student: GpuModel,
+  studentTok: Scorer["tokenizer"],
+): Promise<Guide> {
+  const inner = await innerGuide(a, student, studentTok);
+  return a["guide-preamble"] || a.ks
+    ? new PromptedGuide(inner, { preamble: a["guide-preamble"], memoize: !!a.ks })
+    : inner;
+}
+
+async function innerGuide(a: Args, student: GpuModel, studentTok: Scorer["tokenizer"]) {
+  if (a.guide === "self") {
+    return new LocalGuide(student, studentTok, {
+      name: "self",
+      temperature: a.temperature,
+      maxTokens: a["guide-max-tokens"],
+      seed: a.seed,
+    });
+  }
   if (a.guide.startsWith("local:")) {
     const path = a.guide.slice("local:".length);
     try {
@@ -187,6 +239,10 @@ await runMain(USAGE, async () => {
     "out",
     "seed",
     "max-gen-tokens",
+    "guide-preamble",
+    "ks",
+    "guide-tokens",
+    "skill",
   ];
   let values;
   try {
@@ -203,10 +259,12 @@ await runMain(USAGE, async () => {
   }
   if (values.help) return console.log(USAGE);
   const a = parseWith(Args, values);
-  try {
-    await Deno.stat(a["data-dir"]);
-  } catch {
-    throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
+  if (a.tasks.some((t) => !NO_DATA.has(t))) {
+    try {
+      await Deno.stat(a["data-dir"]);
+    } catch {
+      throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
+    }
   }
   const b = await loadBundle(a.model, a.tokenizer, a.state);
   const gpu = await getGpu();
@@ -225,7 +283,12 @@ await runMain(USAGE, async () => {
         dataDir: a["data-dir"],
         limit: a.limit,
         seed: a.seed,
+        skill: a.skill,
       });
+      if (a.ks) {
+        await curve(a, scorer, task, guide, b.state);
+        continue;
+      }
       const label = b.statePath ?? "none";
       const before = await evaluateTask(scorer, task, {
         state: label,
@@ -260,6 +323,7 @@ await runMain(USAGE, async () => {
     scorer.destroy();
     await guide.close();
   }
+  if (a.ks) return model.destroy();
   console.log(formatResults(results));
   console.log("\nBefore → after test-time scaling (McNemar's exact test on per-item outcomes):");
   console.log(formatComparisons(comparisons));
@@ -283,3 +347,55 @@ await runMain(USAGE, async () => {
   }
   model.destroy();
 });
+
+/** The --ks sweep (and the --guide-tokens sweep) of one task: tables, figures, curve.json. */
+async function curve(
+  a: Args,
+  scorer: Scorer,
+  task: Awaited<ReturnType<typeof prepareTask>>,
+  guide: Guide,
+  base: Scorer["options"]["initial"],
+): Promise<void> {
+  const c = await scalingCurve(scorer, task, guide, {
+    ks: a.ks!,
+    guideTokens: a["guide-tokens"],
+    guideMaxTokens: a["guide-max-tokens"],
+    base,
+    tts: {
+      lr: a.lr,
+      objective: a.objective,
+      klRows: a["kl-rows"],
+      maxGenTokens: a["max-gen-tokens"],
+      seed: a.seed,
+    },
+    onPoint: a.quiet ? undefined : (p, sweep) =>
+      console.error(
+        `[${task.name} ${sweep}] K=${p.k} guide≤${p.guideMaxTokens}: ` +
+          `${p.correct}/${p.n} (${p.seconds.toFixed(1)} s)`,
+      ),
+  });
+  console.log(
+    `${task.name} (${task.split}, n = ${task.items.length}), guide ${guide.name}, lr ${a.lr}:`,
+  );
+  console.log(`accuracy against K (guide ≤ ${a["guide-max-tokens"]} tokens):`);
+  console.log(formatScaling(c.byK));
+  if (c.byCost.length) {
+    console.log(`\naccuracy against the guide's length (K = ${Math.max(...a.ks!)}):`);
+    console.log(formatScaling(c.byCost));
+  }
+  if (a.out) {
+    await Deno.mkdir(a.out, { recursive: true });
+    const figs = scalingFigure(c.byK, c.byCost, `${task.name} (${a.skill})`);
+    const paths = [await saveFigure(figs[0], `${a.out}/${task.name}_by_k`)];
+    if (figs[1]) paths.push(await saveFigure(figs[1], `${a.out}/${task.name}_by_cost`));
+    await Deno.writeTextFile(
+      `${a.out}/${task.name}_curve.json`,
+      JSON.stringify(
+        { task: task.name, split: task.split, guide: guide.name, lr: a.lr, ...c },
+        null,
+        1,
+      ) + "\n",
+    );
+    console.error(`wrote ${paths.map((p) => p.html).join(", ")} and ${task.name}_curve.json`);
+  }
+}

@@ -262,3 +262,91 @@ Deno.test({
     }
   },
 });
+
+Deno.test("wilson95: known values, edges", async () => {
+  const { wilson95 } = await import("../lib/tts/scaling.ts");
+  const [lo, hi] = wilson95(47, 100);
+  assert(Math.abs(lo - 0.3752) < 1e-3 && Math.abs(hi - 0.5669) < 1e-3, `${lo} ${hi}`);
+  assertEquals(wilson95(0, 100)[0], 0);
+  assert(Math.abs(wilson95(0, 100)[1] - 0.037) < 1e-3);
+  assertEquals(wilson95(100, 100)[1], 1);
+});
+
+Deno.test("PromptedGuide: preamble reaches the guide; memo returns the same output and cost", async () => {
+  const { PromptedGuide } = await import("../lib/tts/prompted_guide.ts");
+  const seen: string[] = [];
+  const inner = {
+    name: "fake",
+    cost: { tokens: 0, requests: 0, ms: 0 },
+    continue(prompt: string) {
+      seen.push(prompt);
+      return Promise.resolve({ text: "ab", cost: { tokens: 2, requests: 1, ms: 1 } });
+    },
+    close: () => Promise.resolve(),
+  };
+  const g = new PromptedGuide(inner, { preamble: "reverse\n", memoize: true });
+  await g.continue("ba=", { maxTokens: 4 });
+  await g.continue("ba=", { maxTokens: 4 });
+  await g.continue("ba=", { maxTokens: 2 });
+  assertEquals(seen, ["reverse\nba=", "reverse\nba="]);
+  assertEquals(g.memoHits, 1);
+  assertEquals(g.cost.tokens, 6, "a memoised call still counts its item's cost");
+});
+
+Deno.test("skill tasks: 4 distinct choices with the answer at the gold index; generation items", async () => {
+  const { prepareSkillTask } = await import("../lib/eval/skill_tasks.ts");
+  const t = prepareSkillTask("skill_choice", { skill: "reverse", limit: 50, seed: 3 });
+  assertEquals(t.items.length, 50);
+  for (const it of t.items) {
+    if (it.kind !== "loglik") throw new Error("choice items are loglik");
+    const c = it.request.continuations;
+    assertEquals(new Set(c).size, 4);
+    const input = it.request.contexts[0].slice(0, -1);
+    const answer = [...input].reverse().join("") + "\n";
+    const gold = c.indexOf(answer);
+    assert(gold >= 0, `answer ${answer} among ${c}`);
+    const rows = c.map((_, i) => ({ loglik: i === gold ? -1 : -9, greedy: false, tokens: 3 }));
+    assertEquals(it.judge(rows).metrics.acc, 1);
+  }
+  const g = prepareSkillTask("skill_answer", { skill: "sort", limit: 2, instruction: true });
+  const it = g.items[0];
+  if (it.kind !== "generate") throw new Error("answer items generate");
+  assert(it.request.context.startsWith("sort\n"));
+  assertEquals(it.request.stop, ["\n"]);
+  assertEquals(g.split, "synthetic:sort+instruction");
+});
+
+Deno.test({
+  name: "scalingCurve on the default model: the instructed guide lifts the student (K = 4 > K = 0)",
+  ignore: !gpu,
+  sanitizeResources: false,
+  async fn() {
+    const { PromptedGuide } = await import("../lib/tts/prompted_guide.ts");
+    const { scalingCurve } = await import("../lib/tts/scaling.ts");
+    const { weights } = await loadModel(
+      new URL("../models/default.safetensors", import.meta.url).pathname,
+    );
+    const model = await GpuModel.create(gpu!, weights);
+    const tok = new ByteTokenizer();
+    const scorer = new Scorer(model, tok);
+    try {
+      const task = await prepareTask("skill_answer", { dataDir: "", skill: "reverse", limit: 12 });
+      const guide = new PromptedGuide(new LocalGuide(model, tok, { maxTokens: 16 }), {
+        preamble: "reverse\n",
+        memoize: true,
+      });
+      const c = await scalingCurve(scorer, task, guide, {
+        ks: [0, 4],
+        guideMaxTokens: 16,
+        tts: { lr: 0.1, maxGenTokens: 16 },
+      });
+      const [k0, k4] = c.byK;
+      assertEquals(k0.cost.guideTokens, 0);
+      assert(k4.correct > k0.correct, `K=4 ${k4.correct}/12 ≤ K=0 ${k0.correct}/12`);
+      assert(k4.lo <= k4.accuracy && k4.accuracy <= k4.hi);
+    } finally {
+      scorer.destroy();
+      model.destroy();
+    }
+  },
+});

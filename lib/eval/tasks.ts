@@ -22,6 +22,8 @@ import {
   winograndeRequest,
 } from "./prompts.ts";
 import type { RowScore } from "./scorer.ts";
+import { prepareSkillTask } from "./skill_tasks.ts";
+import type { Skill } from "../train/synthetic.ts";
 
 /** The task names {@link prepareTask} knows. */
 export const TASK_NAMES = [
@@ -31,6 +33,8 @@ export const TASK_NAMES = [
   "mmlu",
   "gsm8k",
   "lambada",
+  "skill_choice",
+  "skill_answer",
 ] as const;
 
 /** One of {@link TASK_NAMES}. */
@@ -93,6 +97,10 @@ export interface PrepareOptions {
   seed?: number;
   /** MMLU subjects to keep (all when omitted). */
   subjects?: string[];
+  /** skill_choice / skill_answer: the synthetic skill (default reverse; lib/eval/skill_tasks.ts). */
+  skill?: Skill;
+  /** skill_choice / skill_answer: show the skill's instruction line (default false). */
+  instruction?: boolean;
 }
 
 async function firstExisting(dir: string, names: string[], what: string): Promise<string> {
@@ -289,5 +297,13 @@ export function prepareTask(name: TaskName, options: PrepareOptions): Promise<Pr
       return prepareMmlu(options);
     case "gsm8k":
       return prepareGsm8k(options);
+    case "skill_choice":
+    case "skill_answer":
+      return Promise.resolve(prepareSkillTask(name, {
+        skill: options.skill,
+        limit: options.limit,
+        seed: options.seed,
+        instruction: options.instruction,
+      }));
   }
 }
