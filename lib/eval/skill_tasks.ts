@@ -15,7 +15,7 @@
 import { makeItem, type Skill, SKILLS } from "../train/synthetic.ts";
 import { Rng } from "../util/rng.ts";
 import { argmax, normPrediction } from "./metrics.ts";
-import type { EvalItem, PreparedTask } from "./tasks.ts";
+import type { EvalItem, PreparedTask } from "./task_types.ts";
 
 /** The skill task names. */
 export const SKILL_TASKS = ["skill_choice", "skill_answer"] as const;
