@@ -11,11 +11,9 @@ import { loadMmluSplit } from "./mmlu.ts";
 import { argmax, exactMatch, extractFlexible, extractStrict, normPrediction } from "./metrics.ts";
 import {
   arcRequest,
-  type GenerationRequest,
   gsm8kPrefix,
   gsm8kRequest,
   lambadaRequest,
-  type LoglikRequest,
   mmluPrefix,
   mmluRequest,
   winograndeRequest,
@@ -25,7 +23,7 @@ import { prepareSkillTask } from "./skill_tasks.ts";
 import type { Skill } from "../train/synthetic.ts";
 
 export * from "./task_types.ts";
-import { type EvalItem, type ItemOutcome, type PreparedTask, type TaskName } from "./task_types.ts";
+import type { EvalItem, ItemOutcome, PreparedTask, TaskName } from "./task_types.ts";
 
 /** Options of {@link prepareTask}. */
 export interface PrepareOptions {
