@@ -32,7 +32,7 @@ import type { RefLayerState } from "../ref/model.ts";
 import { BatchOrder } from "../train/batches.ts";
 import { type Batch, type Dataset, type Example, makeBatch } from "../train/data.ts";
 import { learningRate } from "../train/schedule.ts";
-import type { HistoryRow } from "../train/tune.ts";
+import { type HistoryRow, TuneOptionsSchema } from "../train/tune.ts";
 
 /** One tensor a {@link CpuPart} trains (updated in place by Adam). */
 export interface CpuPartTensor {
@@ -95,17 +95,17 @@ export function cpuStatePart(weights: RwkvWeights, init?: Float32Array[]): CpuPa
 }
 
 /** Options of {@link cpuTune}: the subset of `TuneOptionsSchema` that sets the maths. */
-export const CpuTuneOptionsSchema = z.object({
-  lrInit: z.number().positive().default(1),
-  lrFinal: z.number().positive().default(0.01),
-  warmupSteps: z.number().int().min(0).default(0),
-  steps: z.number().int().positive().optional(),
-  epochs: z.number().positive().default(1),
-  batch: z.number().int().positive().default(4),
-  gradAccum: z.number().int().positive().default(1),
-  clip: z.number().min(0).default(1),
-  l2wrap: z.boolean().default(false),
-  seed: z.number().int().default(0),
+export const CpuTuneOptionsSchema = TuneOptionsSchema.pick({
+  lrInit: true,
+  lrFinal: true,
+  warmupSteps: true,
+  steps: true,
+  epochs: true,
+  batch: true,
+  gradAccum: true,
+  clip: true,
+  l2wrap: true,
+  seed: true,
 });
 /** Options of {@link cpuTune} as written. */
 export type CpuTuneOptions = z.input<typeof CpuTuneOptionsSchema> & {

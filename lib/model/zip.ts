@@ -22,13 +22,15 @@ export { crc32 } from "../util/crc32.ts";
 export { writeZip, ZIP_ALIGNMENT } from "./zip_write.ts";
 export type { ZipInput, ZipWriteOptions } from "./zip_write.ts";
 
-const SIG_LOCAL = 0x04034b50;
-const SIG_CENTRAL = 0x02014b50;
-const SIG_EOCD = 0x06054b50;
-const SIG_EOCD64 = 0x06064b50;
-const SIG_LOCATOR64 = 0x07064b50;
-const U32 = 0xffffffff;
-const U16 = 0xffff;
+import {
+  SIG_CENTRAL,
+  SIG_EOCD,
+  SIG_EOCD64,
+  SIG_LOCAL,
+  SIG_LOCATOR64,
+  U16,
+  U32,
+} from "./zip_write.ts";
 
 /** Error for a malformed, truncated or unsupported ZIP file. */
 export class ZipError extends Error {

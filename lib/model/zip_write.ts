@@ -7,13 +7,13 @@
  */
 import { crc32 } from "../util/crc32.ts";
 
-const SIG_LOCAL = 0x04034b50;
-const SIG_CENTRAL = 0x02014b50;
-const SIG_EOCD = 0x06054b50;
-const SIG_EOCD64 = 0x06064b50;
-const SIG_LOCATOR64 = 0x07064b50;
-const U32 = 0xffffffff;
-const U16 = 0xffff;
+export const SIG_LOCAL = 0x04034b50;
+export const SIG_CENTRAL = 0x02014b50;
+export const SIG_EOCD = 0x06054b50;
+export const SIG_EOCD64 = 0x06064b50;
+export const SIG_LOCATOR64 = 0x07064b50;
+export const U32 = 0xffffffff;
+export const U16 = 0xffff;
 /** Data alignment `torch.save` uses for every entry. */
 export const ZIP_ALIGNMENT = 64;
 
