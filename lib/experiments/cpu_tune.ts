@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { z } from "zod";
+import type { z } from "zod";
 import type { RwkvWeights } from "../model/types.ts";
 import { zeroState } from "../model/types.ts";
 import {
