@@ -5,18 +5,29 @@ import { GpuModel } from "../lib/model/gpu_model.ts";
 import { ByteTokenizer } from "../lib/tokenizer/bytes.ts";
 import { CellOptionsSchema, defaultGrid, runCell } from "../lib/experiments/cells.ts";
 import { gridCells } from "../lib/experiments/grid.ts";
+import { loraRank } from "../lib/experiments/variants.ts";
 
 const MODEL = new URL("../models/default.safetensors", import.meta.url).pathname;
 
-Deno.test("defaultGrid: 5 seeds, the issue's variants, steps per K from the calibration", () => {
+Deno.test("defaultGrid: 5 seeds, the issue's variants, M sweep, steps per K", () => {
   const cells = gridCells(defaultGrid("facts"));
   assertEquals(new Set(cells.map((c) => c.seed)).size, 5);
   assertEquals(
     [...new Set(cells.map((c) => c.kind))],
     ["untuned", "state", "lifted-memory", "lifted-writes", "dbp", "lora"],
   );
+  const ms = cells.filter((c) => c.kind === "lifted-memory" && c.seed === 0).map((c) => c.params.M);
+  assertEquals(ms, [64, 128]);
   const o = CellOptionsSchema.parse(defaultGrid("facts").options);
   assertEquals((o.steps as Record<string, number>)["128"], 1200);
+  assertEquals(cells.length, 5 * 8);
+});
+
+Deno.test("loraRank: equal numbers to plain state and to lifted M = N", () => {
+  const w = { config: { nLayer: 2, nHead: 1, headSize: 64, nEmbd: 64, dimFfn: 256 } } as never;
+  assertEquals(loraRank(w, { equalTo: "state" }), 4); // 4 · 2304 = 9216 ≈ 8192
+  assertEquals(loraRank(w, { equalTo: "lifted" }), 7); // 7 · 2304 = 16128 ≈ 16384
+  assertEquals(loraRank(w, { r: 3 }), 3);
 });
 
 Deno.test({
@@ -43,7 +54,11 @@ Deno.test({
       assertEquals(rs.curve!.steps, [1, 2, 3]);
       assert(rs.metrics["heldOutLoss"]! < ru.metrics["heldOutLoss"]!, "3 steps lower the loss");
       assert(typeof rs.metrics["skill.copy"] === "number");
-      await assertRejects(() => runCell(ctx, l), RangeError, "issue 10");
+      const rl = await runCell(ctx, l);
+      assertEquals(rl.metrics.trainable, 4 * 2304);
+      assert(rl.metrics["heldOutLoss"]! < ru.metrics["heldOutLoss"]!, "LoRA lowers the loss");
+      const bad = { ...u, kind: "nope" };
+      await assertRejects(() => runCell(ctx, bad), RangeError, "kinds: untuned, state");
     } finally {
       model.destroy();
     }

@@ -1,105 +1,91 @@
 /**
- * `scripts/reproduce.ts` end to end on a seeded random tiny model: a minimal grid (one seed,
- * two steps, a handful of items) writes every promised file; and the ablation helpers'
- * bookkeeping (trainable counts, mean ± std, CSV) on their own.
+ * `deno task reproduce` end to end on the embedded model (a tiny grid: facts K = 8, two seeds,
+ * two steps): the unsharded run writes every promised file, and two shards merged with
+ * `--merge` give the same table as the unsharded run (values, intervals, paired differences;
+ * only the measured seconds differ). Bad arguments fail with messages that name the fix.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { gpu } from "./_helpers.ts";
-import { randomWeights, tinyConfig } from "../lib/model/random.ts";
-import { tensorsFromWeights } from "../lib/model/load.ts";
-import { serializeSafetensors } from "../lib/model/safetensors.ts";
-import {
-  type AblationRun,
-  markdownTable,
-  meanStd,
-  runsToCsv,
-  summariseRuns,
-  trainableCount,
-} from "../lib/experiments/ablation.ts";
 
-Deno.test("ablation: trainable counts, mean ± std, table and CSV", () => {
-  const cfg = { nLayer: 2, nHead: 1, headSize: 64 };
-  assertEquals(trainableCount(cfg, "untuned", 0, []), 0);
-  assertEquals(trainableCount(cfg, "state", 0, []), 2 * 64 * 64);
-  assertEquals(trainableCount(cfg, "dbp", 128, [1]), 2 * 64 * 64 + 64 * 128);
-  const ms = meanStd([1, 2, 3]);
-  assertEquals([ms.mean, ms.std, ms.n], [2, 1, 3]);
-  const run = (seed: number, acc: number): AblationRun => ({
-    variant: "state",
-    label: "state tuning",
-    seed,
-    task: "t",
-    M: 0,
-    liftedLayers: [],
-    trainable: 8192,
-    accuracy: acc,
-    tokenAccuracy: 0.5,
-    heldOutLoss: 1,
-    finalLoss: 1,
-    history: [],
-    seconds: 1,
-  });
-  const sum = summariseRuns([run(0, 0.5), run(1, 0.7)]);
-  assertEquals(sum.length, 1);
-  assert(Math.abs(sum[0].accuracy.mean - 0.6) < 1e-12);
-  assert(markdownTable(sum).includes("| state tuning | – | 8192 | 2 | 60.0 ± 14.1 |"));
-  assertEquals(runsToCsv([run(0, 0.5)]).trim().split("\n").length, 2);
-});
+const SCRIPT = new URL("../scripts/reproduce.ts", import.meta.url).pathname;
+
+async function reproduce(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SCRIPT, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+const grid = [
+  "--testbed",
+  "facts",
+  "--K",
+  "8",
+  "--seeds",
+  "2",
+  "--steps",
+  "2",
+  "--batch",
+  "4",
+  "--variants",
+  "untuned,state,lora-eq-state",
+];
+
+/** summary.json without the measured times. */
+async function summary(dir: string) {
+  const lines = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+  return lines.map(({ seconds: _s, ...rest }: Record<string, unknown>) => rest);
+}
 
 Deno.test({
-  name: "reproduce: a minimal grid on a random tiny model writes every promised file",
+  name: "reproduce: files of a run; --shard 0/2 + 1/2 merged equal the unsharded table",
   ignore: !gpu,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "reproduce_test_" });
+    const dir = await Deno.makeTempDir();
     try {
-      const w = randomWeights(
-        tinyConfig({ nLayer: 1, nEmbd: 64, headSize: 64, vocabSize: 256 }),
-        1,
-      );
-      const modelPath = `${dir}/tiny.safetensors`;
-      await Deno.writeFile(modelPath, serializeSafetensors(tensorsFromWeights(w)));
-      const script = new URL("../scripts/reproduce.ts", import.meta.url).pathname;
-      const args = [
-        "run",
-        "-A",
-        script,
-        ...["--model", modelPath, "--seeds", "1", "--steps", "2", "--batch", "2"],
-        ...["--skill", "copy", "--train-items", "16", "--val-items", "2", "--test-items", "2"],
-        ...["--out", dir, "--name", "grid"],
-      ];
-      const t0 = performance.now();
-      const out = await new Deno.Command(Deno.execPath(), {
-        args,
-        stdout: "piped",
-        stderr: "piped",
-      })
-        .output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assert(out.success, `reproduce failed:\n${text}`);
-      const res = `${dir}/grid`;
-      const files = ["runs.json", "runs.csv", "table.md", "manifest.json"];
-      for (const p of ["loss", "held_out_loss", "accuracy", "decorrelation"]) {
-        files.push(`${p}.svg`, `${p}.png`, `${p}.html`);
+      const whole = await reproduce([...grid, "--workers", "1", "--out", `${dir}/whole`]);
+      assertEquals(whole.code, 0, whole.stderr);
+      for (const f of ["rows.jsonl", "manifest.json", "table.md", "summary.json", "metric.png"]) {
+        assert((await Deno.stat(`${dir}/whole/${f}`)).isFile, f);
       }
-      for (const f of files) {
-        const st = await Deno.stat(`${res}/${f}`);
-        assert(st.size > 0, `${f} is empty`);
+      const table = await Deno.readTextFile(`${dir}/whole/table.md`);
+      assertMatch(table, /recall \(95% CI\)/);
+      assertMatch(table, /Equal trainable numbers/);
+      assertMatch(table, /skill\.mean/);
+      for (const i of [0, 1]) {
+        const r = await reproduce([...grid, "--shard", `${i}/2`, "--out", `${dir}/s${i}`]);
+        assertEquals(r.code, 0, r.stderr);
       }
-      const runs = JSON.parse(await Deno.readTextFile(`${res}/runs.json`));
-      assertEquals(runs.map((r: AblationRun) => r.variant), ["untuned", "state", "lifted", "dbp"]);
-      const table = await Deno.readTextFile(`${res}/table.md`);
-      for (const v of ["untuned", "state tuning", "+ kernel upscaling", "+ DBP"]) {
-        assert(table.includes(v), `table.md lacks ${v}`);
-      }
-      const manifest = JSON.parse(await Deno.readTextFile(`${res}/manifest.json`));
-      assertEquals(manifest.model.sha256.length, 64);
-      assert(typeof manifest.adapter === "string" && manifest.deno.deno);
-      assert("gitCommit" in manifest);
-      console.log(`reproduce grid: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const m = await reproduce([
+        "--testbed",
+        "facts",
+        "--merge",
+        `${dir}/s0`,
+        `${dir}/s1`,
+        "--out",
+        `${dir}/merged`,
+      ]);
+      assertEquals(m.code, 0, m.stderr);
+      assertEquals(await summary(`${dir}/merged`), await summary(`${dir}/whole`));
+      const manifest = JSON.parse(await Deno.readTextFile(`${dir}/merged/manifest.json`));
+      assertEquals(manifest.merged.length, 2);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("reproduce: bad arguments name the fix", async () => {
+  const a = await reproduce(["--testbed", "jsonl"]);
+  assertEquals(a.code, 2);
+  assertMatch(a.stderr, /--data/);
+  const b = await reproduce(["--testbed", "facts", "--variants", "nope", "--workers", "1"]);
+  assert(b.code !== 0);
+  assertMatch(b.stderr, /unknown nope; known: untuned,state/);
+  const c = await reproduce(["--testbed", "facts", "--shard", "3/2"]);
+  assert(c.code !== 0);
+  assertMatch(c.stderr, /0 ≤ i < n/);
 });

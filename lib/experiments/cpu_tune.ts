@@ -63,6 +63,8 @@ export interface CpuPart {
   grads(res: RefLossAndGrad, out: Float64Array[], accumulate: boolean): void;
   /** after Adam (e.g. DBP moves R on the step's examples) */
   afterUpdate?(step: number, examples: Example[][]): void;
+  /** extra fields of the step's history row (e.g. DBP's decorrelation loss) */
+  historyFields?(): Record<string, number>;
 }
 
 /** The plain initial state S0 of every layer, (L, H, N, N) flat. */
@@ -247,6 +249,7 @@ export function cpuTune(
       tokensPerSecond: tokens / ((now - ts) / 1000),
       elapsedMs: now - t0,
     };
+    for (const p of parts) Object.assign(row, p.historyFields?.() ?? {});
     history.push(row);
     onStep?.(row);
   }

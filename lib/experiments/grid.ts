@@ -146,7 +146,13 @@ export interface CellRow {
   /** per-item 0/1 outcomes on the held-out items (McNemar, bootstrap) */
   items?: number[];
   /** training loss curve: steps and losses (convergence measures) */
-  curve?: { steps: number[]; losses: number[] };
+  curve?: {
+    steps: number[];
+    losses: number[];
+    /** DBP runs: decorrelation and correlation losses per step (means over layers and heads) */
+    decorrelation?: number[];
+    correlation?: number[];
+  };
   /** compute time of the run in seconds (tuning + scoring) */
   seconds: number;
 }

@@ -140,6 +140,8 @@ export interface RefLossOptions {
   l2wrap?: boolean;
   /** per layer a kernel-upscaled state (SPEC §6) or undefined: adds the lifted branches */
   lifted?: LiftedLayers;
+  /** called with each sequence's forward cache (e.g. DBP reads the step's kk, r and k) */
+  onForward?: (cache: RefModelCache, index: number) => void;
 }
 
 /** Result of {@link refLossAndGrad} and {@link refBatchLossAndGrad}. */
@@ -217,12 +219,13 @@ export function refBatchLossAndGrad(
   if (count === 0) throw new RangeError("the mask selects no position: the loss is undefined");
   let sum = 0;
   let acc: RefBackwardResult | undefined;
-  for (const s of batch) {
+  for (const [index, s] of batch.entries()) {
     const T = s.tokens.length;
     const fwd = refForward(weights, s.tokens, initialState, {
       keepCache: true,
       lifted: options.lifted,
     });
+    options.onForward?.(fwd.cache!, index);
     const ce = crossEntropy(fwd.logits, s.targets, T, V, s.mask, {
       denominator: count,
       l2wrap: options.l2wrap,

@@ -1,0 +1,127 @@
+/**
+ * What `deno task reproduce` writes after a grid (or a merge): `table.md` (the metric per
+ * variant with its 95% interval and the paired difference against plain state, side scores
+ * such as the instructed skills' accuracy after tuning, and the equal-numbers pairs),
+ * `summary.json` (the same lines as data) and the figures (`metric`, `loss`, and for a swept
+ * testbed `capacity`) as svg/png/html.
+ *
+ * @module
+ */
+import { saveFigure } from "../plot/figure.ts";
+import { formatDifference } from "../util/stats.ts";
+import type { CellRow } from "./grid.ts";
+import { capacityFigure, intervalFigure, lossBandFigure } from "./figures.ts";
+import { markdownSummary, summarise, type SummaryLine } from "./summary.ts";
+
+/** Options of {@link writeReport}. */
+export interface ReportOptions {
+  /** the table's metric (recall, accuracy, exact) */
+  metric: string;
+  /** a training loss for the steps-to-target column */
+  targetLoss?: number;
+  /** a heading line (testbed, model) */
+  title?: string;
+}
+
+/** The side metrics present in every row (e.g. `skill.mean` of the facts testbed). */
+function sideMetrics(rows: CellRow[], metric: string): string[] {
+  const skip = new Set([metric, "trainable", "steps", "finalLoss", "tuneSeconds", "heldOutLoss"]);
+  const keys = Object.keys(rows[0]?.metrics ?? {}).filter((k) => !skip.has(k));
+  return keys.filter((k) => k.endsWith(".mean") && rows.every((r) => r.metrics[k] !== undefined));
+}
+
+/** Pairs of lines whose trainable numbers are within 15% (the equal-numbers comparison). */
+function equalNumberPairs(lines: SummaryLine[]): [SummaryLine, SummaryLine][] {
+  const out: [SummaryLine, SummaryLine][] = [];
+  for (const a of lines) {
+    for (const b of lines) {
+      if (a === b || !a.trainable || !b.trainable || a.testbed !== b.testbed) continue;
+      if (JSON.stringify(a.testbedParams) !== JSON.stringify(b.testbedParams)) continue;
+      if (!(a.kind === "lora") || b.kind === "lora") continue;
+      if (Math.abs(a.trainable - b.trainable) / b.trainable <= 0.15) out.push([b, a]);
+    }
+  }
+  return out;
+}
+
+const params = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => ` ${k}=${v}`);
+const name = (l: SummaryLine) => l.variant + params(l.variantParams).join("");
+const where = (l: SummaryLine) => l.testbed + params(l.testbedParams).join("");
+
+/** The markdown of the report (see the module doc). */
+export function reportMarkdown(rows: CellRow[], o: ReportOptions): {
+  markdown: string;
+  lines: SummaryLine[];
+} {
+  const lines = summarise(rows, { metric: o.metric, baseline: "state", targetLoss: o.targetLoss });
+  const parts = [
+    o.title ? `# ${o.title}\n` : "",
+    `## ${o.metric} (%) at equal steps\n`,
+    "Mean [95% interval] over seeds; Δ = paired difference against plain state tuning (same " +
+    "seeds, batches and support vectors), with its 95% interval and p (paired t); " +
+    '"n.s." where the interval covers 0. s/run = compute seconds per run.\n',
+    markdownSummary(lines, 100),
+  ];
+  for (const side of sideMetrics(rows, o.metric)) {
+    const sl = summarise(rows, { metric: side, baseline: "untuned" });
+    parts.push(
+      `\n## ${side} (%) after tuning (what tuning costs elsewhere)\n`,
+      "Δ against the untuned model, paired by seed.\n",
+      markdownSummary(sl, 100),
+    );
+  }
+  const pairs = equalNumberPairs(lines);
+  if (pairs.length) {
+    parts.push(
+      "\n## Equal trainable numbers\n",
+      `| testbed | variant | trainable | ${o.metric} | LoRA at equal numbers | trainable | ${o.metric} |`,
+      "|---|---|---|---|---|---|---|",
+    );
+    const f = (l: SummaryLine) =>
+      `${(100 * l.value.mean).toFixed(1)} [${(100 * l.value.lo).toFixed(1)}, ${
+        (100 * l.value.hi).toFixed(1)
+      }]`;
+    for (const [a, b] of pairs) {
+      parts.push(
+        `| ${where(a)} | ${name(a)} | ${a.trainable} | ${f(a)} | ${name(b)} | ${b.trainable} | ${
+          f(b)
+        } |`,
+      );
+    }
+    parts.push("");
+  }
+  const diffs = lines.filter((l) => l.diff);
+  if (diffs.length) {
+    parts.push("\n## In words\n");
+    for (const l of diffs) {
+      const d = l.diff!;
+      const verdict = !Number.isFinite(d.lo)
+        ? "too few paired seeds for an interval"
+        : d.significant
+        ? (d.mean > 0 ? "better than plain state" : "worse than plain state")
+        : "no significant difference from plain state";
+      parts.push(
+        `- ${where(l)}, ${name(l)}: ${verdict}; Δ ${
+          formatDifference(d, 1, 100).replace(" (no significant difference)", "")
+        }.`,
+      );
+    }
+  }
+  return { markdown: parts.join("\n") + "\n", lines };
+}
+
+/** Write `table.md`, `summary.json` and the figures into `dir`; returns the markdown. */
+export async function writeReport(dir: string, rows: CellRow[], o: ReportOptions) {
+  const { markdown, lines } = reportMarkdown(rows, o);
+  await Deno.writeTextFile(`${dir}/table.md`, markdown);
+  await Deno.writeTextFile(`${dir}/summary.json`, JSON.stringify(lines, null, 1) + "\n");
+  const figures: Record<string, unknown> = {
+    metric: await saveFigure(intervalFigure(lines), `${dir}/metric`),
+  };
+  if (rows.some((r) => r.curve?.steps.length)) {
+    figures.loss = await saveFigure(lossBandFigure(rows), `${dir}/loss`);
+  }
+  const swept = new Set(lines.map((l) => JSON.stringify(l.testbedParams))).size > 1;
+  if (swept) figures.capacity = await saveFigure(capacityFigure(lines), `${dir}/capacity`);
+  return { markdown, lines, figures };
+}
