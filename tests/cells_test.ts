@@ -64,3 +64,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "runCell: lifted-writes, dbp and lora on the GPU engine (tune with the GPU parts)",
+  ignore: !gpu,
+  async fn() {
+    const { weights } = await loadModel(MODEL);
+    const model = await GpuModel.create(gpu!, weights);
+    try {
+      const cells = gridCells({
+        testbeds: [{ name: "facts", sweep: { key: "K", values: [8] } }],
+        variants: [
+          { name: "w", kind: "lifted-writes", options: { M: 32 } },
+          { name: "d", kind: "dbp", options: { M: 32 } },
+          { name: "l", kind: "lora", options: { r: 2 } },
+        ],
+        seeds: [1],
+      });
+      const options = CellOptionsSchema.parse({ steps: 2, batch: 4, engine: "gpu", sideItems: 0 });
+      const ctx = { weights, model, tokenizer: new ByteTokenizer(), options };
+      const [w, d, l] = [
+        await runCell(ctx, cells[0]),
+        await runCell(ctx, cells[1]),
+        await runCell(ctx, cells[2]),
+      ];
+      assertEquals(w.metrics.trainable, 2 * 64 * 64 + 2 * 64 * 32 + 2);
+      assertEquals(d.curve!.decorrelation!.length, 2);
+      assertEquals(l.metrics.trainable, 2 * 2304);
+      for (const r of [w, d, l]) assert(Number.isFinite(r.metrics.heldOutLoss!));
+    } finally {
+      model.destroy();
+    }
+  },
+});

@@ -89,3 +89,26 @@ Deno.test("reproduce: bad arguments name the fix", async () => {
   assert(c.code !== 0);
   assertMatch(c.stderr, /0 ≤ i < n/);
 });
+
+Deno.test({
+  name: "reproduce --testbed jsonl: any prompt/response file with a held-out split",
+  ignore: !gpu,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const rows = Array.from({ length: 20 }, (_, i) => ({
+        prompt: `q${i}=`,
+        response: `${i % 3 === 0 ? "yes" : "no"}\n`,
+      }));
+      await Deno.writeTextFile(`${dir}/d.jsonl`, rows.map((r) => JSON.stringify(r)).join("\n"));
+      const r = await reproduce([
+        ...["--testbed", "jsonl", "--data", `${dir}/d.jsonl`, "--seeds", "2", "--steps", "2"],
+        ...["--batch", "4", "--variants", "untuned,state", "--workers", "1", "--out", `${dir}/o`],
+      ]);
+      assertEquals(r.code, 0, r.stderr);
+      assertMatch(await Deno.readTextFile(`${dir}/o/table.md`), /exact \(95% CI\)/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
