@@ -95,23 +95,3 @@ export * from "./lib/model/lora.ts";
 export * from "./lib/model/lora_file.ts";
 export { GpuLora, type GpuLoraModule } from "./lib/model/gpu_lora.ts";
 export { createLoraPart, LoraPart } from "./lib/parts/lora.ts";
-export * from "./lib/experiments/testbeds.ts";
-export * from "./lib/experiments/grid.ts";
-export * from "./lib/experiments/fanout.ts";
-export * from "./lib/experiments/summary.ts";
-export * from "./lib/experiments/cpu_tune.ts";
-export * from "./lib/experiments/cells.ts";
-export {
-  cellLifted,
-  LiftedVariantSchema,
-  loraRank,
-  LoraVariantSchema,
-} from "./lib/experiments/variants.ts";
-export {
-  type CpuLiftedPart,
-  cpuLiftedPart,
-  type CpuLoraPart,
-  cpuLoraPart,
-} from "./lib/experiments/cpu_parts.ts";
-export { capacityFigure, intervalFigure, lossBandFigure } from "./lib/experiments/figures.ts";
-export { reportMarkdown, type ReportOptions, writeReport } from "./lib/experiments/report.ts";
