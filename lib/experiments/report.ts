@@ -48,18 +48,55 @@ const params = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => 
 const name = (l: SummaryLine) => l.variant + params(l.variantParams).join("");
 const where = (l: SummaryLine) => l.testbed + params(l.testbedParams).join("");
 
+/**
+ * The default target of steps-to-target: the loss plain state tuning reaches, as the mean over
+ * seeds of its mean over the last tenth of steps (so the column asks how soon each variant gets
+ * where plain state ends); undefined without plain-state curves.
+ */
+export function defaultTargetLoss(rows: CellRow[]): number | undefined {
+  const tails = rows.filter((r) => r.cell.variant === "state" && r.curve?.losses.length).map(
+    (r) => {
+      const l = r.curve!.losses, n = Math.max(1, Math.floor(l.length / 10));
+      return l.slice(-n).reduce((a, b) => a + b, 0) / n;
+    },
+  );
+  return tails.length ? tails.reduce((a, b) => a + b, 0) / tails.length : undefined;
+}
+
+/** Summary lines per testbed and sweep value, each with its own (or the given) target loss. */
+function summariseGroups(rows: CellRow[], o: ReportOptions) {
+  const groups = new Map<string, CellRow[]>();
+  for (const r of rows) {
+    const k = `${r.cell.testbed}|${JSON.stringify(r.cell.testbedParams)}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const lines: SummaryLine[] = [], targets: string[] = [];
+  for (const [k, rs] of groups) {
+    const targetLoss = o.targetLoss ?? defaultTargetLoss(rs);
+    if (targetLoss !== undefined) {
+      targets.push(`${k.replace("|", " ").replace(/[{}"]/g, "")}: ${targetLoss.toFixed(4)}`);
+    }
+    lines.push(...summarise(rs, { metric: o.metric, baseline: "state", targetLoss }));
+  }
+  return { lines, targets };
+}
+
 /** The markdown of the report (see the module doc). */
 export function reportMarkdown(rows: CellRow[], o: ReportOptions): {
   markdown: string;
   lines: SummaryLine[];
 } {
-  const lines = summarise(rows, { metric: o.metric, baseline: "state", targetLoss: o.targetLoss });
+  const { lines, targets } = summariseGroups(rows, o);
   const parts = [
     o.title ? `# ${o.title}\n` : "",
     `## ${o.metric} (%) at equal steps\n`,
     "Mean [95% interval] over seeds; Δ = paired difference against plain state tuning (same " +
     "seeds, batches and support vectors), with its 95% interval and p (paired t); " +
-    '"n.s." where the interval covers 0. s/run = compute seconds per run.\n',
+    '"no significant difference" where the interval covers 0. s/run = compute seconds per ' +
+    "run. Steps to target: the first step whose trailing 10-step mean loss reaches the target " +
+    `(${o.targetLoss === undefined ? "plain state's final loss" : "--target-loss"}; ` +
+    `${targets.join(", ") || "none"}), over the runs that reached it; mean loss = area under ` +
+    "the loss curve / steps.\n",
     markdownSummary(lines, 100),
   ];
   for (const side of sideMetrics(rows, o.metric)) {
