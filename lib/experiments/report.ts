@@ -8,7 +8,7 @@
  * @module
  */
 import { saveFigure } from "../plot/figure.ts";
-import { formatDifference } from "../util/stats.ts";
+import { areaUnderCurve, formatDifference, pairedDifference } from "../util/stats.ts";
 import type { CellRow } from "./grid.ts";
 import { capacityFigure, intervalFigure, lossBandFigure } from "./figures.ts";
 import { markdownSummary, summarise, type SummaryLine } from "./summary.ts";
@@ -127,6 +127,7 @@ export function reportMarkdown(rows: CellRow[], o: ReportOptions): {
     }
     parts.push("");
   }
+  parts.push(...dbpSection(rows, o.metric));
   const diffs = lines.filter((l) => l.diff);
   if (diffs.length) {
     parts.push("\n## In words\n");
@@ -145,6 +146,52 @@ export function reportMarkdown(rows: CellRow[], o: ReportOptions): {
     }
   }
   return { markdown: parts.join("\n") + "\n", lines };
+}
+
+/** M of a lifted row: its sweep value or option, else N (undefined when unknown). */
+const rowM = (r: CellRow) => r.cell.params.M ?? (r.cell.options.M as number | undefined);
+
+/**
+ * DBP's own effect: each `dbp` row paired by seed with the `lifted-memory` row of the same
+ * testbed, sweep value and M (the same support vectors; R fixed there), on the metric and on
+ * the mean training loss (area under the curve / steps).
+ */
+function dbpSection(rows: CellRow[], metric: string): string[] {
+  const out: string[] = [];
+  const dbp = rows.filter((r) => r.cell.kind === "dbp" && r.curve);
+  const groups = new Map<string, [CellRow, CellRow][]>();
+  for (const r of dbp) {
+    const base = rows.find((b) =>
+      b.cell.kind === "lifted-memory" && b.cell.testbed === r.cell.testbed &&
+      b.cell.seed === r.cell.seed && rowM(b) === rowM(r) &&
+      JSON.stringify(b.cell.testbedParams) === JSON.stringify(r.cell.testbedParams) && b.curve
+    );
+    if (!base) continue;
+    const k = `${r.cell.testbed}${params(r.cell.testbedParams).join("")}, ${r.cell.variant} vs ` +
+      `${base.cell.variant} M=${rowM(r) ?? "N"}`;
+    groups.set(k, [...(groups.get(k) ?? []), [r, base]]);
+  }
+  if (!groups.size) return out;
+  out.push(
+    "\n## DBP against the same lifted state without it\n",
+    "Paired by seed (same batches and support vectors; R fixed in the base). Mean loss = area " +
+      "under the training-loss curve / steps (lower converges faster).\n",
+    `| comparison | n | Δ ${metric} (pp) | Δ mean loss |`,
+    "|---|---|---|---|",
+  );
+  const auc = (r: CellRow) => areaUnderCurve(r.curve!.steps, r.curve!.losses);
+  for (const [k, ps] of groups) {
+    const dm = pairedDifference(
+      ps.map(([a]) => a.metrics[metric] ?? NaN),
+      ps.map(([, b]) => b.metrics[metric] ?? NaN),
+    );
+    const dl = pairedDifference(ps.map(([a]) => auc(a)), ps.map(([, b]) => auc(b)));
+    out.push(
+      `| ${k} | ${ps.length} | ${formatDifference(dm, 1, 100)} | ${formatDifference(dl, 4)} |`,
+    );
+  }
+  out.push("");
+  return out;
 }
 
 /** Write `table.md`, `summary.json` and the figures into `dir`; returns the markdown. */
