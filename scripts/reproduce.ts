@@ -21,7 +21,11 @@ import { type GridSpecInput, parseShard } from "../lib/experiments/grid.ts";
 import { type Manifest, mergeShards, runShard, writeRows } from "../lib/experiments/fanout.ts";
 import { writeReport } from "../lib/experiments/report.ts";
 import type { CellRow } from "../lib/experiments/grid.ts";
+import { harnessTask } from "../lib/experiments/testbeds.ts";
+import { TaskNameSchema } from "../lib/eval/task_types.ts";
 import { DEFAULT_MODEL, parseWith, runMain, UsageError } from "./_cli.ts";
+
+const DEFAULT_DATA = new URL("../../shared/fixtures/data", import.meta.url).pathname;
 
 const USAGE = `Usage: deno task reproduce --testbed facts|skill|add|jsonl [options]
        deno task reproduce --merge DIR [DIR…] [--out DIR]
@@ -45,6 +49,9 @@ lora-eq-state, lora-eq-lifted — over seeds, paired (same seeds, batches, suppo
   --resume     skip cells already in --out/rows.jsonl
   --target-loss  training loss for the steps-to-target column (trailing mean over 10 steps)
   --data       jsonl testbed: {"prompt","response"} rows;  --val-split (default 0.2)
+  --harness    jsonl testbed: also score a harness task after tuning (e.g. arc_easy, mmlu,
+               skill_choice);  --harness-limit N items (default 200);  --data-dir (the
+               harness data, default ../shared/fixtures/data)
   --skill      skill testbed: which skill (default reverse)
   --model      checkpoint (default the embedded model);  --tokenizer (default beside the model)
   --out        output folder (default results/<testbed>)`;
@@ -66,6 +73,9 @@ const Args = z.object({
   data: z.string().optional(),
   "val-split": z.coerce.number().positive().default(0.2),
   skill: z.string().default("reverse"),
+  harness: TaskNameSchema.optional(),
+  "harness-limit": z.coerce.number().int().positive().default(200),
+  "data-dir": z.string().default(DEFAULT_DATA),
   model: z.string().default(DEFAULT_MODEL),
   tokenizer: z.string().optional(),
   out: z.string().optional(),
@@ -189,6 +199,15 @@ await runMain(USAGE, async () => {
   const dataset = a.data
     ? await loadDataset(a.data, tokenizer, { valSplit: a["val-split"] })
     : undefined;
+  if (a.harness && a.testbed !== "jsonl") {
+    throw new UsageError("--harness scores a harness task beside the jsonl testbed only");
+  }
+  const harness = a.harness
+    ? harnessTask(tokenizer, a.harness, {
+      dataDir: a["data-dir"],
+      limit: a["harness-limit"],
+    })
+    : undefined;
   const spec = gridOf(a, weights.config.headSize);
   const model = await GpuModel.create(await getGpu(), weights);
   const options = CellOptionsSchema.parse(spec.options);
@@ -206,6 +225,7 @@ await runMain(USAGE, async () => {
         tokenizer,
         options,
         dataset,
+        harness,
         progressEvery: 100,
         onProgress: (c, row, steps) =>
           console.log(

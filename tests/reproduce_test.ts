@@ -91,7 +91,8 @@ Deno.test("reproduce: bad arguments name the fix", async () => {
 });
 
 Deno.test({
-  name: "reproduce --testbed jsonl: any prompt/response file with a held-out split",
+  name:
+    "reproduce --testbed jsonl: a prompt/response file with a held-out split, and a harness task",
   ignore: !gpu,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -104,9 +105,12 @@ Deno.test({
       const r = await reproduce([
         ...["--testbed", "jsonl", "--data", `${dir}/d.jsonl`, "--seeds", "2", "--steps", "2"],
         ...["--batch", "4", "--variants", "untuned,state", "--workers", "1", "--out", `${dir}/o`],
+        ...["--harness", "skill_choice", "--harness-limit", "8"],
       ]);
       assertEquals(r.code, 0, r.stderr);
-      assertMatch(await Deno.readTextFile(`${dir}/o/table.md`), /exact \(95% CI\)/);
+      const table = await Deno.readTextFile(`${dir}/o/table.md`);
+      assertMatch(table, /exact \(95% CI\)/);
+      assertMatch(table, /## skill_choice\.acc\S* \(%\) after tuning/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -33,7 +33,7 @@ export function cellTestbed(ctx: CellContext, cell: Cell): Testbed {
       if (!ctx.dataset) {
         throw new RangeError("testbed jsonl needs a dataset: pass --data FILE.jsonl");
       }
-      return jsonlTestbed(ctx.dataset);
+      return jsonlTestbed(ctx.dataset, ctx.harness);
     default:
       throw new RangeError(
         `testbed "${cell.testbed}" has no cell runner; use facts, skill or add (jsonl: ` +

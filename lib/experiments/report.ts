@@ -23,11 +23,15 @@ export interface ReportOptions {
   title?: string;
 }
 
-/** The side metrics present in every row (e.g. `skill.mean` of the facts testbed). */
+/**
+ * The side metrics present in every row: `skill.mean` of the facts testbed, the harness task's
+ * metrics (`arc_easy.acc_norm`) of the jsonl testbed.
+ */
 function sideMetrics(rows: CellRow[], metric: string): string[] {
   const skip = new Set([metric, "trainable", "steps", "finalLoss", "tuneSeconds", "heldOutLoss"]);
   const keys = Object.keys(rows[0]?.metrics ?? {}).filter((k) => !skip.has(k));
-  return keys.filter((k) => k.endsWith(".mean") && rows.every((r) => r.metrics[k] !== undefined));
+  const side = (k: string) => k.startsWith("skill.") ? k === "skill.mean" : k.includes(".");
+  return keys.filter((k) => side(k) && rows.every((r) => r.metrics[k] !== undefined));
 }
 
 /** Pairs of lines whose trainable numbers are within 15% (the equal-numbers comparison). */

@@ -31,7 +31,7 @@ import { Rng } from "../util/rng.ts";
 import { type CpuPart, cpuStatePart, cpuTune } from "./cpu_tune.ts";
 import { cpuLiftedPart, cpuLoraPart } from "./cpu_parts.ts";
 import type { Cell } from "./grid.ts";
-import type { Testbed } from "./testbeds.ts";
+import type { HarnessRun, Testbed } from "./testbeds.ts";
 
 /** Options every cell shares (the grid's `options`). */
 export const CellOptionsSchema = z.object({
@@ -85,6 +85,8 @@ export interface CellContext {
   options: CellOptions;
   /** the jsonl testbed's data (train and held-out split) */
   dataset?: Dataset;
+  /** the jsonl testbed's harness task, scored after tuning (`harnessTask`) */
+  harness?: HarnessRun;
   /** called every `progressEvery` steps of a run (e.g. a log line) */
   onProgress?: (cell: Cell, row: HistoryRow, steps: number) => void;
   progressEvery?: number;
