@@ -8,6 +8,7 @@ import { describeGpu, tryGetGpu } from "../lib/gpu/device.ts";
 import type { Gpu, LimitsMode } from "../lib/gpu/device.ts";
 import { Rng as LibRng } from "../lib/util/rng.ts";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
+import type { Example } from "../lib/train/data.ts";
 
 /** Absolute path of `../shared/fixtures` beside the project. */
 export const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
@@ -187,4 +188,19 @@ export function sharedS0Args(g: Gpu, batch: ReturnType<typeof randomBatch>, s0: 
     mask: uploadStorage(g, "test.mask", batch.mask),
     init: { kind: "shared" as const, wkv: uploadStorage(g, "test.s0", s0) },
   };
+}
+
+/** The embedded default model (L2, C64, byte-level). */
+export const DEFAULT_MODEL_PATH =
+  new URL("../models/default.safetensors", import.meta.url).pathname;
+
+/** `key=value\n` facts over a–h (4–8 letters each), the loss on the value and the newline. */
+export function factExamples(n: number, seed: number): Example[] {
+  const rng = new LibRng(seed), enc = new TextEncoder();
+  const s = () => Array.from({ length: 4 + rng.int(5) }, () => "abcdefgh"[rng.int(8)]).join("");
+  return Array.from({ length: n }, (_, line) => {
+    const k = s(), ids = [...enc.encode(`${k}=${s()}\n`)];
+    const loss = new Uint8Array(ids.length).map((_, t) => (t > k.length ? 1 : 0));
+    return { ids, loss, line };
+  });
 }

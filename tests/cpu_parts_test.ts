@@ -4,7 +4,7 @@
  * the same decorrelation losses and the same R after DBP, gate and LoRA factors.
  */
 import { assert, assertAlmostEquals } from "@std/assert";
-import { gpu, maxAbsDiff } from "./_helpers.ts";
+import { DEFAULT_MODEL_PATH, factExamples, gpu, maxAbsDiff } from "./_helpers.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { tune } from "../lib/train/tune.ts";
@@ -15,20 +15,8 @@ import { initLora } from "../lib/model/lora.ts";
 import { cpuStatePart, cpuTune } from "../lib/experiments/cpu_tune.ts";
 import { cpuLiftedPart, cpuLoraPart } from "../lib/experiments/cpu_parts.ts";
 import { cellLifted } from "../lib/experiments/variants.ts";
-import type { Example } from "../lib/train/data.ts";
-import { Rng } from "../lib/util/rng.ts";
 
-const MODEL = new URL("../models/default.safetensors", import.meta.url).pathname;
-
-function facts(n: number, seed: number): Example[] {
-  const rng = new Rng(seed), enc = new TextEncoder();
-  const s = () => Array.from({ length: 4 + rng.int(5) }, () => "abcdefgh"[rng.int(8)]).join("");
-  return Array.from({ length: n }, (_, line) => {
-    const k = s(), ids = [...enc.encode(`${k}=${s()}\n`)];
-    const loss = new Uint8Array(ids.length).map((_, t) => (t > k.length ? 1 : 0));
-    return { ids, loss, line };
-  });
-}
+const MODEL = DEFAULT_MODEL_PATH;
 
 const opts = { steps: 3, batch: 4, gradAccum: 1, lrInit: 0.02, lrFinal: 0.002, seed: 3 };
 const quiet = { progress: false, livePlot: false } as const;
@@ -39,7 +27,7 @@ Deno.test({
   async fn() {
     const { weights } = await loadModel(MODEL);
     const model = await GpuModel.create(gpu!, weights);
-    const data = facts(16, 2);
+    const data = factExamples(16, 2);
     const layers = cellLifted(weights, data, 1, 64, true);
     const dbp = { lr: 0.05, kappa: 0.5 };
     const cpu = cpuLiftedPart(weights, layers, { lrScale: 0.3, dbp });
@@ -78,7 +66,7 @@ Deno.test({
   async fn() {
     const { weights } = await loadModel(MODEL);
     const model = await GpuModel.create(gpu!, weights);
-    const data = facts(16, 4);
+    const data = factExamples(16, 4);
     const init = initLora(weights.config, { r: 2, seed: 5 });
     const cpu = cpuLoraPart(weights, init, { lrScale: 1 });
     const o = { ...opts, lrInit: 2e-3, lrFinal: 2e-4 };

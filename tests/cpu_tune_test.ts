@@ -1,24 +1,11 @@
 import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
-import { gpu, maxAbsDiff } from "./_helpers.ts";
+import { DEFAULT_MODEL_PATH, factExamples, gpu, maxAbsDiff } from "./_helpers.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { tuneState } from "../lib/train/tune.ts";
 import { cpuTuneState } from "../lib/experiments/cpu_tune.ts";
-import type { Example } from "../lib/train/data.ts";
-import { Rng } from "../lib/util/rng.ts";
 
-const MODEL = new URL("../models/default.safetensors", import.meta.url).pathname;
-
-/** `key=value\n` facts with the loss on the value and the newline. */
-function facts(n: number, seed: number): Example[] {
-  const rng = new Rng(seed), enc = new TextEncoder();
-  const s = () => Array.from({ length: 4 + rng.int(5) }, () => "abcdefgh"[rng.int(8)]).join("");
-  return Array.from({ length: n }, (_, line) => {
-    const k = s(), ids = [...enc.encode(`${k}=${s()}\n`)];
-    const loss = new Uint8Array(ids.length).map((_, t) => (t > k.length ? 1 : 0));
-    return { ids, loss, line };
-  });
-}
+const MODEL = DEFAULT_MODEL_PATH;
 
 Deno.test({
   name: "cpuTuneState: the same steps as tuneState on the GPU (states within 1% of lr)",
@@ -26,7 +13,7 @@ Deno.test({
   async fn() {
     const { weights } = await loadModel(MODEL);
     const model = await GpuModel.create(gpu!, weights);
-    const data = facts(12, 5);
+    const data = factExamples(12, 5);
     // lr small enough that Adam's first steps (≈ lr · sign g) do not flip on f32 noise of g ≈ 0.
     // gradAccum 1: tuneState with gradAccum 2 reported loss 0 and gradient norm 0 here (reported).
     const opts = { steps: 4, batch: 5, gradAccum: 1, lrInit: 0.02, lrFinal: 0.002, seed: 3 };
@@ -56,7 +43,7 @@ Deno.test({
 
 Deno.test("cpuTuneState: seeded and deterministic; clipping bounds the step; the loss falls", async () => {
   const { weights } = await loadModel(MODEL);
-  const data = facts(6, 9);
+  const data = factExamples(6, 9);
   const opts = { steps: 12, batch: 3, gradAccum: 2, lrInit: 0.5, lrFinal: 0.05, seed: 1 };
   const a = cpuTuneState(weights, data, opts), b = cpuTuneState(weights, data, opts);
   assertEquals(a.states, b.states);

@@ -11,8 +11,9 @@ import { meanInterval } from "../util/stats.ts";
 import type { CellRow } from "./grid.ts";
 import type { SummaryLine } from "./summary.ts";
 
-const label = (variant: string, p: Record<string, number>) =>
-  [variant, ...Object.entries(p).map(([k, v]) => `${k}=${v}`)].join(" ");
+/** `name k=v …`, e.g. `lifted-memory M=64` (table rows, legends). */
+export const label = (name: string, p: Record<string, number>): string =>
+  [name, ...Object.entries(p).map(([k, v]) => `${k}=${v}`)].join(" ");
 
 /** Rows grouped by variant label (the variant and its sweep value), in the grid's order. */
 function byVariant(rows: CellRow[]): Map<string, CellRow[]> {

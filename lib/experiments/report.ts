@@ -10,7 +10,7 @@
 import { saveFigure } from "../plot/figure.ts";
 import { areaUnderCurve, formatDifference, pairedDifference } from "../util/stats.ts";
 import type { CellRow } from "./grid.ts";
-import { capacityFigure, intervalFigure, lossBandFigure } from "./figures.ts";
+import { capacityFigure, intervalFigure, label, lossBandFigure } from "./figures.ts";
 import { markdownSummary, summarise, type SummaryLine } from "./summary.ts";
 
 /** Options of {@link writeReport}. */
@@ -48,9 +48,8 @@ function equalNumberPairs(lines: SummaryLine[]): [SummaryLine, SummaryLine][] {
   return out;
 }
 
-const params = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => ` ${k}=${v}`);
-const name = (l: SummaryLine) => l.variant + params(l.variantParams).join("");
-const where = (l: SummaryLine) => l.testbed + params(l.testbedParams).join("");
+const name = (l: SummaryLine) => label(l.variant, l.variantParams);
+const where = (l: SummaryLine) => label(l.testbed, l.testbedParams);
 
 /**
  * The default target of steps-to-target: the loss plain state tuning reaches, as the mean over
@@ -171,7 +170,7 @@ function dbpSection(rows: CellRow[], metric: string): string[] {
       JSON.stringify(b.cell.testbedParams) === JSON.stringify(r.cell.testbedParams) && b.curve
     );
     if (!base) continue;
-    const k = `${r.cell.testbed}${params(r.cell.testbedParams).join("")}, ${r.cell.variant} vs ` +
+    const k = `${label(r.cell.testbed, r.cell.testbedParams)}, ${r.cell.variant} vs ` +
       `${base.cell.variant} M=${rowM(r) ?? "N"}`;
     groups.set(k, [...(groups.get(k) ?? []), [r, base]]);
   }

@@ -24,7 +24,7 @@ import { LiftedPart } from "../parts/lifted_part.ts";
 import { createLoraPart } from "../parts/lora.ts";
 import type { Dataset, Example, TextEncoder } from "../train/data.ts";
 import type { HistoryRow } from "../train/history.ts";
-import { tune, tuneState } from "../train/tune.ts";
+import { tune } from "../train/tune.ts";
 import { StatePart } from "../train/state_part.ts";
 import type { TrainablePart } from "../train/parts.ts";
 import { Rng } from "../util/rng.ts";
@@ -205,9 +205,8 @@ async function runParts<T>(
       progress: false,
       livePlot: false,
     });
-    const states = sp ? await sp.states() : undefined;
     const state = stateOf(w);
-    states?.forEach((s, l) => state[l].wkv.set(s));
+    (sp ? await sp.states() : []).forEach((s, l) => state[l].wkv.set(s));
     return { state, history: res.history, extra: await x?.done() };
   } finally {
     sp?.destroy();
@@ -300,19 +299,9 @@ const loraKind: VariantKind = async (ctx, cell, tb, steps) => {
 export const VARIANT_KINDS: Record<string, VariantKind> = {
   untuned: () => Promise.resolve({ history: [], trainable: 0 }),
   async state(ctx, cell, tb, steps) {
-    const w = ctx.weights;
-    if (ctx.options.engine === "gpu") {
-      const res = await tuneState(ctx.model, tb.train, {
-        ...schedule(ctx, cell, steps),
-        progress: false,
-        livePlot: false,
-      });
-      const state = stateOf(w);
-      res.states.forEach((s, l) => state[l].wkv.set(s));
-      return { state, history: res.history, trainable: stateCount(w) };
-    }
-    const res = cpuTune(w, [cpuStatePart(w)], tb.train, schedule(ctx, cell, steps));
-    return { state: stateOf(w, res.tensors[0].s0), history: res.history, trainable: stateCount(w) };
+    const none = () => undefined, noneGpu = () => Promise.resolve(undefined);
+    const res = await runParts(ctx, cell, tb, steps, none, noneGpu);
+    return { state: res.state, history: res.history, trainable: stateCount(ctx.weights) };
   },
   "lifted-memory": liftedKind("memory"),
   "lifted-writes": liftedKind("writes"),
