@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { getGpu, type Gpu } from "../lib/gpu/device.ts";
+import { isSoftwareAdapter } from "../lib/gpu/software.ts";
 import { createStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { MatmulKernel } from "../lib/kernels/matmul.ts";
@@ -174,7 +175,7 @@ function skipReason(
   if (bytes > 0.5 * host) {
     return `${(bytes / 2 ** 30).toFixed(1)} GiB of f32 weights exceed half the host memory`;
   }
-  const soft = gpu.isFallback || /llvmpipe/i.test(gpu.description);
+  const soft = isSoftwareAdapter(gpu);
   const { maxBufferSize, maxStorageBufferBindingSize } = gpu.limits;
   const limits = {
     maxBufferSize,
@@ -321,7 +322,7 @@ async function main(): Promise<void> {
   const { rows, kernels, memory, skipped } = results;
   BufferTracker.install();
   const gpu = await getGpu();
-  const soft = gpu.isFallback || /llvmpipe/i.test(gpu.description);
+  const soft = isSoftwareAdapter(gpu);
   console.log(`adapter: ${gpu.description}${soft ? " (software)" : ""}`);
   if (a.timer === "timestamp" && !gpu.hasTimestamps) {
     throw new UsageError("--timer timestamp: this adapter has no timestamp-query; use replay");

@@ -17,6 +17,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { getGpu } from "../lib/gpu/device.ts";
+import { isSoftwareAdapter } from "../lib/gpu/software.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { generate } from "../lib/generate/generate.ts";
 import { gpuGenerate } from "../lib/generate/gpu_generate.ts";
@@ -99,7 +100,7 @@ await runMain(USAGE, async () => {
   const b = await loadBundle(a.model, a.tokenizer, a.state);
   const gpu = await getGpu();
   const model = await GpuModel.create(gpu, b.model.weights, { weightDtype: a.weights });
-  const soft = gpu.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+  const soft = isSoftwareAdapter(gpu);
   const sampler = a.sampler === "auto" ? (soft ? "cpu" : "gpu") : a.sampler;
   const opts = {
     temperature: a.temperature,

@@ -5,27 +5,9 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { softwareReason } from "../gpu/software.ts";
 
-/** Names of software WebGPU adapters as their descriptions show them. */
-const SOFTWARE = /llvmpipe|lavapipe|swiftshader|softpipe|software|warp|basic render/i;
-
-/**
- * Why `gpu` is a software adapter (the matched name, or the fallback flag), or null for
- * hardware.
- *
- * @example
- * ```ts
- * import { softwareReason } from "./adapter.ts";
- * const gpu = { isFallback: false, description: "llvmpipe (LLVM 15.0.6, 256 bits)" };
- * if (softwareReason(gpu) === null) throw new Error("llvmpipe is software");
- * ```
- */
-export function softwareReason(gpu: Pick<Gpu, "isFallback" | "description">): string | null {
-  const m = SOFTWARE.exec(gpu.description);
-  if (m) return `the adapter is "${gpu.description}" (${m[0]}: a software rasteriser on the CPU)`;
-  if (gpu.isFallback) return `the adapter "${gpu.description}" reports isFallbackAdapter`;
-  return null;
-}
+export { softwareReason };
 
 /** The adapter facts written at the top of the report. */
 export interface AdapterFacts {

@@ -16,6 +16,7 @@
  */
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
+import { isSoftwareAdapter } from "../gpu/software.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import { type Recorder, splitGroups } from "../gpu/recorder.ts";
 import type { Entry, WeightDtype } from "./matmul_common.ts";
@@ -49,11 +50,6 @@ export interface HardwareMatmulChoice {
   tiledMinRows: number;
   gemv: "off" | "subgroups" | "emulate";
   f16Math: boolean;
-}
-
-/** True for software adapters (llvmpipe, lavapipe, SwiftShader). */
-export function isSoftwareAdapter(gpu: Pick<Gpu, "isFallback" | "description">): boolean {
-  return gpu.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description);
 }
 
 /**

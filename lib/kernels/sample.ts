@@ -23,6 +23,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { isSoftwareAdapter } from "../gpu/software.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder, splitGroups } from "../gpu/recorder.ts";
 import { checkDim, needElems } from "./common.ts";
@@ -85,9 +86,7 @@ export interface SampleArgs {
 
 /** Invocations per workgroup: 64 on software adapters (llvmpipe), else 256. */
 export function sampleWorkgroupSize(gpu: Pick<Gpu, "isFallback" | "description">): number {
-  const software = gpu.isFallback ||
-    /llvmpipe|lavapipe|swiftshader|softpipe|software/i.test(gpu.description);
-  return software ? 64 : 256;
+  return isSoftwareAdapter(gpu) ? 64 : 256;
 }
 
 /** The sampling pipeline; create once with {@link SampleKernel.create}. */

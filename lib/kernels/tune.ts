@@ -10,6 +10,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { isSoftwareAdapter } from "../gpu/software.ts";
 import { createStorage } from "../gpu/buffers.ts";
 
 /** One register-tile choice: TR rows × TC columns (lowrank: TC groups of 4 columns). */
@@ -60,9 +61,7 @@ export const LOWRANK_TILES: readonly Tile[] = [
  * ones for GPUs (register- and occupancy-bound).
  */
 export function defaultTuning(gpu: Pick<Gpu, "isFallback" | "description">): MatmulTuning {
-  const software = gpu.isFallback ||
-    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(gpu.description);
-  return software
+  return isSoftwareAdapter(gpu)
     ? { linear: { TR: 16, TC: 8, WG: 64 }, lowrank: { TR: 16, TC: 2, WG: 64 }, source: "default" }
     : { linear: { TR: 4, TC: 4, WG: 64 }, lowrank: { TR: 4, TC: 1, WG: 64 }, source: "default" };
 }

@@ -16,6 +16,7 @@
  */
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
+import { isSoftwareAdapter } from "../gpu/software.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
@@ -83,10 +84,6 @@ export function wkvChunkedScratchElems(s: WkvShape, backward: boolean): number {
   return layout(s, backward).total;
 }
 
-function isSoftware(gpu: Gpu): boolean {
-  return gpu.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description);
-}
-
 /**
  * Whether the chunked form can run shape `s` on `gpu`: its backward scratch is one storage
  * binding, and its per-chunk workgroups fit one dispatch dimension.
@@ -116,7 +113,7 @@ export function chunkedFits(gpu: Gpu, s: WkvShape): boolean {
  * when its scratch fits one storage binding.
  */
 export function chooseWkvForm(gpu: Gpu, s: WkvShape, rule: WkvAutoRule = {}): WkvForm {
-  if (isSoftware(gpu) || !chunkedFits(gpu, s)) return "sequential";
+  if (isSoftwareAdapter(gpu) || !chunkedFits(gpu, s)) return "sequential";
   const r = WkvAutoRuleSchema.parse(rule);
   return s.T >= r.minT && s.B * s.H * s.N <= r.maxBHN ? "chunked" : "sequential";
 }
@@ -127,7 +124,7 @@ export function chooseWkvForm(gpu: Gpu, s: WkvShape, rule: WkvAutoRule = {}): Wk
  */
 export function mayChooseChunked(gpu: Gpu, option: WkvFormOption | undefined, N: number): boolean {
   const o = WkvFormOptionSchema.parse(option ?? "auto");
-  return o === "chunked" || (o !== "sequential" && !isSoftware(gpu) && N <= 64);
+  return o === "chunked" || (o !== "sequential" && !isSoftwareAdapter(gpu) && N <= 64);
 }
 
 /** `option` resolved for shape `s`: a fixed form as is, "auto" (the default) by {@link chooseWkvForm}. */

@@ -9,6 +9,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { isSoftwareAdapter } from "../gpu/software.ts";
 import { createStorage, writeStorage } from "../gpu/buffers.ts";
 import type { GpuMatrix, WeightDtype } from "../kernels/matmul.ts";
 import { uploadMatrixTextures } from "../kernels/matmul_tex.ts";
@@ -123,7 +124,7 @@ export function useWeightTextures(
     env = undefined; // no env permission
   }
   if (env === "0" || env === "1") return env === "1";
-  return gpu.isFallback || /llvmpipe|lavapipe|swiftshader|softpipe/i.test(gpu.description);
+  return isSoftwareAdapter(gpu);
 }
 
 /**
