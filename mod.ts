@@ -1,5 +1,6 @@
 /**
- * State tuning of RWKV-7 language models on WebGPU.
+ * State tuning of RWKV-7 language models on WebGPU: load a model, tokenize, tune a state,
+ * generate, save the state, draw the figures.
  *
  * ```ts ignore
  * import { getGpu, GpuModel, loadModel } from "./mod.ts";
@@ -7,17 +8,34 @@
  * const model = await GpuModel.create(await getGpu(), weights);
  * ```
  *
+ * The rest lives in subpath entry points (deno.json `exports`): `./eval` (the harness and
+ * statistics), `./test-time` (guided test-time scaling), `./parts` (kernel-upscaled states,
+ * DBP, LoRA), `./train` (pretraining, checkpoints, the trainable-parts interface), `./formats`
+ * (safetensors, pth, pickle, zip), `./kernels` (recorder, buffers, pipelines, kernel wrappers,
+ * the backward), `./plot`, `./serve` and `./experiments`.
+ *
  * @module
  */
-export * from "./lib/gpu/device.ts";
-export * from "./lib/model/types.ts";
-export * from "./lib/model/dtype.ts";
-export * from "./lib/model/safetensors.ts";
-export * from "./lib/model/zip.ts";
-export * from "./lib/model/pickle.ts";
-export * from "./lib/model/pth.ts";
-export * from "./lib/model/load.ts";
-export * from "./lib/model/random.ts";
+
+// GPU
+export { describeGpu, getGpu, NoGpuError, tryGetGpu } from "./lib/gpu/device.ts";
+export type { Gpu, LimitsMode, RequestedLimits, RequestGpuOptions } from "./lib/gpu/device.ts";
+
+// Models and states
+export type {
+  DType,
+  LayerState,
+  LayerWeights,
+  RwkvConfig,
+  RwkvState,
+  RwkvWeights,
+  Tensor,
+  TensorFile,
+} from "./lib/model/types.ts";
+export { cloneState, zeroState } from "./lib/model/types.ts";
+export { countParams, loadModel, loadModelFromBytes } from "./lib/model/load.ts";
+export type { CheckpointFormat, LoadedModel } from "./lib/model/load.ts";
+export { OFFICIAL_SHAPES, randomWeights, tinyConfig } from "./lib/model/random.ts";
 export {
   GpuModel,
   type GpuModelOptions,
@@ -28,70 +46,108 @@ export {
 export type { UploadOptions } from "./lib/model/gpu_weights.ts";
 export type { WeightDtype } from "./lib/kernels/matmul.ts";
 export type { WkvFormOption } from "./lib/kernels/wkv7_chunked.ts";
-export * from "./lib/model/memory_plan.ts";
 export { GpuState } from "./lib/model/gpu_state.ts";
-export { refForward } from "./lib/ref/model.ts";
-export * from "./lib/util/rng.ts";
-export * from "./lib/plot/progress.ts";
-export * from "./lib/util/stats.ts";
-export * from "./lib/tokenizer/mod.ts";
-export * from "./lib/generate/sampler.ts";
-export * from "./lib/generate/generate.ts";
+export { refForward, type RefForwardResult } from "./lib/ref/model.ts";
+export { formatPlan, memoryPlan } from "./lib/model/memory_plan.ts";
+export type { MemoryPlan, MemoryPlanOptions, PlanItem } from "./lib/model/memory_plan.ts";
+export { PthError } from "./lib/model/pth.ts";
+export { SafetensorsError } from "./lib/model/safetensors.ts";
+export { PickleError } from "./lib/model/pickle.ts";
+export { ZipError } from "./lib/model/zip.ts";
+
+// Tokenizers
+export {
+  ByteTokenizer,
+  END_OF_TEXT,
+  loadTokenizer,
+  loadWorldTokenizer,
+  resolveTokenizer,
+  StreamDecoder,
+  type Tokenizer,
+  WORLD_VOCAB_FILE,
+  WorldTokenizer,
+} from "./lib/tokenizer/mod.ts";
+
+// Generation
+export {
+  DEFAULT_SAMPLING,
+  sampleToken,
+  type SamplingOptions,
+  type SamplingOptionsInput,
+  SamplingOptionsSchema,
+} from "./lib/generate/sampler.ts";
+export {
+  generate,
+  type GeneratedChunk,
+  type GenerateOptions,
+  generateText,
+  type GenerationResult,
+  type LanguageModel,
+  StopMatcher,
+  type StopReason,
+} from "./lib/generate/generate.ts";
 export {
   gpuGenerate,
   type GpuGenerateExtras,
   type GpuGenerateOptions,
   gpuGenerateText,
 } from "./lib/generate/gpu_generate.ts";
-export * from "./lib/train/data.ts";
-export * from "./lib/train/synthetic.ts";
-export * from "./lib/train/schedule.ts";
-export * from "./lib/train/state_file.ts";
-export * from "./lib/plot/mod.ts";
-export * from "./lib/eval/tasks.ts";
-export * from "./lib/eval/evaluate.ts";
-export * from "./lib/eval/scorer.ts";
-export * from "./lib/eval/report.ts";
-export * from "./lib/eval/metrics.ts";
-export { type RunningServer, type ServerOptions, startServer } from "./lib/serve/server.ts";
-export * from "./lib/train/tune.ts";
+export { greedyComplete } from "./lib/generate/greedy.ts";
+
+// Datasets
+export {
+  type Batch,
+  buildDataset,
+  DataError,
+  type DataOptions,
+  DataOptionsSchema,
+  type Dataset,
+  type Example,
+  loadDataset,
+  parseJsonl,
+} from "./lib/train/data.ts";
+export { type Skill, type SkillItem, skillRows, SKILLS } from "./lib/train/synthetic.ts";
+
+// State tuning
+export {
+  type HistoryRow,
+  NonFiniteError,
+  tune,
+  type TuneOptions,
+  TuneOptionsSchema,
+  type TuneResult,
+  type TuneRunResult,
+  tuneState,
+} from "./lib/train/tune.ts";
 export { StatePart, type StatePartOptions } from "./lib/train/state_part.ts";
-export type {
-  MicroBatchContext,
-  PartBackwardArgs,
-  PartTensor,
-  TrainablePart,
-} from "./lib/train/parts.ts";
-export {
-  type Checkpoint,
-  CheckpointError,
-  hasCheckpoint,
-  loadCheckpoint,
-  prepareOutDir,
-  saveCheckpoint,
-} from "./lib/train/checkpoint.ts";
+export { CheckpointError } from "./lib/train/checkpoint.ts";
 export { skillAccuracy, skillAccuracyGpu, type SkillEval } from "./lib/train/skills_eval.ts";
-export * from "./lib/generate/greedy.ts";
+
+// State files
 export {
-  createGradWeights,
-  GpuBackward,
-  type GpuBackwardOptions,
-} from "./lib/model/gpu_backward.ts";
-export * from "./lib/train/pretrain.ts";
-export * from "./lib/train/pretrain_gpu.ts";
-export * from "./lib/ref/lifted_types.ts";
-export * from "./lib/parts/config.ts";
-export * from "./lib/parts/support.ts";
-export * from "./lib/parts/dbp.ts";
-export { LiftedPart, type LiftedPartOptions } from "./lib/parts/lifted_part.ts";
-export { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "./lib/model/gpu_lifted.ts";
-export * from "./lib/tts/guide.ts";
-export * from "./lib/tts/local_guide.ts";
-export * from "./lib/tts/http_guide.ts";
-export * from "./lib/tts/tts.ts";
-export * from "./lib/tts/prompted_guide.ts";
-export * from "./lib/tts/scaling.ts";
-export * from "./lib/model/lora.ts";
-export * from "./lib/model/lora_file.ts";
-export { GpuLora, type GpuLoraModule } from "./lib/model/gpu_lora.ts";
-export { createLoraPart, LoraPart } from "./lib/parts/lora.ts";
+  loadState,
+  parseState,
+  parseStateAsync,
+  saveState,
+  serializeState,
+  StateFileError,
+  type StateFormat,
+  type WkvStates,
+} from "./lib/train/state_file.ts";
+
+// Figures and progress
+export {
+  display,
+  Figure,
+  figure,
+  type FigureSpec,
+  heatmapFigure,
+  lineFigure,
+  LivePlot,
+  PALETTE,
+  saveFigure,
+  type Series,
+} from "./lib/plot/mod.ts";
+export { lossFigure } from "./lib/train/tune.ts";
+export { createProgress, type Progress, type ProgressOptions } from "./lib/plot/progress.ts";
+export { Rng } from "./lib/util/rng.ts";

@@ -24,7 +24,6 @@ export const RANKS: Record<string, number> = {
   bench: 5,
   experiments: 6,
   serve: 6,
-  tts: 6,
   test_time: 6,
 };
 

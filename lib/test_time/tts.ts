@@ -20,17 +20,17 @@
  * @module
  */
 import { z } from "zod";
-import { generateText } from "../generate/generate.ts";
-import { cloneState, type RwkvState } from "../model/types.ts";
+import type { RwkvState } from "../model/types.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { tuneState } from "../train/tune.ts";
 import { type EvaluateOptions, evaluateTask, type TaskResult } from "../eval/evaluate.ts";
-import { exactMatch, extractFlexible } from "../eval/metrics.ts";
 import type { Scorer } from "../eval/scorer.ts";
 import type { EvalItem, PreparedTask } from "../eval/tasks.ts";
-import { Rng } from "../util/rng.ts";
-import { combineAdvantages, CpuAdam, klRows, StateGrad, teacherRows } from "./align.ts";
+import { CpuAdam, klRows, StateGrad } from "./align.ts";
 import type { Guide, GuideOutput } from "./guide.ts";
+import { reinforce, withWkv } from "./reinforce.ts";
+
+export { guidePick } from "./reinforce.ts";
 
 /** Options of {@link guidedEvaluate}. */
 export const TtsOptionsSchema = z.object({
@@ -123,23 +123,6 @@ function sameVocab(guide: Guide, tok: Tokenizer): boolean {
 }
 
 /**
- * The choice a guide's continuation names: the longest choice its normalised text starts with,
- * else the longest one it contains; undefined when none.
- */
-export function guidePick(text: string, choices: string[]): number | undefined {
-  const norm = (s: string) => s.toLowerCase().replace(/\s+/g, " ").trim();
-  const t = norm(text);
-  let best: number | undefined, bestScore = 0;
-  choices.forEach((c, i) => {
-    const n = norm(c);
-    if (!n) return;
-    const score = t.startsWith(n) ? 2 * n.length : t.includes(n) ? n.length : 0;
-    if (score > bestScore) [best, bestScore] = [i, score];
-  });
-  return best;
-}
-
-/**
  * Evaluate `task` with guided test-time scaling: per item, the guide's continuation, K steps
  * from `base` (the student's state; zero when omitted), then the harness scores the item from
  * the tuned state.
@@ -207,6 +190,63 @@ function zeroLike(cfg: { nLayer: number; nEmbd: number; nHead: number; headSize:
 
 type Opts = z.output<typeof TtsOptionsSchema>;
 
+/** What {@link align} needs of one item. */
+interface AlignContext {
+  scorer: Scorer;
+  o: Opts;
+  start: RwkvState;
+  grad: StateGrad | undefined;
+  index: number;
+  record: TtsItem;
+}
+
+/**
+ * The K alignment steps from the flat wkv state `s`: KL to the guide's distributions when asked
+ * and available, else cross-entropy on the guide's tokens. Records the objective and losses.
+ *
+ * @returns the tuned flat state (`s` itself, updated, for KL)
+ */
+async function align(
+  c: AlignContext,
+  s: Float32Array,
+  prompt: number[],
+  gTokens: number[],
+  out: GuideOutput,
+  shared: boolean,
+): Promise<Float32Array> {
+  const { o, record } = c;
+  const useKl = o.objective === "kl" && shared && out.top !== undefined && c.grad;
+  record.objective = useKl ? "kl" : "ce";
+  if (useKl) {
+    const rows = klRows(prompt, gTokens, out.top!, o.klRows);
+    const adam = new CpuAdam(s.length, o.clip);
+    for (let k = 0; k < o.steps; k++) {
+      const r = await c.grad!.lossAndGrad(s, rows);
+      record.losses.push(r.loss);
+      adam.step(s, r.grad, o.lr);
+    }
+    return s;
+  }
+  const ex = {
+    ids: [...prompt, ...gTokens],
+    loss: Uint8Array.from([...prompt.map(() => 0), ...gTokens.map(() => 1)]),
+    line: c.index + 1,
+  };
+  const r = await tuneState(c.scorer.model, [ex], {
+    initialStates: c.start.map((l) => new Float32Array(l.wkv)),
+    steps: o.steps,
+    batch: 1,
+    lrInit: o.lr,
+    lrFinal: o.lr,
+    clip: o.clip,
+    seed: o.seed,
+    progress: false,
+    livePlot: false,
+  });
+  record.losses = r.history.map((h) => h.loss);
+  return flat(r.states);
+}
+
 /** The guide call and the K (+ REINFORCE) steps of one item. */
 async function tuneItem(
   scorer: Scorer,
@@ -247,40 +287,17 @@ async function tuneItem(
   record.alignTokens = gTokens.length;
   let s = flat(start.map((l) => l.wkv));
   if (o.steps > 0 && gTokens.length > 0) {
-    const useKl = o.objective === "kl" && shared && out.top !== undefined && grad;
-    record.objective = useKl ? "kl" : "ce";
-    if (useKl) {
-      const rows = klRows(prompt, gTokens, out.top!, o.klRows);
-      const adam = new CpuAdam(s.length, o.clip);
-      for (let k = 0; k < o.steps; k++) {
-        const r = await grad!.lossAndGrad(s, rows);
-        record.losses.push(r.loss);
-        adam.step(s, r.grad, o.lr);
-      }
-    } else {
-      const ex = {
-        ids: [...prompt, ...gTokens],
-        loss: Uint8Array.from([...prompt.map(() => 0), ...gTokens.map(() => 1)]),
-        line: index + 1,
-      };
-      const r = await tuneState(scorer.model, [ex], {
-        initialStates: start.map((l) => new Float32Array(l.wkv)),
-        steps: o.steps,
-        batch: 1,
-        lrInit: o.lr,
-        lrFinal: o.lr,
-        clip: o.clip,
-        seed: o.seed,
-        progress: false,
-        livePlot: false,
-      });
-      record.losses = r.history.map((h) => h.loss);
-      s = flat(r.states);
-    }
+    const c = { scorer, o, start, grad, index, record };
+    s = await align(c, s, prompt, gTokens, out, shared);
     cost.optimiserSteps += o.steps;
   }
   if (o.reinforce && grad) {
-    record.rewards = await reinforce(scorer, item, out.text, o, s, grad, start, index);
+    const rf = { ...o.reinforce, lr: o.lr, clip: o.clip, seed: o.seed };
+    record.rewards = await reinforce(
+      { scorer, item, guideText: out.text, start, index, grad },
+      rf,
+      s,
+    );
     cost.optimiserSteps += record.rewards.filter((r) => !Number.isNaN(r)).length;
   }
   const t2 = performance.now();
@@ -298,105 +315,4 @@ function flat(states: Float32Array[]): Float32Array {
     off += s.length;
   }
   return out;
-}
-
-/** `base` with its wkv states replaced by the flat (L, H, N, N) `s`. */
-function withWkv(base: RwkvState, s: Float32Array, L: number): RwkvState {
-  const st = cloneState(base);
-  const per = s.length / L;
-  st.forEach((l, i) => l.wkv.set(s.subarray(i * per, (i + 1) * per)));
-  return st;
-}
-
-/**
- * REINFORCE steps on `s` (in place): sample answers from the student, reward them, step on
- * `−mean_b (r_b − r̄) log π(y_b)`. For a multiple-choice item the answer is a choice drawn from
- * the softmax of the choices' log-likelihoods; since Σ A_b = 0 the normaliser's gradient
- * cancels, so weighting the continuations' log-likelihoods is the exact estimator.
- *
- * @returns the mean reward of each step (NaN when no reward was defined: no update then)
- */
-async function reinforce(
-  scorer: Scorer,
-  item: EvalItem,
-  guideText: string,
-  o: Opts,
-  s: Float32Array,
-  grad: StateGrad,
-  start: RwkvState,
-  index: number,
-): Promise<number[]> {
-  const rf = o.reinforce!;
-  const tok = scorer.tokenizer, model = scorer.model, L = model.config.nLayer;
-  const rng = new Rng(o.seed * 7919 + index);
-  const adam = new CpuAdam(s.length, o.clip);
-  const means: number[] = [];
-  for (let step = 0; step < rf.steps; step++) {
-    const state = withWkv(start, s, L);
-    const seqs: number[][] = [], from: number[] = [], rewards: (number | undefined)[] = [];
-    if (item.kind === "loglik") {
-      const req = item.request;
-      const ll = (await scorer.score(req, state)).map((r) => r.loglik / rf.temperature);
-      const m = Math.max(...ll), w = ll.map((x) => Math.exp(x - m));
-      const z = w.reduce((a, b) => a + b, 0);
-      const gpick = rf.reward === "guide" ? guidePick(guideText, req.continuations) : undefined;
-      for (let b = 0; b < rf.samples; b++) {
-        let u = rng.next() * z, c = 0;
-        while (c < w.length - 1 && u >= w[c]) u -= w[c++];
-        const ctx = [0, ...tok.encode(req.prefix), ...tok.encode(req.contexts[c])];
-        seqs.push([...ctx, ...tok.encode(req.continuations[c])]);
-        from.push(ctx.length);
-        rewards.push(
-          rf.reward === "oracle"
-            ? item.judge(req.contexts.map((_, i) => ({
-              loglik: i === c ? 0 : -Infinity,
-              greedy: false,
-              tokens: 1,
-            }))).metrics.acc
-            : gpick === undefined
-            ? undefined
-            : Number(c === gpick),
-        );
-      }
-    } else {
-      const req = item.request;
-      const target = extractFlexible(guideText);
-      const ctx = [0, ...tok.encode(req.prefix), ...tok.encode(req.context)];
-      for (let b = 0; b < rf.samples; b++) {
-        const session = model.session(state);
-        try {
-          const r = await generateText(session, tok, ctx, {
-            temperature: rf.temperature,
-            maxTokens: rf.maxTokens,
-            stop: req.stop,
-            seed: Math.floor(rng.next() * 2 ** 31),
-          });
-          if (r.tokens.length === 0) continue;
-          seqs.push([...ctx, ...r.tokens]);
-          from.push(ctx.length);
-          rewards.push(
-            rf.reward === "oracle"
-              ? item.judge(r.text).metrics.exact_match_flexible
-              : target === null
-              ? undefined
-              : Number(exactMatch(extractFlexible(r.text), target)),
-          );
-        } finally {
-          session.destroy();
-        }
-      }
-    }
-    if (seqs.length < 2 || rewards.some((r) => r === undefined)) {
-      means.push(NaN);
-      continue;
-    }
-    const rw = rewards as number[];
-    const mean = rw.reduce((a, b) => a + b, 0) / rw.length;
-    means.push(mean);
-    const adv = rw.map((r) => r - mean);
-    if (adv.every((a) => a === 0)) continue; // no signal: the step is a no-op
-    const g = await grad.lossAndGrad(s, teacherRows(seqs, from), true);
-    adam.step(s, combineAdvantages(g.grad, adv, g.count, L), o.lr);
-  }
-  return means;
 }

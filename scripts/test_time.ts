@@ -3,9 +3,9 @@
  * student's state takes K steps on it, and the student answers from the tuned state; accuracy
  * before and after is printed beside the guide's cost.
  *
- *     deno task tts --model M --guide (local:PATH | http://URL) --tasks arc_challenge
+ *     deno task test-time --model M --guide (local:PATH | http://URL) --tasks arc_challenge
  *                   [--limit N] [--steps K] [--lr X] [--out DIR]
- *     deno task tts --guide self --guide-preamble 'reverse\n' --tasks skill_answer --limit 100 \
+ *     deno task test-time --guide self --guide-preamble 'reverse\n' --tasks skill_answer --limit 100 \
  *                   --ks 0,1,2,4,8 --guide-tokens 1,2,4,8 --out results/tts   # a curve
  *
  * @module
@@ -23,19 +23,20 @@ import {
   type TaskResult,
 } from "../lib/eval/evaluate.ts";
 import { formatComparisons, formatResults, writeResults } from "../lib/eval/report.ts";
-import type { Guide } from "../lib/tts/guide.ts";
-import { HttpGuide } from "../lib/tts/http_guide.ts";
-import { LocalGuide } from "../lib/tts/local_guide.ts";
-import { guidedEvaluate, type TtsResult } from "../lib/tts/tts.ts";
-import { PromptedGuide } from "../lib/tts/prompted_guide.ts";
-import { formatScaling, scalingCurve, scalingFigure } from "../lib/tts/scaling.ts";
+import type { Guide } from "../lib/test_time/guide.ts";
+import { HttpGuide } from "../lib/test_time/http_guide.ts";
+import { LocalGuide } from "../lib/test_time/local_guide.ts";
+import { guidedEvaluate, type TtsResult } from "../lib/test_time/tts.ts";
+import { PromptedGuide } from "../lib/test_time/prompted_guide.ts";
+import { formatScaling, scalingCurve, scalingFigure } from "../lib/test_time/scaling.ts";
 import { saveFigure } from "../lib/plot/figure.ts";
 import { SKILLS } from "../lib/train/synthetic.ts";
 import { DEFAULT_MODEL, loadBundle, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const DEFAULT_DATA = new URL("../../shared/fixtures/data", import.meta.url).pathname;
 
-const USAGE = `Usage: deno task tts --guide G --tasks T1,T2 [--model M] [--limit N] [--steps K]
+const USAGE =
+  `Usage: deno task test-time --guide G --tasks T1,T2 [--model M] [--limit N] [--steps K]
                      [--lr X] [--out DIR] [options]
 
   --model             the student checkpoint; default: the embedded model
@@ -194,56 +195,18 @@ const ms = (x: number) => `${(x / 1000).toFixed(1)} s`;
 /** The cost table: one row per task (guide tokens / requests / time, steps, tuning time). */
 function formatCosts(runs: TtsResult[]): string {
   const rows = [["task", "items", "guide tokens", "requests", "guide time", "steps", "tuning"]];
-  for (const r of runs) {
-    const t = r.total;
-    rows.push([
-      r.result.task,
-      String(r.items.length),
-      String(t.guideTokens),
-      String(t.guideRequests),
-      ms(t.guideMs),
-      String(t.optimiserSteps),
-      ms(t.tuneMs),
-    ]);
+  for (const { result, items, total: t } of runs) {
+    const counts = [items.length, t.guideTokens, t.guideRequests].map(String);
+    rows.push([result.task, ...counts, ms(t.guideMs), String(t.optimiserSteps), ms(t.tuneMs)]);
   }
   const w = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
   return rows.map((r) => r.map((c, j) => c.padEnd(w[j])).join("  ")).join("\n");
 }
 
-await runMain(USAGE, async () => {
+/** The command line, parsed and checked; undefined after --help. */
+function parseCli(): Args | undefined {
   const str = { type: "string" } as const;
-  const names = [
-    "model",
-    "tokenizer",
-    "state",
-    "guide",
-    "guide-tokenizer",
-    "api",
-    "guide-model",
-    "api-key-env",
-    "top-logprobs",
-    "timeout-ms",
-    "retries",
-    "temperature",
-    "tasks",
-    "limit",
-    "steps",
-    "lr",
-    "objective",
-    "kl-rows",
-    "guide-max-tokens",
-    "reinforce-steps",
-    "samples",
-    "reward",
-    "data-dir",
-    "out",
-    "seed",
-    "max-gen-tokens",
-    "guide-preamble",
-    "ks",
-    "guide-tokens",
-    "skill",
-  ];
+  const names = Object.keys(Args.shape).filter((n) => n !== "quiet");
   let values;
   try {
     values = parseArgs({
@@ -257,8 +220,86 @@ await runMain(USAGE, async () => {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
+  if (values.help) return void console.log(USAGE);
+  return parseWith(Args, values);
+}
+
+/** A progress printer for one task (none with --quiet). */
+const progress = (a: Args, label: string, task: string) =>
+  a.quiet ? undefined : (done: number, total: number) => {
+    if (done === total || done % 10 === 0) console.error(`[${label}] ${task}: ${done}/${total}`);
+  };
+
+type Task = Awaited<ReturnType<typeof prepareTask>>;
+type Base = Scorer["options"]["initial"];
+
+/** One task at one K: the harness score before, then the guided run. */
+async function beforeAfter(
+  a: Args,
+  scorer: Scorer,
+  task: Task,
+  guide: Guide,
+  state: { label: string; base: Base },
+): Promise<{ before: TaskResult; run: TtsResult }> {
+  const before = await evaluateTask(scorer, task, {
+    state: state.label,
+    maxGenTokens: a["max-gen-tokens"],
+    onProgress: progress(a, state.label, task.name),
+  });
+  const run = await guidedEvaluate(
+    scorer,
+    task,
+    guide,
+    {
+      steps: a.steps,
+      lr: a.lr,
+      objective: a.objective,
+      klRows: a["kl-rows"],
+      guideMaxTokens: a["guide-max-tokens"],
+      maxGenTokens: a["max-gen-tokens"],
+      seed: a.seed,
+      label: `tts(K=${a.steps})`,
+      reinforce: a["reinforce-steps"] > 0
+        ? { steps: a["reinforce-steps"], samples: a.samples, reward: a.reward }
+        : undefined,
+    },
+    state.base,
+    { onProgress: progress(a, `tts K=${a.steps}`, task.name) },
+  );
+  return { before, run };
+}
+
+/** Print the tables and, with --out, write results.json, the per-item files and tts.json. */
+async function report(
+  a: Args,
+  runs: TtsResult[],
+  results: TaskResult[],
+  comparisons: PairedComparison[],
+  meta: { guide: string; tokenizer: string; adapter: string },
+): Promise<void> {
+  console.log(formatResults(results));
+  console.log("\nBefore → after test-time scaling (McNemar's exact test on per-item outcomes):");
+  console.log(formatComparisons(comparisons));
+  console.log(`\nGuide ${meta.guide}, cost:`);
+  console.log(formatCosts(runs));
+  if (!a.out) return;
+  const paths = await writeResults(a.out, results, comparisons, {
+    model: a.model,
+    ...meta,
+    limit: a.limit ?? null,
+    steps: a.steps,
+    lr: a.lr,
+    objective: a.objective,
+    seed: a.seed,
+  });
+  const tts = runs.map((r) => ({ task: r.result.task, total: r.total, items: r.items }));
+  await Deno.writeTextFile(`${a.out}/tts.json`, JSON.stringify(tts, null, 1) + "\n");
+  console.error(`wrote ${paths.length + 1} files to ${a.out}`);
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (!a) return;
   if (a.tasks.some((t) => !NO_DATA.has(t))) {
     try {
       await Deno.stat(a["data-dir"]);
@@ -273,10 +314,6 @@ await runMain(USAGE, async () => {
   const scorer = new Scorer(model, b.tokenizer, { initial: b.state });
   const results: TaskResult[] = [], comparisons: PairedComparison[] = [];
   const runs: TtsResult[] = [];
-  const progress = (label: string, task: string) =>
-    a.quiet ? undefined : (done: number, total: number) => {
-      if (done === total || done % 10 === 0) console.error(`[${label}] ${task}: ${done}/${total}`);
-    };
   try {
     for (const name of a.tasks) {
       const task = await prepareTask(name, {
@@ -289,32 +326,8 @@ await runMain(USAGE, async () => {
         await curve(a, scorer, task, guide, b.state);
         continue;
       }
-      const label = b.statePath ?? "none";
-      const before = await evaluateTask(scorer, task, {
-        state: label,
-        maxGenTokens: a["max-gen-tokens"],
-        onProgress: progress(label, name),
-      });
-      const run = await guidedEvaluate(
-        scorer,
-        task,
-        guide,
-        {
-          steps: a.steps,
-          lr: a.lr,
-          objective: a.objective,
-          klRows: a["kl-rows"],
-          guideMaxTokens: a["guide-max-tokens"],
-          maxGenTokens: a["max-gen-tokens"],
-          seed: a.seed,
-          label: `tts(K=${a.steps})`,
-          reinforce: a["reinforce-steps"] > 0
-            ? { steps: a["reinforce-steps"], samples: a.samples, reward: a.reward }
-            : undefined,
-        },
-        b.state,
-        { onProgress: progress(`tts K=${a.steps}`, name) },
-      );
+      const state = { label: b.statePath ?? "none", base: b.state };
+      const { before, run } = await beforeAfter(a, scorer, task, guide, state);
       results.push(before, run.result);
       comparisons.push(...compareResults(before, run.result));
       runs.push(run);
@@ -323,27 +336,9 @@ await runMain(USAGE, async () => {
     scorer.destroy();
     await guide.close();
   }
-  if (a.ks) return model.destroy();
-  console.log(formatResults(results));
-  console.log("\nBefore → after test-time scaling (McNemar's exact test on per-item outcomes):");
-  console.log(formatComparisons(comparisons));
-  console.log(`\nGuide ${guide.name}, cost:`);
-  console.log(formatCosts(runs));
-  if (a.out) {
-    const paths = await writeResults(a.out, results, comparisons, {
-      model: a.model,
-      guide: guide.name,
-      tokenizer: b.tokenizer.name,
-      adapter: gpu.description,
-      limit: a.limit ?? null,
-      steps: a.steps,
-      lr: a.lr,
-      objective: a.objective,
-      seed: a.seed,
-    });
-    const tts = runs.map((r) => ({ task: r.result.task, total: r.total, items: r.items }));
-    await Deno.writeTextFile(`${a.out}/tts.json`, JSON.stringify(tts, null, 1) + "\n");
-    console.error(`wrote ${paths.length + 1} files to ${a.out}`);
+  if (!a.ks) {
+    const meta = { guide: guide.name, tokenizer: b.tokenizer.name, adapter: gpu.description };
+    await report(a, runs, results, comparisons, meta);
   }
   model.destroy();
 });
@@ -352,9 +347,9 @@ await runMain(USAGE, async () => {
 async function curve(
   a: Args,
   scorer: Scorer,
-  task: Awaited<ReturnType<typeof prepareTask>>,
+  task: Task,
   guide: Guide,
-  base: Scorer["options"]["initial"],
+  base: Base,
 ): Promise<void> {
   const c = await scalingCurve(scorer, task, guide, {
     ks: a.ks!,

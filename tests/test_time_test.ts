@@ -9,12 +9,12 @@
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 import { fixture, gpu, hasFixtures } from "./_helpers.ts";
-import { klRows, teacherRows } from "../lib/tts/align.ts";
-import { topLogprobs } from "../lib/tts/local_guide.ts";
-import { guidedEvaluate, guidePick } from "../lib/tts/tts.ts";
-import { HttpGuide } from "../lib/tts/http_guide.ts";
-import { GuideError } from "../lib/tts/guide.ts";
-import { LocalGuide } from "../lib/tts/local_guide.ts";
+import { klRows, teacherRows } from "../lib/test_time/align.ts";
+import { topLogprobs } from "../lib/test_time/local_guide.ts";
+import { guidedEvaluate, guidePick } from "../lib/test_time/tts.ts";
+import { HttpGuide } from "../lib/test_time/http_guide.ts";
+import { GuideError } from "../lib/test_time/guide.ts";
+import { LocalGuide } from "../lib/test_time/local_guide.ts";
 import { ByteTokenizer } from "../lib/tokenizer/mod.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
@@ -264,7 +264,7 @@ Deno.test({
 });
 
 Deno.test("wilson95: known values, edges", async () => {
-  const { wilson95 } = await import("../lib/tts/scaling.ts");
+  const { wilson95 } = await import("../lib/test_time/scaling.ts");
   const [lo, hi] = wilson95(47, 100);
   assert(Math.abs(lo - 0.3752) < 1e-3 && Math.abs(hi - 0.5669) < 1e-3, `${lo} ${hi}`);
   assertEquals(wilson95(0, 100)[0], 0);
@@ -273,7 +273,7 @@ Deno.test("wilson95: known values, edges", async () => {
 });
 
 Deno.test("PromptedGuide: preamble reaches the guide; memo returns the same output and cost", async () => {
-  const { PromptedGuide } = await import("../lib/tts/prompted_guide.ts");
+  const { PromptedGuide } = await import("../lib/test_time/prompted_guide.ts");
   const seen: string[] = [];
   const inner = {
     name: "fake",
@@ -321,8 +321,8 @@ Deno.test({
   ignore: !gpu,
   sanitizeResources: false,
   async fn() {
-    const { PromptedGuide } = await import("../lib/tts/prompted_guide.ts");
-    const { scalingCurve } = await import("../lib/tts/scaling.ts");
+    const { PromptedGuide } = await import("../lib/test_time/prompted_guide.ts");
+    const { scalingCurve } = await import("../lib/test_time/scaling.ts");
     const { weights } = await loadModel(
       new URL("../models/default.safetensors", import.meta.url).pathname,
     );
