@@ -36,18 +36,3 @@ export function needElems(kernel: string, what: string, buf: GPUBuffer, elems: n
     );
   }
 }
-
-/**
- * Workgroup counts for `count` invocations in groups of {@link WORKGROUP}, split over (x, y) so
- * that neither exceeds `maxPerDim`. Shaders use `flat = wid.x + wid.y * nx`.
- */
-export function flatGroups(
-  count: number,
-  maxPerDim = 65535,
-): { groups: [number, number]; nx: number } {
-  const g = Math.max(1, Math.ceil(count / WORKGROUP));
-  if (g <= maxPerDim) return { groups: [g, 1], nx: g };
-  const y = Math.ceil(g / maxPerDim);
-  const x = Math.ceil(g / y);
-  return { groups: [x, y], nx: x };
-}

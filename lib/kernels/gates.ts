@@ -7,7 +7,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link GatesKernel.record}; every activation buffer is (B·T, C). */
 export interface GatesArgs {
@@ -53,7 +54,7 @@ export class GatesKernel {
     }
     needElems(name, "v (B·T, C)", a.v, n);
     needElems(name, "vFirst (B·T, C)", a.vFirst, n);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [n, a.C, a.w0Off, a.a0Off, a.v0Off, a.layer0 ? 1 : 0, nx];
     const bufs = [a.vecs, a.z, a.d, a.a, a.vGate, a.v0, a.v, a.vFirst];
     rec.dispatch(this.pipe, params, bufs, groups, name);
@@ -94,7 +95,7 @@ export class KeyNormKernel {
     for (const [k, b] of Object.entries({ k0: a.k0, a: a.a, kk: a.kk, k: a.k })) {
       needElems(name, `${k} (B·T, C)`, b, n);
     }
-    const { groups, nx } = flatGroups(a.rows * a.H);
+    const { groups, nx } = splitGroups(a.rows * a.H, { perGroup: WORKGROUP });
     const params = [a.rows, a.H, a.N, a.kkOff, a.kaOff, nx];
     rec.dispatch(this.pipe, params, [a.vecs, a.k0, a.a, a.kk, a.k], groups, name);
   }

@@ -7,7 +7,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { GpuMatrix } from "./matmul.ts";
 
 /** Arguments of {@link LayerNormKernel.record}. */
@@ -47,7 +48,7 @@ export class LayerNormKernel {
     needElems(name, "x (·, C)", a.x, ((a.rows - 1) * step + off + 1) * a.C);
     needElems(name, "vecs", a.vecs, Math.max(a.wOff, a.bOff) + a.C);
     needElems(name, "out (rows, C)", a.out, a.rows * a.C);
-    const { groups, nx } = flatGroups(a.rows);
+    const { groups, nx } = splitGroups(a.rows, { perGroup: WORKGROUP });
     const params = [a.rows, a.C, step, off, a.wOff, a.bOff, f32bits(a.eps ?? 1e-5), nx];
     rec.dispatch(this.pipe, params, [a.x, a.vecs, a.out], groups, name);
   }
@@ -87,7 +88,7 @@ export class EmbedLayerNormKernel {
     needElems(name, "tokens (B, T)", a.tokens, tokOff + a.rows);
     needElems(name, "vecs", a.vecs, Math.max(a.wOff, a.bOff) + C);
     needElems(name, "out (B·T, C)", a.out, a.rows * C);
-    const { groups, nx } = flatGroups(a.rows);
+    const { groups, nx } = splitGroups(a.rows, { perGroup: WORKGROUP });
     for (const ch of a.emb.chunks) {
       const params = [a.rows, C, tokOff, ch.rowStart, ch.rows, a.wOff, a.bOff];
       params.push(f32bits(a.eps ?? 1e-5), nx);

@@ -11,7 +11,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
-import { Recorder, splitGroups } from "../gpu/recorder.ts";
+import { Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import { checkDim, needElems } from "./common.ts";
 import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
 import { MatmulTex } from "./matmul_tex.ts";
@@ -292,7 +293,7 @@ async function timeTile(
   const pipe = await tilePipeline(gpu, entry, tile);
   const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
   const tiles = Math.ceil(s.M / tile.TR) * Math.ceil(s.N / cols);
-  const [gx, gy] = splitGroups(Math.ceil(tiles / tile.WG));
+  const { groups: [gx, gy] } = splitGroups(tiles, { perGroup: tile.WG });
   const wStride = entry === "linear" ? s.K : s.N;
   const params = [s.M, s.K, s.N, 0, s.K, 0, s.N, 0, s.N, 0, wStride, gx];
   const rec = new Recorder(gpu, "matmul.tune");

@@ -12,7 +12,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { shaderSource } from "../gpu/pipeline.ts";
-import { splitGroups } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { Tile } from "./tune.ts";
 
 /** Texture copies of a matrix: row parts of at most `maxTextureDimension2D` rows. */
@@ -105,10 +105,10 @@ export function pickTile(
   const { tile, pipe } = cands.find((c) => c.tile.TR >= M) ?? cands[cands.length - 1];
   const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
   const tiles = Math.ceil(M / tile.TR) * Math.ceil(Nc / cols);
-  const groups = splitGroups(
-    Math.ceil(tiles / tile.WG),
-    gpu.limits.maxComputeWorkgroupsPerDimension,
-  );
+  const { groups } = splitGroups(tiles, {
+    perGroup: tile.WG,
+    maxPerDim: gpu.limits.maxComputeWorkgroupsPerDimension,
+  });
   return { tile, pipe, groups };
 }
 

@@ -18,7 +18,8 @@ import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
 import { isSoftwareAdapter } from "../gpu/software.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
-import { type Recorder, splitGroups } from "../gpu/recorder.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { Entry, WeightDtype } from "./matmul_common.ts";
 import { f16WeightSource } from "./matmul_common.ts";
 
@@ -187,10 +188,10 @@ export class MatmulHardware {
     const gemv = this.#gemv.get(a.dtype);
     const tag = a.dtype === "f16" ? (this.choice.f16Math ? ".f16math" : ".f16") : "";
     if (gemv && a.entry === "linear" && a.M <= 4) {
-      const [gx, gy] = splitGroups(
-        Math.ceil(a.Nc / 4),
-        this.gpu.limits.maxComputeWorkgroupsPerDimension,
-      );
+      const { groups: [gx, gy] } = splitGroups(a.Nc, {
+        perGroup: 4,
+        maxPerDim: this.gpu.limits.maxComputeWorkgroupsPerDimension,
+      });
       rec.dispatch(gemv, [...a.params, gx], a.bufs, [gx, gy], `matmul.gemv${tag}`);
       return true;
     }

@@ -9,7 +9,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 type Entry = "gate" | "bonus" | "key_decay" | "decay" | "value" | "act" | "dw_rk" | "dw_key";
 const ENTRIES = ["gate", "bonus", "key_decay", "decay", "value", "act"] as const;
@@ -93,7 +94,7 @@ export class TimeMixBackwardKernel {
     for (const [k, b] of Object.entries(bufs)) {
       if (k !== "vecs") needElems(name, `${k} (B·T, C)`, b, n);
     }
-    const { groups, nx } = flatGroups(perElement ? n : a.rows * a.H);
+    const { groups, nx } = splitGroups(perElement ? n : a.rows * a.H, { perGroup: WORKGROUP });
     const params = [a.rows, a.H, a.N, extra[0], extra[1], n, nx];
     const pipe = this.pipes[entry];
     if (!pipe) throw new RangeError(`${name}: create the kernel with weightGrads = true`);
@@ -175,7 +176,7 @@ export class TimeMixBackwardKernel {
     for (const b of bufs) {
       if (b !== u && b !== this.dummyW) needElems(name, `${b.label} (B·T, C)`, b, a.n);
     }
-    const { groups, nx } = flatGroups(a.n);
+    const { groups, nx } = splitGroups(a.n, { perGroup: WORKGROUP });
     rec.dispatch(this.pipes.value!, [0, 0, 0, layer0 ? 1 : 0, 0, a.n, nx], bufs, groups, name);
   }
 
@@ -185,7 +186,7 @@ export class TimeMixBackwardKernel {
     checkDim(name, "n", n);
     needElems(name, "h", h, n);
     needElems(name, "g", g, n);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [0, 0, 0, kind === "tanh" ? 1 : 2, 0, n, nx];
     rec.dispatch(this.pipes.act!, params, [h, g], groups, name);
   }

@@ -20,7 +20,8 @@ import { isSoftwareAdapter } from "../gpu/software.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import { checkWkvHeadSize } from "./wkv7.ts";
 import type { Wkv7Args, Wkv7Kernel } from "./wkv7.ts";
 import type { Wkv7BackwardArgs, Wkv7BackwardKernel } from "./wkv7_backward.ts";
@@ -227,7 +228,10 @@ function recordIntra(
   name: string,
 ): void {
   const count = s.B * s.H * L.nC * s.N;
-  const fg = flatGroups(count, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+  const fg = splitGroups(count, {
+    perGroup: WORKGROUP,
+    maxPerDim: rec.gpu.limits.maxComputeWorkgroupsPerDimension,
+  });
   rec.dispatch(
     p.gamma,
     params(s, L, { nx: fg.nx, count }),
