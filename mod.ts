@@ -27,7 +27,7 @@ export {
 } from "./lib/model/gpu_model.ts";
 export type { UploadOptions } from "./lib/model/gpu_weights.ts";
 export type { WeightDtype } from "./lib/kernels/matmul.ts";
-export type { WkvFormOption } from "./lib/kernels/wkv7_chunked.ts";
+export type { WkvFormOption } from "./lib/kernels/wkv_form.ts";
 export * from "./lib/model/memory_plan.ts";
 export { GpuState } from "./lib/model/gpu_state.ts";
 export { refForward } from "./lib/ref/model.ts";

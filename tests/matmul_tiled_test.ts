@@ -17,7 +17,7 @@ import { describeGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "../lib/kernels/matmul.ts";
 import { resolveHardwareMatmul } from "../lib/kernels/matmul_tiled.ts";
-import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv7_chunked.ts";
+import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv_form.ts";
 import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { assertClose, errRatio, gpu, maxAbsDiff, Rng } from "./_helpers.ts";

@@ -16,9 +16,9 @@ import {
   recordWkvBackward,
   recordWkvForward,
   resolveWkvForm,
-  Wkv7ChunkedBackwardKernel,
-  Wkv7ChunkedKernel,
-} from "../lib/kernels/wkv7_chunked.ts";
+} from "../lib/kernels/wkv_form.ts";
+import { Wkv7ChunkedKernel } from "../lib/kernels/wkv7_chunked.ts";
+import { Wkv7ChunkedBackwardKernel } from "../lib/kernels/wkv7_chunked_backward.ts";
 import { wkvBackward, wkvForward } from "../lib/ref/wkv.ts";
 import type { WkvGrads, WkvInputs } from "../lib/ref/wkv.ts";
 import { wkvChunkedBackward, wkvChunkedForward } from "../lib/ref/wkv_chunked.ts";
