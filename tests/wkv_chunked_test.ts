@@ -279,7 +279,7 @@ const GPU_CASES: GpuShape[] = [
 ];
 
 Deno.test({
-  name: "wkv7_chunked GPU == sequential GPU == reference (forward, backward; d ≈ 0.545)",
+  name: "wkv7_chunked + wkv7_chunked_backward GPU == sequential GPU == reference (d ≈ 0.545)",
   ignore: !gpu,
 }, async () => {
   for (const c of GPU_CASES) {

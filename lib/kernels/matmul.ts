@@ -46,11 +46,16 @@ type Tiled = Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>;
 /** Options of {@link MatmulKernel.create}. */
 export interface MatmulOptions {
   /**
-   * Tile choice: "auto" (default) uses a probe result remembered or cached for this adapter,
-   * else {@link defaultTuning} (no start-up cost); "probe" probes once when nothing is cached
-   * (`deno task bench` does); "off" uses the defaults; "force" re-probes. `tuning` wins.
+   * Tile choice: "auto" (default) uses a probe result remembered for this device or found in
+   * `cacheFile`, else {@link defaultTuning} (no start-up cost); "probe" probes once when nothing
+   * is found (`deno task bench` does); "off" uses the defaults; "force" re-probes. `tuning` wins.
    */
   tune?: TuneMode;
+  /**
+   * A JSON file where probe results are kept per adapter description (read, and written after a
+   * probe); omitted (the default): no persistent cache, only this process's memory.
+   */
+  cacheFile?: string;
   /** Use these tiles (tests, benchmarks). */
   tuning?: MatmulTuning;
   /**
@@ -131,6 +136,7 @@ export class MatmulKernel {
         gpu,
         options.tune ?? "auto",
         (entry, tile, s) => timeTile(gpu, entry, tile, s),
+        options.cacheFile,
       );
     const mm = new MatmulKernel(gpu, tuning, resolveHardwareMatmul(gpu, options.hardware));
     await mm.prepare("f32");
