@@ -39,11 +39,19 @@ Deno.test({ name: "matmul: linear and lowrank, odd shapes, modes, chunks", ignor
     const rec = new Recorder(g, "t");
     const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
     const y3 = createStorage(g, "y3", M * N * 4);
-    k.matmul.linear(rec, { M, K, Nc: N, x: xb, w: uploadStorage(g, "W", W), y: y1 });
-    k.matmul.lowrank(rec, { M, K, Nc: N, x: xb, w: uploadStorage(g, "M", Mx), y: y2, act: "tanh" });
+    k.matmul.linear(rec, { rows: M, K, Nc: N, x: xb, w: uploadStorage(g, "W", W), y: y1 });
+    k.matmul.lowrank(rec, {
+      rows: M,
+      K,
+      Nc: N,
+      x: xb,
+      w: uploadStorage(g, "M", Mx),
+      y: y2,
+      act: "tanh",
+    });
     // Chunked lowrank (split along K, accumulating) with residual and sigmoid
     const chunked = uploadMatrix(g, "Mc", Mx, K, N, Math.max(N * 4, Math.floor(K / 3) * N * 4));
-    k.matmul.lowrankMatrix(rec, chunked, { M, x: xb, y: y3, res: rb, act: "sigmoid" });
+    k.matmul.lowrankMatrix(rec, chunked, { rows: M, x: xb, y: y3, res: rb, act: "sigmoid" });
     await rec.flush();
     const ref1 = linear(x, W, M, K, N);
     const ref2 = matmul(x, Mx, M, K, N).map(Math.tanh);
@@ -60,12 +68,12 @@ Deno.test({ name: "matmul: linear and lowrank, odd shapes, modes, chunks", ignor
   const y = createStorage(g, "y", (M * N + 2) * 4);
   const rec = new Recorder(g, "t");
   const [xb, rb] = [uploadStorage(g, "x", x), uploadStorage(g, "res", res)];
-  k.matmul.linearMatrix(rec, Wc, { M, x: xb, res: rb, y, yOff: 2 });
+  k.matmul.linearMatrix(rec, Wc, { rows: M, x: xb, res: rb, y, yOff: 2 });
   await rec.flush();
   const ref = linear(x, W, M, K, N).map((s, i) => s + res[i]);
   assertClose(await read(g, y, M * N, 2), ref, { rel: REL }, "chunked linear");
   assert.throws(
-    () => k.matmul.linear(rec, { M: 4, K, Nc: N, x: xb, w: Wc.chunks[0].buffer, y }),
+    () => k.matmul.linear(rec, { rows: 4, K, Nc: N, x: xb, w: Wc.chunks[0].buffer, y }),
     RangeError,
   );
 });

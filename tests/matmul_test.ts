@@ -42,8 +42,8 @@ Deno.test(
         const [xb, wb, mb, rb] = [x, W, Mx, res].map((d, i) => uploadStorage(g, `t${i}`, d));
         const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
         const rec = new Recorder(g, "t");
-        mm.linear(rec, { M, K, Nc: N, x: xb, w: wb, y: y1, res: rb });
-        mm.lowrank(rec, { M, K, Nc: N, x: xb, w: mb, y: y2, act: "tanh" });
+        mm.linear(rec, { rows: M, K, Nc: N, x: xb, w: wb, y: y1, res: rb });
+        mm.lowrank(rec, { rows: M, K, Nc: N, x: xb, w: mb, y: y2, act: "tanh" });
         await rec.flush();
         const ref1 = linear(x, W, M, K, N).map((s, i) => s + res[i]);
         const ref2 = matmul(x, Mx, M, K, N).map(Math.tanh);
@@ -74,7 +74,17 @@ Deno.test(
     const [xb, wb, mb] = [x, W, Mx].map((d, i) => uploadStorage(g, `s${i}`, d));
     const y1 = uploadStorage(g, "y1", y0), y2 = uploadStorage(g, "y2", y0);
     const rec = new Recorder(g, "t");
-    const common = { M, K, Nc: N, x: xb, xOff: 4, xStride: xs, yOff: 8, yStride: ys, addY: true };
+    const common = {
+      rows: M,
+      K,
+      Nc: N,
+      x: xb,
+      xOff: 4,
+      xStride: xs,
+      yOff: 8,
+      yStride: ys,
+      addY: true,
+    };
     mm.linear(rec, { ...common, w: wb, y: y1 });
     mm.lowrank(rec, { ...common, w: mb, y: y2, act: "sigmoid" });
     await rec.flush();

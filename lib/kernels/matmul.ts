@@ -1,18 +1,20 @@
 /**
- * Host wrapper of `shaders/matmul_vec4.wgsl` (register-tiled, used when the shapes are 4-aligned;
- * tiles chosen per adapter by `tune.ts`) and `shaders/matmul.wgsl` (any shape): `x · Wᵀ` (Linear,
- * W [out, in]) and `x · M` (low-rank, M [in, out]), plus {@link GpuMatrix}, a weight matrix split
- * into row chunks so that no chunk exceeds one storage binding.
+ * Host wrapper of `shaders/matmul.wgsl` (any shape) and the front of the matmul family: `x · Wᵀ`
+ * (Linear, W [out, in]) and `x · M` (low-rank, M [in, out]) over {@link GpuMatrix}, a weight
+ * matrix split into row chunks so that no chunk exceeds one storage binding. Each product goes
+ * to the first kernel that takes it: the hardware kernels (`matmul_tiled.ts`), the texture
+ * kernels (`matmul_tex.ts`), the register tiles of `matmul_vec4.ts` when the shapes are 4-aligned
+ * (tiles chosen per adapter by `tune.ts`), else `matmul.wgsl`.
  *
  * Products with few rows (T = 1 generation) use the smallest compiled row tile (1, 2, 4 or 8 rows)
- * that covers M, so no work is spent on clamped rows.
+ * that covers the rows, so no work is spent on clamped rows.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
-import { Recorder } from "../gpu/recorder.ts";
-import { splitGroups } from "../gpu/groups.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { tilePipeline, timeTile } from "./matmul_vec4.ts";
 import { checkDim, needElems } from "./common.ts";
 import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
 import { MatmulTex } from "./matmul_tex.ts";
@@ -29,13 +31,11 @@ export * from "./matmul_common.ts";
 import {
   ACT,
   type Entry,
-  expandTile,
   f16WeightSource,
   type GpuMatrix,
   type MatmulArgs,
   pickTile,
   rowTiles,
-  tileTemplate,
   TRS,
   type WeightDtype,
 } from "./matmul_common.ts";
@@ -65,7 +65,7 @@ export interface MatmulOptions {
   hardware?: HardwareMatmulOptions;
 }
 
-/** Pipelines of `matmul.wgsl` and the tiled `matmul_vec4.wgsl`; create once with {@link MatmulKernel.create}. */
+/** Pipelines of the matmul family; create once with {@link MatmulKernel.create}. */
 export class MatmulKernel {
   readonly #sets = new Map<WeightDtype, { pipes: Pipes; tiled: Tiled }>();
   #tex?: MatmulTex;
@@ -207,7 +207,7 @@ export class MatmulKernel {
 
   #record(rec: Recorder, entry: "linear" | "lowrank", a: MatmulArgs): void {
     const name = `matmul.${entry}`;
-    checkDim(name, "M", a.M);
+    checkDim(name, "rows", a.rows);
     checkDim(name, "K", a.K);
     checkDim(name, "Nc", a.Nc);
     const xOff = a.xOff ?? 0, xStride = a.xStride ?? a.K;
@@ -216,7 +216,7 @@ export class MatmulKernel {
     const wStride = a.wStride ?? (entry === "linear" ? a.K : a.Nc);
     if (xStride < a.K) throw new RangeError(`${name}: xStride ${xStride} < K ${a.K}`);
     if (yStride < a.Nc) throw new RangeError(`${name}: yStride ${yStride} < Nc ${a.Nc}`);
-    needElems(name, "x (M, K)", a.x, xOff + (a.M - 1) * xStride + a.K);
+    needElems(name, "x (rows, K)", a.x, xOff + (a.rows - 1) * xStride + a.K);
     const wRows = entry === "linear" ? a.Nc : a.K;
     const wCols = entry === "linear" ? a.K : a.Nc;
     const dtype = a.wDtype ?? "f32";
@@ -233,13 +233,25 @@ export class MatmulKernel {
           `shapes need ${wElems}`,
       );
     }
-    needElems(name, "y (M, Nc)", a.y, yOff + (a.M - 1) * yStride + a.Nc);
-    if (a.res) needElems(name, "res (M, Nc)", a.res, resOff + (a.M - 1) * resStride + a.Nc);
+    needElems(name, "y (rows, Nc)", a.y, yOff + (a.rows - 1) * yStride + a.Nc);
+    if (a.res) needElems(name, "res (rows, Nc)", a.res, resOff + (a.rows - 1) * resStride + a.Nc);
     if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
     const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
-    const params = [a.M, a.K, a.Nc, xOff, xStride, yOff, yStride, resOff, resStride, mode, wStride];
+    const params = [
+      a.rows,
+      a.K,
+      a.Nc,
+      xOff,
+      xStride,
+      yOff,
+      yStride,
+      resOff,
+      resStride,
+      mode,
+      wStride,
+    ];
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
-    if (this.#hw?.record(rec, { entry, M: a.M, Nc: a.Nc, dtype, params, bufs })) return;
+    if (this.#hw?.record(rec, { entry, rows: a.rows, Nc: a.Nc, dtype, params, bufs })) return;
     // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
     const wVec = dtype === "f32" ? 16 : 8; // bytes of 4 weights
     const aligned = entry === "linear"
@@ -251,7 +263,7 @@ export class MatmulKernel {
         this.gpu,
         set.tiled[entry],
         entry,
-        a.M,
+        a.rows,
         a.Nc,
       );
       params.push(gx);
@@ -259,53 +271,8 @@ export class MatmulKernel {
       rec.dispatch(pipe, params, bufs, [gx, gy], `${name}.${tile.TR}x${tile.TC}${tag}`);
       return;
     }
-    const TR = a.M >= 4 ? 4 : a.M >= 2 ? 2 : 1;
-    const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.M / TR)] as const;
+    const TR = a.rows >= 4 ? 4 : a.rows >= 2 ? 2 : 1;
+    const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.rows / TR)] as const;
     rec.dispatch(set.pipes[entry].get(TR)!, params, bufs, groups, name);
   }
-}
-
-const tileSource = new Map<string, string>();
-
-/** The compiled pipeline of one template expansion (cached by the pipeline cache). */
-function tilePipeline(
-  gpu: Gpu,
-  entry: Entry,
-  tile: Tile,
-  dtype: WeightDtype = "f32",
-): Promise<GPUComputePipeline> {
-  const id = `${entry}.${tile.TR}x${tile.TC}${dtype === "f16" ? ".f16" : ""}`;
-  let code = tileSource.get(id);
-  if (code === undefined) {
-    code = expandTile(tileTemplate("matmul_vec4"), entry, tile.TR, tile.TC);
-    if (dtype === "f16") code = f16WeightSource(code);
-    tileSource.set(id, code);
-  }
-  return getPipeline(gpu, {
-    shader: `matmul_vec4.${id}`,
-    entryPoint: entry,
-    constants: { WG: tile.WG },
-    code,
-  });
-}
-
-/** Seconds per dispatch of one tile on one shape (wall time over 8 dispatches in one submit). */
-async function timeTile(
-  gpu: Gpu,
-  entry: Entry,
-  tile: Tile,
-  s: { M: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
-): Promise<number> {
-  const pipe = await tilePipeline(gpu, entry, tile);
-  const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
-  const tiles = Math.ceil(s.M / tile.TR) * Math.ceil(s.N / cols);
-  const { groups: [gx, gy] } = splitGroups(tiles, { perGroup: tile.WG });
-  const wStride = entry === "linear" ? s.K : s.N;
-  const params = [s.M, s.K, s.N, 0, s.K, 0, s.N, 0, s.N, 0, wStride, gx];
-  const rec = new Recorder(gpu, "matmul.tune");
-  const n = 8;
-  for (let i = 0; i < n; i++) rec.dispatch(pipe, params, [s.x, s.w, s.x, s.y], [gx, gy]);
-  const t0 = performance.now();
-  await rec.flush();
-  return (performance.now() - t0) / 1000 / n;
 }

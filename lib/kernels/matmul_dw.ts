@@ -53,32 +53,32 @@ export class MatmulDwKernel {
     }
   }
 
-  /** Record `out[r] = emb[tokens[r]]` for M rows: out (M, C). */
-  embGather(rec: Recorder, M: number, tokens: GPUBuffer, emb: GpuMatrix, out: GPUBuffer): void {
+  /** Record `out[r] = emb[tokens[r]]` for `rows` rows: out (rows, C). */
+  embGather(rec: Recorder, rows: number, tokens: GPUBuffer, emb: GpuMatrix, out: GPUBuffer): void {
     const name = "matmul_dw.emb_gather", C = emb.cols;
-    checkDim(name, "M", M);
-    needElems(name, "tokens (M)", tokens, M);
-    needElems(name, "out (M, C)", out, M * C);
-    const { groups, nx } = splitGroups(M * C, { perGroup: WORKGROUP });
+    checkDim(name, "rows", rows);
+    needElems(name, "tokens (rows)", tokens, rows);
+    needElems(name, "out (rows, C)", out, rows * C);
+    const { groups, nx } = splitGroups(rows * C, { perGroup: WORKGROUP });
     for (const ch of emb.chunks) {
-      const params = [M, C, ch.rowStart, ch.rows, nx];
+      const params = [rows, C, ch.rowStart, ch.rows, nx];
       rec.dispatch(this.gatherPipe, params, [tokens, ch.buffer, out], groups, name);
     }
   }
 
   /**
-   * Record `dEmb[tokens[r]] += dx[r]` over M rows (rows in order per channel: deterministic).
+   * Record `dEmb[tokens[r]] += dx[r]` over `rows` rows (rows in order per channel: deterministic).
    *
    * @param dEmb [V, C], chunked like the embedding
    */
-  embScatter(rec: Recorder, M: number, tokens: GPUBuffer, dx: GPUBuffer, dEmb: GpuMatrix): void {
+  embScatter(rec: Recorder, rows: number, tokens: GPUBuffer, dx: GPUBuffer, dEmb: GpuMatrix): void {
     const name = "matmul_dw.emb_scatter", C = dEmb.cols;
-    checkDim(name, "M", M);
-    needElems(name, "tokens (M)", tokens, M);
-    needElems(name, "dx (M, C)", dx, M * C);
+    checkDim(name, "rows", rows);
+    needElems(name, "tokens (rows)", tokens, rows);
+    needElems(name, "dx (rows, C)", dx, rows * C);
     const { groups, nx } = splitGroups(C, { perGroup: WORKGROUP });
     for (const ch of dEmb.chunks) {
-      const params = [M, C, ch.rowStart, ch.rows, nx];
+      const params = [rows, C, ch.rowStart, ch.rows, nx];
       rec.dispatch(this.scatterPipe, params, [tokens, dx, ch.buffer], groups, name);
     }
   }

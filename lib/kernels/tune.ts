@@ -98,7 +98,7 @@ function writeCache(f: string | undefined, key: string, t: MatmulTuning): void {
 export type TileTimer = (
   entry: "linear" | "lowrank",
   tile: Tile,
-  shape: { M: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
+  shape: { rows: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
 ) => Promise<number>;
 
 /**
@@ -130,21 +130,21 @@ export async function tuneMatmul(
     }
     if (mode === "auto") return defaultTuning(gpu);
   }
-  const [M, K, N] = [64, 256, 256];
-  const x = createStorage(gpu, "tune.x", M * K * 4);
+  const [rows, K, N] = [64, 256, 256];
+  const x = createStorage(gpu, "tune.x", rows * K * 4);
   const w = createStorage(gpu, "tune.w", K * N * 4);
-  const y = createStorage(gpu, "tune.y", M * N * 4);
+  const y = createStorage(gpu, "tune.y", rows * N * 4);
   const pick = async (entry: "linear" | "lowrank", tiles: readonly Tile[]) => {
     let best = tiles[0], bestS = Infinity;
     for (const tile of tiles) {
-      await time(entry, tile, { M, K, N, x, w, y }); // compile + warm up
+      await time(entry, tile, { rows, K, N, x, w, y }); // compile + warm up
       const s = Math.min(
-        await time(entry, tile, { M, K, N, x, w, y }),
-        await time(entry, tile, { M, K, N, x, w, y }),
+        await time(entry, tile, { rows, K, N, x, w, y }),
+        await time(entry, tile, { rows, K, N, x, w, y }),
       );
       if (s < bestS) [best, bestS] = [tile, s];
     }
-    return { best, gflops: (2 * M * K * N) / bestS / 1e9 };
+    return { best, gflops: (2 * rows * K * N) / bestS / 1e9 };
   };
   try {
     const lin = await pick("linear", LINEAR_TILES);

@@ -298,7 +298,7 @@ export class GpuModel {
     });
     const out = args.out ?? this.#grow("logits", count * 4);
     this.kernels.matmul.linearMatrix(rec, W.head, {
-      M: rows,
+      rows,
       x: xNorm,
       y: out,
       yOff: args.outOff ?? 0,
