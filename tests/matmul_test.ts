@@ -8,7 +8,7 @@ import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { expandTile, MatmulKernel, tileTemplate } from "../lib/kernels/matmul.ts";
 import { defaultTuning, LINEAR_TILES, LOWRANK_TILES } from "../lib/kernels/tune.ts";
-import { linear, matmul } from "../lib/ref/linear.ts";
+import { linear, matmul } from "../lib/ref/matmul_vec4.ts";
 import { assertClose, gpu, Rng } from "./_helpers.ts";
 
 const REL = 1e-5;
