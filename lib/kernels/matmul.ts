@@ -207,49 +207,13 @@ export class MatmulKernel {
 
   #record(rec: Recorder, entry: "linear" | "lowrank", a: MatmulArgs): void {
     const name = `matmul.${entry}`;
-    checkDim(name, "rows", a.rows);
-    checkDim(name, "K", a.K);
-    checkDim(name, "Nc", a.Nc);
-    const xOff = a.xOff ?? 0, xStride = a.xStride ?? a.K;
-    const yOff = a.yOff ?? 0, yStride = a.yStride ?? a.Nc;
-    const resOff = a.resOff ?? 0, resStride = a.resStride ?? a.Nc;
-    const wStride = a.wStride ?? (entry === "linear" ? a.K : a.Nc);
-    if (xStride < a.K) throw new RangeError(`${name}: xStride ${xStride} < K ${a.K}`);
-    if (yStride < a.Nc) throw new RangeError(`${name}: yStride ${yStride} < Nc ${a.Nc}`);
-    needElems(name, "x (rows, K)", a.x, xOff + (a.rows - 1) * xStride + a.K);
-    const wRows = entry === "linear" ? a.Nc : a.K;
-    const wCols = entry === "linear" ? a.K : a.Nc;
+    const { xOff, xStride, wStride } = checkInputs(name, entry, a);
     const dtype = a.wDtype ?? "f32";
     const set = this.#sets.get(dtype);
     if (!set) {
       throw new Error(`${name}: ${dtype} weights need \`await matmul.prepare("${dtype}")\` first`);
     }
-    const wElems = (wRows - 1) * wStride + wCols;
-    const wWhat = `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`;
-    if (dtype === "f32") needElems(name, wWhat, a.w, wElems);
-    else if (a.w.size < wElems * 2) {
-      throw new RangeError(
-        `${name}: buffer ${wWhat} ("${a.w.label}") has ${a.w.size / 2} f16 elements but the ` +
-          `shapes need ${wElems}`,
-      );
-    }
-    needElems(name, "y (rows, Nc)", a.y, yOff + (a.rows - 1) * yStride + a.Nc);
-    if (a.res) needElems(name, "res (rows, Nc)", a.res, resOff + (a.rows - 1) * resStride + a.Nc);
-    if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
-    const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
-    const params = [
-      a.rows,
-      a.K,
-      a.Nc,
-      xOff,
-      xStride,
-      yOff,
-      yStride,
-      resOff,
-      resStride,
-      mode,
-      wStride,
-    ];
+    const params = checkOutputs(name, entry, a, { xOff, xStride, wStride });
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
     if (this.#hw?.record(rec, { entry, rows: a.rows, Nc: a.Nc, dtype, params, bufs })) return;
     // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
@@ -275,4 +239,45 @@ export class MatmulKernel {
     const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.rows / TR)] as const;
     rec.dispatch(set.pipes[entry].get(TR)!, params, bufs, groups, name);
   }
+}
+
+/** Check the dimensions, strides and x of one product; returns the defaulted x and w layout. */
+function checkInputs(name: string, entry: Entry, a: MatmulArgs) {
+  checkDim(name, "rows", a.rows);
+  checkDim(name, "K", a.K);
+  checkDim(name, "Nc", a.Nc);
+  const xOff = a.xOff ?? 0, xStride = a.xStride ?? a.K;
+  const wStride = a.wStride ?? (entry === "linear" ? a.K : a.Nc);
+  if (xStride < a.K) throw new RangeError(`${name}: xStride ${xStride} < K ${a.K}`);
+  const yStride = a.yStride ?? a.Nc;
+  if (yStride < a.Nc) throw new RangeError(`${name}: yStride ${yStride} < Nc ${a.Nc}`);
+  needElems(name, "x (rows, K)", a.x, xOff + (a.rows - 1) * xStride + a.K);
+  return { xOff, xStride, wStride };
+}
+
+/** Check w, y and res of one product; returns the 11 Params words of `matmul.wgsl`. */
+function checkOutputs(
+  name: string,
+  entry: Entry,
+  a: MatmulArgs,
+  l: { xOff: number; xStride: number; wStride: number },
+): number[] {
+  const yOff = a.yOff ?? 0, yStride = a.yStride ?? a.Nc;
+  const resOff = a.resOff ?? 0, resStride = a.resStride ?? a.Nc;
+  const wRows = entry === "linear" ? a.Nc : a.K;
+  const wCols = entry === "linear" ? a.K : a.Nc;
+  const wElems = (wRows - 1) * l.wStride + wCols;
+  const wWhat = `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`;
+  if ((a.wDtype ?? "f32") === "f32") needElems(name, wWhat, a.w, wElems);
+  else if (a.w.size < wElems * 2) {
+    throw new RangeError(
+      `${name}: buffer ${wWhat} ("${a.w.label}") has ${a.w.size / 2} f16 elements but the ` +
+        `shapes need ${wElems}`,
+    );
+  }
+  needElems(name, "y (rows, Nc)", a.y, yOff + (a.rows - 1) * yStride + a.Nc);
+  if (a.res) needElems(name, "res (rows, Nc)", a.res, resOff + (a.rows - 1) * resStride + a.Nc);
+  if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
+  const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
+  return [a.rows, a.K, a.Nc, l.xOff, l.xStride, yOff, yStride, resOff, resStride, mode, l.wStride];
 }

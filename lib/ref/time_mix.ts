@@ -11,7 +11,8 @@ import { groupNormBackward, layerNorm, layerNormBackward } from "./norm.ts";
 import { shiftMix, shiftMixBackward, tokenShift, tokenShiftBackward } from "./shift.ts";
 import { wkvBackward, wkvForward } from "./wkv.ts";
 import type { LiftedState } from "./lifted_types.ts";
-import { liftedBackward, type LiftedCache, liftedForward } from "./lifted.ts";
+import { type LiftedCache, liftedForward } from "./lifted.ts";
+import { liftedBackward } from "./lifted_backward.ts";
 import {
   decay,
   decayBackward,
