@@ -1,9 +1,10 @@
 /**
- * Reference of `shaders/embed_layernorm.wgsl`: the embedding gather followed by ln0.
+ * Reference of `shaders/embed_layernorm.wgsl`: the embedding gather followed by ln0, and its
+ * backward.
  *
  * @module
  */
-import { layerNorm } from "./norm.ts";
+import { layerNorm, layerNormBackward } from "./norm.ts";
 
 /**
  * Gather `emb[token]` for each token and LayerNorm the rows with (w, b), eps 1e-5.
@@ -34,4 +35,28 @@ export function embedLayerNorm(
     for (let c = 0; c < C; c++) rows[t * C + c] = emb[tok * C + c];
   });
   return { emb: rows, x: layerNorm(rows, w, b, T, C) };
+}
+
+/**
+ * Backward of {@link embedLayerNorm}: scatter-add the LayerNorm's input gradient into the rows
+ * of the tokens.
+ *
+ * @param dx gradient of x (T, C); emb the gathered rows (T, C) from the forward
+ * @returns dEmb [V, C], dw and db (C)
+ */
+export function embedLayerNormBackward(
+  dx: ArrayLike<number>,
+  emb: Float64Array,
+  tokens: readonly number[],
+  w: ArrayLike<number>,
+  V: number,
+  C: number,
+): { dEmb: Float64Array; dw: Float64Array; db: Float64Array } {
+  const T = tokens.length;
+  const l0 = layerNormBackward(dx, emb, w, T, C, 1e-5, true);
+  const dEmb = new Float64Array(V * C);
+  tokens.forEach((tok, t) => {
+    for (let c = 0; c < C; c++) dEmb[tok * C + c] += l0.dx[t * C + c];
+  });
+  return { dEmb, dw: l0.dw!, db: l0.db! };
 }
