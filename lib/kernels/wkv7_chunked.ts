@@ -1,7 +1,7 @@
 /**
  * Host wrapper of `shaders/wkv7_chunked.wgsl`: the chunked WKV-7 forward (SPEC §2, chunks of 16
  * tokens; `lib/ref/wkv7_chunked.ts` is the reference), with the same `record` arguments as the
- * sequential {@link Wkv7Kernel}. The backward is `wkv7_chunked_backward.ts`, the choice between
+ * sequential `Wkv7Kernel`. The backward is `wkv7_chunked_backward.ts`, the choice between
  * the forms `wkv_form.ts`, what both chunked wrappers share `wkv7_chunked_common.ts`.
  *
  * Forward: `gamma` (decay products from each chunk start), `intra` (per chunk: P, Q, Pr, Qr and
@@ -17,7 +17,7 @@ import { createStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { needElems } from "./common.ts";
 import { checkWkvHeadSize } from "./wkv7.ts";
-import type { Wkv7Args, Wkv7Kernel } from "./wkv7.ts";
+import type { Wkv7Args } from "./wkv7.ts";
 import { type FwdPipes, fwdPipes, params, plan, recordIntra } from "./wkv7_chunked_common.ts";
 
 /** The chunked WKV-7 forward for one head size N; `record` takes {@link Wkv7Args}. */
@@ -60,7 +60,7 @@ export class Wkv7ChunkedKernel {
     this.#scratch = [];
   }
 
-  /** Record the recurrence over T tokens for every sequence and head (same as {@link Wkv7Kernel}). */
+  /** Record the recurrence over T tokens for every sequence and head (same as `Wkv7Kernel`). */
   record(rec: Recorder, a: Wkv7Args): void {
     const name = "wkv7_chunked";
     const s = { B: a.B, T: a.T, H: a.H, N: this.N };

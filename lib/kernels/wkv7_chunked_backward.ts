@@ -1,7 +1,7 @@
 /**
  * Host wrapper of `shaders/wkv7_chunked_backward.wgsl`: the chunked WKV-7 backward
  * (`lib/ref/wkv7_chunked_backward.ts` is the reference), with the same `record` arguments as the
- * sequential {@link Wkv7BackwardKernel}.
+ * sequential `Wkv7BackwardKernel`.
  *
  * Passes: the forward's `gamma`, `intra` and `state_fwd` (storing chunk-start states and sa),
  * `state_bwd` (dS from chunk end to chunk start, the last value is dS0) and `grads_*` (per-token
@@ -14,7 +14,7 @@ import { createStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { needElems } from "./common.ts";
 import { checkWkvHeadSize } from "./wkv7.ts";
-import type { Wkv7BackwardArgs, Wkv7BackwardKernel } from "./wkv7_backward.ts";
+import type { Wkv7BackwardArgs } from "./wkv7_backward.ts";
 import {
   chunkedPipe,
   type FwdPipes,
