@@ -45,7 +45,7 @@ export {
 } from "./lib/model/gpu_model.ts";
 export type { UploadOptions } from "./lib/model/gpu_weights.ts";
 export type { WeightDtype } from "./lib/kernels/matmul.ts";
-export type { WkvFormOption } from "./lib/kernels/wkv7_chunked.ts";
+export type { WkvFormOption } from "./lib/kernels/wkv_form.ts";
 export { GpuState } from "./lib/model/gpu_state.ts";
 export { refForward, type RefForwardResult } from "./lib/ref/model.ts";
 export { formatPlan, memoryPlan } from "./lib/model/memory_plan.ts";

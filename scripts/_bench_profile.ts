@@ -150,10 +150,10 @@ export function tagMatmuls(mm: MatmulKernel): void {
         : orig(rec, ...rest);
   };
   const plain = ([a]: unknown[]) =>
-    2 * (a as MatmulArgs).M * (a as MatmulArgs).K * (a as MatmulArgs).Nc;
+    2 * (a as MatmulArgs).rows * (a as MatmulArgs).K * (a as MatmulArgs).Nc;
   const matrix = ([W, a]: unknown[]) => {
     const w = W as GpuMatrix;
-    return 2 * (a as { M: number }).M * w.rows * w.cols;
+    return 2 * (a as { rows: number }).rows * w.rows * w.cols;
   };
   wrap("linear", plain);
   wrap("lowrank", plain);

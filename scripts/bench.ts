@@ -115,7 +115,7 @@ async function matmulSection(gpu: Gpu, quick: boolean, python: string): Promise<
     for (const entry of ["linear", "lowrank"] as const) {
       const test = entry === "linear" ? "x·Wᵀ" : "x·M";
       await timeProduct(gpu, [M, K, N], test, quick, np?.gflops[si], (rec) => {
-        mm[entry](rec, { M, K, Nc: N, x, w, y });
+        mm[entry](rec, { rows: M, K, Nc: N, x, w, y });
       });
     }
     for (const b of [x, w, y]) b.destroy();
@@ -147,8 +147,8 @@ async function matrixSection(gpu: Gpu, quick: boolean, np: Numpy | null): Promis
         for (const entry of ["linear", "lowrank"] as const) {
           const test = `${entry === "linear" ? "x·Wᵀ" : "x·M"} ${dtype}${tex ? " texture" : ""}`;
           await timeProduct(gpu, [M, K, N], test, quick, np?.gflops[si], (rec) => {
-            if (entry === "linear") mm.linearMatrix(rec, W, { M, x, y });
-            else mm.lowrankMatrix(rec, Mx, { M, x, y });
+            if (entry === "linear") mm.linearMatrix(rec, W, { rows: M, x, y });
+            else mm.lowrankMatrix(rec, Mx, { rows: M, x, y });
           });
         }
         for (const m of [W, Mx]) {

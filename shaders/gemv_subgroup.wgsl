@@ -1,8 +1,11 @@
-// Subgroup matrix-vector product for few-row Linear products (T = 1 generation, M ≤ 4 rows):
+// DERIVED by lib/kernels/codegen.ts: compiled after matmul_tile_common.wgsl in the variant
+// `subgroups` or `sg1` (subgroup size 1, any adapter), each also with `f16w` for f16 weights.
+//
+// Subgroup matrix-vector product for few-row Linear products (T = 1 generation, rows ≤ 4):
 //
 //   linear: y = act(x · Wᵀ (+ y) (+ res))  W (Nc, K), Linear [out, in]
 //
-// Each workgroup of WG = 64 invocations computes 4 output columns for all M rows. Lanes stride
+// Each workgroup of WG = 64 invocations computes 4 output columns for all rows. Lanes stride
 // along K (consecutive lanes read consecutive weights, so W streams at full bandwidth), each
 // keeping 4 × 4 partial sums; `subgroupAdd` reduces them within a subgroup, then each subgroup's
 // first lane writes its sums to workgroup memory and the other lanes write zeros, so the final
@@ -11,9 +14,9 @@
 //
 // Requires the `subgroups` feature: the host prepends `enable subgroups;`. Without it, the host
 // compiles a check variant with a subgroup size of 1 (`subgroupAdd(v)` = v, every lane first),
-// which runs the same arithmetic and reductions on any adapter (see lib/kernels/gemv_subgroup.ts).
+// which runs the same arithmetic and reductions on any adapter (variant `sg1` in lib/kernels/codegen.ts).
 
-@group(0) @binding(1) var<storage, read> x: array<f32>; // (M, K) strided, M ≤ 4
+@group(0) @binding(1) var<storage, read> x: array<f32>; // (rows, K) strided, rows ≤ 4
 @group(0) @binding(2) var<storage, read> w: array<f32>; // (Nc, K)
 
 const GW = 64u; // invocations per workgroup
@@ -38,8 +41,8 @@ fn linear(
     let k = k0 + li;
     if (k < p.K) {
       let wv = vec4<f32>(ldwc(c0, k), ldwc(c0 + 1u, k), ldwc(c0 + 2u, k), ldwc(c0 + 3u, k));
-      for (var r = 0u; r < min(p.M, GR); r++) {
-        let xv = x[p.xOff + min(r, p.M - 1u) * p.xStride + k];
+      for (var r = 0u; r < min(p.rows, GR); r++) {
+        let xv = x[p.xOff + min(r, p.rows - 1u) * p.xStride + k];
         for (var j = 0u; j < GC; j++) { acc[r * GC + j] = fma(xv, wv[j], acc[r * GC + j]); }
       }
     }

@@ -1,6 +1,8 @@
+// Compiled as is for f32 weights; lib/kernels/codegen.ts DERIVES the packed-f16 variant (`f16w`).
+//
 // Register-blocked matrix products, no workgroup barriers (they are very slow on llvmpipe).
 // Each invocation computes a TR × 4 tile of y; tiles past the edge clamp their loads and skip
-// their stores, so any M, K, Nc work.
+// their stores, so any rows, K, Nc work.
 //
 //   linear: y[r, c] = act(Σ_k x[r, k] · W[c, k]  (+ y[r, c]) (+ res[r, c]))   W (Nc, K), Linear [out, in]
 //   lowrank: y[r, c] = act(Σ_k x[r, k] · M[k, c] (+ y[r, c]) (+ res[r, c]))   M (K, Nc), low-rank [in, out]
@@ -8,7 +10,7 @@
 // mode: bits 0-1 activation (0 none, 1 tanh, 2 sigmoid), bit 2 add the old y, bit 3 add res.
 
 struct Params {
-  M: u32, // rows of x and y
+  rows: u32, // rows of x and y
   K: u32, // inner dimension
   Nc: u32, // columns computed by this dispatch
   xOff: u32, // element offset of x[0, 0]
@@ -24,10 +26,10 @@ struct Params {
 override TR: u32 = 4u; // rows per invocation (1, 2 or 4)
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>; // (M, K) strided
+@group(0) @binding(1) var<storage, read> x: array<f32>; // (rows, K) strided
 @group(0) @binding(2) var<storage, read> w: array<f32>; // linear (Nc, K) | lowrank (K, Nc)
-@group(0) @binding(3) var<storage, read> res: array<f32>; // (M, Nc) strided, read when mode bit 3
-@group(0) @binding(4) var<storage, read_write> y: array<f32>; // (M, ·) strided
+@group(0) @binding(3) var<storage, read> res: array<f32>; // (rows, Nc) strided, read when mode bit 3
+@group(0) @binding(4) var<storage, read_write> y: array<f32>; // (rows, ·) strided
 
 fn activate(s: f32) -> f32 {
   switch (p.mode & 3u) {
@@ -40,7 +42,7 @@ fn activate(s: f32) -> f32 {
 fn store(acc: array<vec4<f32>, 4>, r0: u32, c0: u32) {
   for (var i = 0u; i < TR; i++) {
     let r = r0 + i;
-    if (r >= p.M) { return; }
+    if (r >= p.rows) { return; }
     for (var j = 0u; j < 4u; j++) {
       let c = c0 + j;
       if (c >= p.Nc) { break; }
@@ -59,7 +61,7 @@ fn linear(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r0 = gid.y * TR;
   if (c0 >= p.Nc) { return; }
   var xb: array<u32, 4>;
-  for (var i = 0u; i < TR; i++) { xb[i] = p.xOff + min(r0 + i, p.M - 1u) * p.xStride; }
+  for (var i = 0u; i < TR; i++) { xb[i] = p.xOff + min(r0 + i, p.rows - 1u) * p.xStride; }
   let last = p.Nc - 1u;
   let w0 = min(c0, last) * p.wStride;
   let w1 = min(c0 + 1u, last) * p.wStride;
@@ -79,7 +81,7 @@ fn lowrank(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r0 = gid.y * TR;
   if (c0 >= p.Nc) { return; }
   var xb: array<u32, 4>;
-  for (var i = 0u; i < TR; i++) { xb[i] = p.xOff + min(r0 + i, p.M - 1u) * p.xStride; }
+  for (var i = 0u; i < TR; i++) { xb[i] = p.xOff + min(r0 + i, p.rows - 1u) * p.xStride; }
   let last = p.Nc - 1u;
   let c1 = min(c0 + 1u, last);
   let c2 = min(c0 + 2u, last);

@@ -7,7 +7,7 @@
 // llvmpipe). Also `colsum`: out[q] (+)= Σ_r A[r, q] · (Bm[r, q] when mode bit 1), the gradient
 // of a per-channel vector (biases, mixing coefficients, norm weights).
 //
-// The embedding, for one row chunk [rowStart, rowStart + rows) of emb [V, C] at a time:
+// The embedding, for one row chunk [rowStart, rowStart + chunkRows) of emb [V, C] at a time:
 //   emb_gather:  out[r, c] = emb[tokens[r], c]            (tokens in the chunk only)
 //   emb_scatter: dEmb[tokens[r], c] += dx[r, c] over r    (one invocation per channel walks the
 //                rows in order: deterministic, no atomics)
@@ -79,24 +79,24 @@ fn colsum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
 // ---- embedding gather / scatter ----
 struct EmbParams {
-  M: u32, // rows (B·T)
+  rows: u32, // token rows (B·T)
   C: u32,
   rowStart: u32, // first vocabulary row of this chunk
-  rows: u32, // vocabulary rows in this chunk
+  chunkRows: u32, // vocabulary rows in this chunk
   nx: u32, // workgroups along x
 }
 
 @group(0) @binding(0) var<uniform> ep: EmbParams;
-@group(0) @binding(1) var<storage, read> eTokens: array<u32>; // (M)
-@group(0) @binding(2) var<storage, read> eSrc: array<f32>; // emb chunk (rows, C) | dx (M, C)
-@group(0) @binding(3) var<storage, read_write> eDst: array<f32>; // (M, C) | dEmb chunk (rows, C)
+@group(0) @binding(1) var<storage, read> eTokens: array<u32>; // (rows)
+@group(0) @binding(2) var<storage, read> eSrc: array<f32>; // emb chunk (chunkRows, C) | dx (rows, C)
+@group(0) @binding(3) var<storage, read_write> eDst: array<f32>; // (rows, C) | dEmb chunk (chunkRows, C)
 
 @compute @workgroup_size(64)
 fn emb_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * ep.nx) * 64u + li;
-  if (i >= ep.M * ep.C) { return; }
+  if (i >= ep.rows * ep.C) { return; }
   let tok = eTokens[i / ep.C];
-  if (tok < ep.rowStart || tok >= ep.rowStart + ep.rows) { return; }
+  if (tok < ep.rowStart || tok >= ep.rowStart + ep.chunkRows) { return; }
   eDst[i] = eSrc[(tok - ep.rowStart) * ep.C + i % ep.C];
 }
 
@@ -104,9 +104,9 @@ fn emb_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 fn emb_scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let c = (wid.x + wid.y * ep.nx) * 64u + li;
   if (c >= ep.C) { return; }
-  for (var r = 0u; r < ep.M; r++) {
+  for (var r = 0u; r < ep.rows; r++) {
     let tok = eTokens[r];
-    if (tok >= ep.rowStart && tok < ep.rowStart + ep.rows) {
+    if (tok >= ep.rowStart && tok < ep.rowStart + ep.chunkRows) {
       let o = (tok - ep.rowStart) * ep.C + c;
       eDst[o] = eDst[o] + eSrc[r * ep.C + c];
     }

@@ -1,3 +1,6 @@
+// TEMPLATE, not compiled as is: lib/kernels/codegen.ts prepends matmul_tile_common.wgsl and
+// expands the `//@` tags per entry and tile.
+//
 // Register-tiled matrix products reading both operands from textures: the weights as rgba32float
 // or rgba16float textures (one texel = 4 consecutive columns of a row), the activations copied
 // into an rgba32float texture just before the dispatch. Same Params and y/res bindings as
@@ -8,18 +11,18 @@
 // with loads dominating, the same register tile runs several times faster from textures. GPUs
 // keep the storage-buffer kernels.
 //
-// Template: `lib/kernels/matmul.ts` (`expandTile`) keeps one entry's section, sets TR and TC and
-// repeats the lines tagged `//@rows` (i < TR) and `//@cols` (j < TC), as for matmul_vec4.wgsl.
+// Template tags (`expandTile` in lib/kernels/codegen.ts): one entry's section is kept, TR and TC
+// are set, lines tagged `//@rows` (i < TR) and `//@cols` (j < TC) repeat, as in matmul_vec4.wgsl.
 // Rows and columns past the edge clamp their loads and skip their stores.
 //
-//   linear:  y = act(x · Wᵀ (+ y) (+ res))  W (Nc, K) texture (K/4 × Nc); x texture (K/4 × M)
-//   lowrank: y = act(x · M (+ y) (+ res))   M (K, Nc) texture (Nc/4 × K); x texture (K/4 × M)
+//   linear:  y = act(x · Wᵀ (+ y) (+ res))  W (Nc, K) texture (K/4 × Nc); x texture (K/4 × rows)
+//   lowrank: y = act(x · M (+ y) (+ res))   M (K, Nc) texture (Nc/4 × K); x texture (K/4 × rows)
 //            TC counts groups of 4 columns; K is a multiple of 4.
 
 // Parameters, the res/y bindings, the epilogue and tileOrigin: `matmul_tile_common.wgsl`
 // (here `p.xOff` is the first texel column of x and `p.wStride` is unused).
 
-@group(0) @binding(1) var xt: texture_2d<f32>; // (M rows, K/4 texels)
+@group(0) @binding(1) var xt: texture_2d<f32>; // (rows, K/4 texels)
 @group(0) @binding(2) var wt: texture_2d<f32>; // linear (Nc rows, K/4) | lowrank (K rows, Nc/4)
 
 //@begin linear
@@ -28,8 +31,8 @@ fn linear(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
   let o = tileOrigin(li, wid, TRu, TCu);
   let r0 = o.x;
   let c0 = o.y;
-  if (r0 >= p.M) { return; }
-  let xr$i = min(r0 + $iu, p.M - 1u); //@rows
+  if (r0 >= p.rows) { return; }
+  let xr$i = min(r0 + $iu, p.rows - 1u); //@rows
   let wr$j = min(c0 + $ju, p.Nc - 1u); //@cols
   var a$i_$j = 0.0; //@rows //@cols
   for (var k = 0u; k < p.K / 4u; k++) {
@@ -47,8 +50,8 @@ fn lowrank(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid:
   let o = tileOrigin(li, wid, TRu, 4u * TCu);
   let r0 = o.x;
   let c0 = o.y;
-  if (r0 >= p.M) { return; }
-  let xr$i = min(r0 + $iu, p.M - 1u); //@rows
+  if (r0 >= p.rows) { return; }
+  let xr$i = min(r0 + $iu, p.rows - 1u); //@rows
   let cq$j = min(c0 / 4u + $ju, (p.Nc - 1u) / 4u); //@cols
   var a$i_$j = vec4<f32>(0.0); //@rows //@cols
   for (var k = 0u; k < p.K / 4u; k++) {

@@ -1,12 +1,13 @@
 // Shared by the register-tiled matmul templates `matmul_vec4.wgsl` (storage buffers) and
 // `matmul_tex.wgsl` (textures): the parameter block, the output bindings, the epilogue (activation,
-// accumulate, residual) and the tile numbering. `lib/kernels/matmul.ts` prepends this file to
-// either template before expanding it.
+// accumulate, residual) and the tile numbering. `lib/kernels/codegen.ts` prepends this file to
+// either template before expanding it, and before matmul_tiled.wgsl and gemv_subgroup.wgsl
+// (step 1, "compose", of lib/kernels/codegen.ts).
 //
 // mode: bits 0-1 activation (0 none, 1 tanh, 2 sigmoid), bit 2 add the old y, bit 3 add res.
 
 struct Params {
-  M: u32, // rows of x and y
+  rows: u32, // rows of x and y
   K: u32, // inner dimension
   Nc: u32, // columns computed by this dispatch
   xOff: u32, // element offset of x[0, 0] (texture kernels: first texel column of x)
@@ -23,8 +24,8 @@ struct Params {
 override WG: u32 = 64u; // invocations per workgroup
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> res: array<f32>; // (M, Nc) strided, read when mode bit 3
-@group(0) @binding(4) var<storage, read_write> y: array<f32>; // (M, ·) strided
+@group(0) @binding(3) var<storage, read> res: array<f32>; // (rows, Nc) strided, read when mode bit 3
+@group(0) @binding(4) var<storage, read_write> y: array<f32>; // (rows, ·) strided
 
 fn activate(s: f32) -> f32 {
   switch (p.mode & 3u) {
@@ -35,7 +36,7 @@ fn activate(s: f32) -> f32 {
 }
 
 fn store1(s0: f32, r: u32, c: u32) {
-  if (r >= p.M || c >= p.Nc) { return; }
+  if (r >= p.rows || c >= p.Nc) { return; }
   var s = s0;
   let yi = p.yOff + r * p.yStride + c;
   if ((p.mode & 4u) != 0u) { s += y[yi]; }
@@ -50,11 +51,11 @@ fn store4(a: vec4<f32>, r: u32, c0: u32) {
   store1(a.w, r, c0 + 3u);
 }
 
-// Tile origin (r0, c0) of this invocation, or r0 = M when it has none.
-fn tileOrigin(li: u32, wid: vec3<u32>, rows: u32, cols: u32) -> vec2<u32> {
+// Tile origin (r0, c0) of this invocation, or r0 = rows when it has none.
+fn tileOrigin(li: u32, wid: vec3<u32>, tileRows: u32, tileCols: u32) -> vec2<u32> {
   let flat = (wid.x + wid.y * p.nx) * WG + li;
-  let nct = (p.Nc + cols - 1u) / cols;
+  let nct = (p.Nc + tileCols - 1u) / tileCols;
   let rt = flat / nct;
-  if (rt * rows >= p.M) { return vec2<u32>(p.M, 0u); }
-  return vec2<u32>(rt * rows, (flat % nct) * cols);
+  if (rt * tileRows >= p.rows) { return vec2<u32>(p.rows, 0u); }
+  return vec2<u32>(rt * tileRows, (flat % nct) * tileCols);
 }

@@ -1,9 +1,12 @@
+// DERIVED by lib/kernels/codegen.ts: compiled after matmul_tile_common.wgsl, as is (f32) or in
+// the variants `f16w` (packed-f16 weights) and `f16math` (shader-f16 arithmetic).
+//
 // Workgroup-memory tiled matrix products for hardware adapters (GPU practice): each workgroup of
 // 16 × 16 = 256 invocations computes a 64 × 64 tile of y, each invocation a 4 × 4 block of it
 // (rows ty + 16·i, columns tx + 16·j, so neighbouring lanes read neighbouring workgroup words).
 // Per step of BK = 16 along K, the workgroup stages a 64 × 16 slice of x and of the weight in
 // workgroup memory as vec4 quads along K (2 × 256 vec4: 8 KiB in f32, 4 KiB in f16), then every
-// invocation runs 4 × 4 × 4 dot products from it. Loads are guarded, so any M, K, Nc, offsets and
+// invocation runs 4 × 4 × 4 dot products from it. Loads are guarded, so any rows, K, Nc, offsets and
 // strides work (edges read zeros and skip their stores). Same Params and bindings as
 // matmul_vec4.wgsl (`matmul_tile_common.wgsl` is prepended: Params, res, y, store1).
 //
@@ -19,7 +22,7 @@
 
 alias XT = f32;
 
-@group(0) @binding(1) var<storage, read> x: array<f32>; // (M, K) strided
+@group(0) @binding(1) var<storage, read> x: array<f32>; // (rows, K) strided
 @group(0) @binding(2) var<storage, read> w: array<f32>; // linear (Nc, K) | lowrank (K, Nc)
 
 const BM = 64u; // rows of the output tile
@@ -30,7 +33,7 @@ var<workgroup> xq: array<vec4<XT>, 256>; // [kq][row]: x[r0 + row, k0 + 4 kq + 0
 var<workgroup> wq: array<vec4<XT>, 256>; // [kq][col]: the weight's (col, k0 + 4 kq + 0..3)
 
 fn ldx(r: u32, k: u32) -> XT {
-  if (r >= p.M || k >= p.K) { return XT(0.0); }
+  if (r >= p.rows || k >= p.K) { return XT(0.0); }
   return XT(x[p.xOff + r * p.xStride + k]);
 }
 

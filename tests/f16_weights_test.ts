@@ -100,8 +100,8 @@ Deno.test(
       assert.equal(wm.chunks[0].buffer.size, Math.max(16, Math.ceil(N * K * 2 / 16) * 16));
       const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
       const rec = new Recorder(g, "t");
-      mm.linearMatrix(rec, wm, { M, x: xb, y: y1 });
-      mm.lowrankMatrix(rec, mm16, { M, x: xb, y: y2 });
+      mm.linearMatrix(rec, wm, { rows: M, x: xb, y: y1 });
+      mm.lowrankMatrix(rec, mm16, { rows: M, x: xb, y: y2 });
       await rec.flush();
       const tag = `${M}x${K}x${N}`;
       const got1 = await readF32(g, y1, M * N), got2 = await readF32(g, y2, M * N);
@@ -119,7 +119,7 @@ Deno.test({ name: "f16 products need prepare(): the error says so", ignore }, as
   const wm = uploadMatrix(g, "W", new Float32Array(16), 4, 4, undefined, "f16");
   const xb = uploadStorage(g, "x", new Float32Array(4)), y = createStorage(g, "y", 16);
   assert.throws(
-    () => mm.linearMatrix(new Recorder(g, "t"), wm, { M: 1, x: xb, y }),
+    () => mm.linearMatrix(new Recorder(g, "t"), wm, { rows: 1, x: xb, y }),
     /prepare\("f16"\)/,
   );
 });

@@ -16,7 +16,8 @@ import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { zeroState } from "../lib/model/types.ts";
 import { channelMixForward } from "../lib/ref/channel_mix.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
-import { layerNorm } from "../lib/ref/norm.ts";
+import { embedLayerNorm } from "../lib/ref/embed_layernorm.ts";
+import { keyNorm } from "../lib/ref/key_norm.ts";
 import { timeMixForward } from "../lib/ref/time_mix.ts";
 import { wkvForward } from "../lib/ref/wkv.ts";
 import { assertClose, gpu, Rng } from "./_helpers.ts";
@@ -39,11 +40,19 @@ Deno.test({ name: "matmul: linear and lowrank, odd shapes, modes, chunks", ignor
     const rec = new Recorder(g, "t");
     const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
     const y3 = createStorage(g, "y3", M * N * 4);
-    k.matmul.linear(rec, { M, K, Nc: N, x: xb, w: uploadStorage(g, "W", W), y: y1 });
-    k.matmul.lowrank(rec, { M, K, Nc: N, x: xb, w: uploadStorage(g, "M", Mx), y: y2, act: "tanh" });
+    k.matmul.linear(rec, { rows: M, K, Nc: N, x: xb, w: uploadStorage(g, "W", W), y: y1 });
+    k.matmul.lowrank(rec, {
+      rows: M,
+      K,
+      Nc: N,
+      x: xb,
+      w: uploadStorage(g, "M", Mx),
+      y: y2,
+      act: "tanh",
+    });
     // Chunked lowrank (split along K, accumulating) with residual and sigmoid
     const chunked = uploadMatrix(g, "Mc", Mx, K, N, Math.max(N * 4, Math.floor(K / 3) * N * 4));
-    k.matmul.lowrankMatrix(rec, chunked, { M, x: xb, y: y3, res: rb, act: "sigmoid" });
+    k.matmul.lowrankMatrix(rec, chunked, { rows: M, x: xb, y: y3, res: rb, act: "sigmoid" });
     await rec.flush();
     const ref1 = linear(x, W, M, K, N);
     const ref2 = matmul(x, Mx, M, K, N).map(Math.tanh);
@@ -60,12 +69,12 @@ Deno.test({ name: "matmul: linear and lowrank, odd shapes, modes, chunks", ignor
   const y = createStorage(g, "y", (M * N + 2) * 4);
   const rec = new Recorder(g, "t");
   const [xb, rb] = [uploadStorage(g, "x", x), uploadStorage(g, "res", res)];
-  k.matmul.linearMatrix(rec, Wc, { M, x: xb, res: rb, y, yOff: 2 });
+  k.matmul.linearMatrix(rec, Wc, { rows: M, x: xb, res: rb, y, yOff: 2 });
   await rec.flush();
   const ref = linear(x, W, M, K, N).map((s, i) => s + res[i]);
   assertClose(await read(g, y, M * N, 2), ref, { rel: REL }, "chunked linear");
   assert.throws(
-    () => k.matmul.linear(rec, { M: 4, K, Nc: N, x: xb, w: Wc.chunks[0].buffer, y }),
+    () => k.matmul.linear(rec, { rows: 4, K, Nc: N, x: xb, w: Wc.chunks[0].buffer, y }),
     RangeError,
   );
 });
@@ -92,9 +101,37 @@ Deno.test({ name: "embed_layernorm with a chunked embedding", ignore }, async ()
     out,
   });
   await rec.flush();
-  const x = tokens.flatMap((t) => Array.from(emb.subarray(t * C, (t + 1) * C)));
-  const ref = layerNorm(x, vecs.subarray(0, C), vecs.subarray(C), tokens.length, C);
+  const ref = embedLayerNorm(emb, tokens, vecs.subarray(0, C), vecs.subarray(C), V, C).x;
   assertClose(await read(g, out, tokens.length * C), ref, { rel: REL }, "embed");
+});
+
+Deno.test({ name: "key_norm vs keyNorm (H 3, N 16, rows 7, one tiny head)", ignore }, async () => {
+  const g = gpu!;
+  const k = await Kernels.create(g, 64);
+  const rng = new Rng(5);
+  const [rows, H, N] = [7, 3, 16];
+  const C = H * N;
+  const k0 = rng.f32(rows * C), a = rng.f32(rows * C, 0, 1);
+  for (let j = 0; j < N; j++) k0[2 * C + N + j] = 1e-14; // below the 1e-12 floor
+  const vecs = rng.f32(3 * C, 0.5, 1.5); // k_k at C, k_a at 2C
+  const kk = createStorage(g, "kk", rows * C * 4), kOut = createStorage(g, "k", rows * C * 4);
+  const rec = new Recorder(g, "t");
+  k.keyNorm.record(rec, {
+    rows,
+    H,
+    N,
+    vecs: uploadStorage(g, "vecs", vecs),
+    kkOff: C,
+    kaOff: 2 * C,
+    k0: uploadStorage(g, "k0", k0),
+    a: uploadStorage(g, "a", a),
+    kk,
+    k: kOut,
+  });
+  await rec.flush();
+  const ref = keyNorm(k0, a, vecs.subarray(C, 2 * C), vecs.subarray(2 * C), rows, H, N);
+  assertClose(await read(g, kk, rows * C), ref.kk, { rel: REL }, "kk");
+  assertClose(await read(g, kOut, rows * C), ref.k, { rel: REL }, "k");
 });
 
 Deno.test({ name: "wkv7: B 2, H 2, T 19 and T 1, non-zero state", ignore }, async () => {

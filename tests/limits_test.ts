@@ -16,10 +16,12 @@ import { gpu } from "./_helpers.ts";
 
 const SHADERS = new URL("../shaders/", import.meta.url);
 
-/** Common files the hosts prepend (lib/kernels/matmul.ts tileTemplate, wkv7_chunked.ts). */
+/** Common files the hosts prepend (lib/kernels/codegen.ts composeShader, wkv7_chunked_common.ts). */
 const PREPENDED: Record<string, string> = {
   matmul_vec4: "matmul_tile_common",
   matmul_tex: "matmul_tile_common",
+  matmul_tiled: "matmul_tile_common",
+  gemv_subgroup: "matmul_tile_common",
   wkv7_chunked: "wkv7_chunked_common",
   wkv7_chunked_backward: "wkv7_chunked_common",
 };

@@ -55,8 +55,8 @@ Deno.test({ name: "texture matmul: layouts, dtypes, parts, few rows", ignore }, 
       const [xb, rb] = [x, res].map((d, i) => uploadStorage(g, `t${i}`, d));
       const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
       const rec = new LabelRecorder(g, "t");
-      mm.linearMatrix(rec, Wm, { M, x: xb, y: y1, res: rb, act: "tanh" });
-      mm.lowrankMatrix(rec, Mm, { M, x: xb, y: y2, res: rb, act: "sigmoid" });
+      mm.linearMatrix(rec, Wm, { rows: M, x: xb, y: y1, res: rb, act: "tanh" });
+      mm.lowrankMatrix(rec, Mm, { rows: M, x: xb, y: y2, res: rb, act: "sigmoid" });
       assert.ok(rec.labels.every((l) => l.includes(".tex.")), `texture path: ${rec.labels}`);
       await rec.flush();
       const w = dtype === "f16" ? roundF16(W) : W, m = dtype === "f16" ? roundF16(Mx) : Mx;
@@ -84,7 +84,7 @@ Deno.test(
       Wm.tex = uploadMatrixTextures(g, "W", W, N, K, "f32");
       const xb = uploadStorage(g, "x", x), y = uploadStorage(g, "y", y0);
       const rec = new LabelRecorder(g, "t");
-      mm.linearMatrix(rec, Wm, { M, x: xb, xOff, xStride, y, yOff: 8, yStride: 40 });
+      mm.linearMatrix(rec, Wm, { rows: M, x: xb, xOff, xStride, y, yOff: 8, yStride: 40 });
       assert.ok(rec.labels.every((l) => l.includes(path)), `${path}: ${rec.labels}`);
       if (path !== ".tex.") assert.ok(rec.labels.every((l) => !l.includes(".tex.")));
       await rec.flush();

@@ -17,7 +17,7 @@ import { describeGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "../lib/kernels/matmul.ts";
 import { resolveHardwareMatmul } from "../lib/kernels/matmul_tiled.ts";
-import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv7_chunked.ts";
+import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv_form.ts";
 import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
 import { assertClose, errRatio, gpu, maxAbsDiff, Rng } from "./_helpers.ts";
@@ -47,8 +47,8 @@ async function check(
     const mx = uploadMatrix(g, "M", Mx, K, N, undefined, dtype);
     const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
     const rec = new Recorder(g, "t", g.hasTimestamps);
-    mm.linearMatrix(rec, wm, { M, x: xb, y: y1, res: rb });
-    mm.lowrankMatrix(rec, mx, { M, x: xb, y: y2, act: "tanh" });
+    mm.linearMatrix(rec, wm, { rows: M, x: xb, y: y1, res: rb });
+    mm.lowrankMatrix(rec, mx, { rows: M, x: xb, y: y2, act: "tanh" });
     await rec.flush();
     if (g.hasTimestamps) {
       const ran = (await rec.timings()).map((t) => t.label).join(" ");
@@ -138,7 +138,7 @@ Deno.test({ name: "tiled matmul: offsets, strides, accumulate", ignore: !gpu }, 
     yb = uploadStorage(g, "y", y0);
   const rec = new Recorder(g, "t");
   mm.linear(rec, {
-    M,
+    rows: M,
     K,
     Nc: N,
     x: xb,

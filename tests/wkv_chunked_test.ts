@@ -1,5 +1,5 @@
 /**
- * The chunked WKV-7 (lib/ref/wkv_chunked.ts, shaders/wkv7_chunked*.wgsl) against the sequential
+ * The chunked WKV-7 (lib/ref/wkv7_chunked*.ts, shaders/wkv7_chunked*.wgsl) against the sequential
  * form: (a) chunked reference == sequential reference in float64 (forward y and final state;
  * backward every gradient and dS0), (b) finite differences of the chunked reference backward,
  * (c) GPU chunked vs GPU sequential and vs the reference, forward and backward, for T not a
@@ -16,12 +16,13 @@ import {
   recordWkvBackward,
   recordWkvForward,
   resolveWkvForm,
-  Wkv7ChunkedBackwardKernel,
-  Wkv7ChunkedKernel,
-} from "../lib/kernels/wkv7_chunked.ts";
+} from "../lib/kernels/wkv_form.ts";
+import { Wkv7ChunkedKernel } from "../lib/kernels/wkv7_chunked.ts";
+import { Wkv7ChunkedBackwardKernel } from "../lib/kernels/wkv7_chunked_backward.ts";
 import { wkvBackward, wkvForward } from "../lib/ref/wkv.ts";
 import type { WkvGrads, WkvInputs } from "../lib/ref/wkv.ts";
-import { wkvChunkedBackward, wkvChunkedForward } from "../lib/ref/wkv_chunked.ts";
+import { wkvChunkedForward } from "../lib/ref/wkv7_chunked.ts";
+import { wkvChunkedBackward } from "../lib/ref/wkv7_chunked_backward.ts";
 import { dot, GradChecker, maxAbs } from "./_fd.ts";
 import { gpu, maxAbsDiff, Rng } from "./_helpers.ts";
 
@@ -278,7 +279,7 @@ const GPU_CASES: GpuShape[] = [
 ];
 
 Deno.test({
-  name: "wkv7_chunked GPU == sequential GPU == reference (forward, backward; d ≈ 0.545)",
+  name: "wkv7_chunked + wkv7_chunked_backward GPU == sequential GPU == reference (d ≈ 0.545)",
   ignore: !gpu,
 }, async () => {
   for (const c of GPU_CASES) {

@@ -107,8 +107,8 @@ export async function benchMatmuls(
       const Mx = uploadMatrix(gpu, "bench.M", data, K, N, undefined, v.dtype);
       for (const entry of ["linear", "lowrank"] as const) {
         const [s, timer, kernels] = await secondsPer(gpu, (rec) => {
-          if (entry === "linear") mm.linearMatrix(rec, W, { M, x, y });
-          else mm.lowrankMatrix(rec, Mx, { M, x, y });
+          if (entry === "linear") mm.linearMatrix(rec, W, { rows: M, x, y });
+          else mm.lowrankMatrix(rec, Mx, { rows: M, x, y });
         });
         const gflops = 2 * M * K * N / s / 1e9;
         const bytes = K * N * (v.dtype === "f16" ? 2 : 4) + 4 * (M * K + M * N);

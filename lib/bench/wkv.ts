@@ -1,7 +1,7 @@
 /**
  * The two WKV forward forms side by side for `deno task gpu-check` (sequential kernel and the
  * chunked form of SPEC §2), per head count and T, so a GPU run can set the chunked form's
- * threshold (`wkvForm: { auto: { minT, maxBHN } }`, lib/kernels/wkv7_chunked.ts) from numbers.
+ * threshold (`wkvForm: { auto: { minT, maxBHN } }`, lib/kernels/wkv_form.ts) from numbers.
  *
  * @module
  */
@@ -9,7 +9,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, uploadStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Wkv7Kernel } from "../kernels/wkv7.ts";
-import { chunkedFits, recordWkvForward, Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
+import { Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
+import { chunkedFits, recordWkvForward } from "../kernels/wkv_form.ts";
 
 /** One shape timed in both forms (ms per forward call, B = 1). */
 export interface WkvTime {

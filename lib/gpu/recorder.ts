@@ -58,16 +58,6 @@ type Op =
     size: [number, number];
   };
 
-/**
- * Split a 1-D count of workgroups into (x, y) so neither exceeds the per-dimension limit.
- * Shaders recover the flat index as `wid.x + wid.y * nx` with `nx` passed as a parameter.
- */
-export function splitGroups(count: number, maxPerDim = 65535): [number, number] {
-  if (count <= maxPerDim) return [Math.max(1, count), 1];
-  const y = Math.ceil(count / maxPerDim);
-  return [Math.ceil(count / y), y];
-}
-
 /** Records dispatches and copies; {@link submit} sends them in one command buffer. */
 export class Recorder {
   #ops: Op[] = [];

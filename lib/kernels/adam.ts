@@ -8,7 +8,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Partial sums one gradient block contributes to the norm (workgroups of `sq_norm`). */
 export const NORM_PARTS = 64;
@@ -118,7 +119,7 @@ export class AdamKernel {
       needElems(name, what as string, b as GPUBuffer, off + n);
     }
     const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.99;
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [n, off, nx, o.clip ? 1 : 0, f32bits(o.lr), f32bits(b1), f32bits(b2)];
     params.push(f32bits(o.eps ?? 1e-8), f32bits(1 - b1 ** o.step), f32bits(1 - b2 ** o.step));
     const bindings = [param.buffer, grad.buffer, m, v, o.clip ?? this.one];

@@ -6,7 +6,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** `act = relu(pre)²` elementwise. */
 export class ChannelMixKernel {
@@ -25,7 +26,7 @@ export class ChannelMixKernel {
     checkDim(name, "n", a.n);
     needElems(name, "pre (B·T, F)", a.pre, a.n);
     needElems(name, "act (B·T, F)", a.act, a.n);
-    const { groups, nx } = flatGroups(a.n);
+    const { groups, nx } = splitGroups(a.n, { perGroup: WORKGROUP });
     rec.dispatch(this.pipe, [a.n, nx], [a.pre, a.act], groups, name);
   }
 }

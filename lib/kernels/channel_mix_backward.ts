@@ -6,7 +6,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** `dpre = dact · 2 · max(pre, 0)`, in place. */
 export class ChannelMixBackwardKernel {
@@ -30,7 +31,7 @@ export class ChannelMixBackwardKernel {
     checkDim(name, "n", n);
     needElems(name, "pre (B, T, F)", pre, n);
     needElems(name, "g (B, T, F)", g, n);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     rec.dispatch(this.pipe, [n, nx], [pre, g], groups, name);
   }
 }

@@ -3,6 +3,8 @@
  *
  * @module
  */
+import type { Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Elementwise and per-row kernels run 64 invocations per workgroup. */
 export const WORKGROUP = 64;
@@ -37,17 +39,42 @@ export function needElems(kernel: string, what: string, buf: GPUBuffer, elems: n
   }
 }
 
+/** Rows, heads and head size of a per-(row, head) kernel over (rows, H·N) activations. */
+export interface RowsHeads {
+  rows: number;
+  H: number;
+  N: number;
+}
+
 /**
- * Workgroup counts for `count` invocations in groups of {@link WORKGROUP}, split over (x, y) so
- * that neither exceeds `maxPerDim`. Shaders use `flat = wid.x + wid.y * nx`.
+ * Check and record one dispatch of the elementwise time-mix backward shaders
+ * (`gates_backward`, `key_norm_backward`, `groupnorm_bonus_backward`), whose Params are
+ * `[rows, H, N, word3, word4, n, nx]`: one invocation per (row, head), or per element when
+ * `perElement`. Every buffer but `vecs` must hold rows·H·N elements.
  */
-export function flatGroups(
-  count: number,
-  maxPerDim = 65535,
-): { groups: [number, number]; nx: number } {
-  const g = Math.max(1, Math.ceil(count / WORKGROUP));
-  if (g <= maxPerDim) return { groups: [g, 1], nx: g };
-  const y = Math.ceil(g / maxPerDim);
-  const x = Math.ceil(g / y);
-  return { groups: [x, y], nx: x };
+export function recordRowsHeads(
+  rec: Recorder,
+  pipe: GPUComputePipeline | undefined,
+  name: string,
+  a: RowsHeads,
+  words: [number, number],
+  bufs: Record<string, GPUBuffer>,
+  perElement = false,
+): void {
+  checkDim(name, "rows", a.rows);
+  checkDim(name, "H", a.H);
+  checkDim(name, "N", a.N);
+  const n = a.rows * a.H * a.N;
+  for (const [k, b] of Object.entries(bufs)) {
+    if (k !== "vecs") needElems(name, `${k} (B·T, C)`, b, n);
+  }
+  const { groups, nx } = splitGroups(perElement ? n : a.rows * a.H, { perGroup: WORKGROUP });
+  if (!pipe) throw new RangeError(`${name}: create the kernel with weightGrads = true`);
+  rec.dispatch(
+    pipe,
+    [a.rows, a.H, a.N, words[0], words[1], n, nx],
+    Object.values(bufs),
+    groups,
+    name,
+  );
 }

@@ -11,7 +11,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { LiftedFeatures } from "./lifted.ts";
 
 /** DBP pipelines for one M. */
@@ -60,7 +61,7 @@ export class DbpKernel {
     }
     needElems(name, "idx (n)", a.idx, a.n);
     needElems(name, "cov (H, M, M)", a.cov, a.H * M * M);
-    const { groups, nx } = flatGroups(a.H * M * M);
+    const { groups, nx } = splitGroups(a.H * M * M, { perGroup: WORKGROUP });
     const params = [a.H, a.n, accumulate ? 1 : 0, 0, 0, 0, 0, nx, a.F, stride, 0, 0];
     rec.dispatch(this.cov, params, [a.features.feat, a.idx, a.cov], groups, name);
   }
@@ -77,7 +78,7 @@ export class DbpKernel {
     for (const [k, b] of [["cov", a.cov], ["R", a.R], ["Rout", a.Rout]] as const) {
       needElems(name, `${k} (H, M, M)`, b, a.H * M * M);
     }
-    const { groups, nx } = flatGroups(a.H * M * M);
+    const { groups, nx } = splitGroups(a.H * M * M, { perGroup: WORKGROUP });
     const params = [
       a.H,
       0,

@@ -1,13 +1,14 @@
 /**
- * Host wrappers of `shaders/gates.wgsl` (decay, in-context rate, value residual) and
- * `shaders/key_norm.wgsl` (kk normalisation and the k_a update).
+ * Host wrapper of `shaders/gates.wgsl` (decay, in-context rate, value residual); the key
+ * normalisation is `key_norm.ts`.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link GatesKernel.record}; every activation buffer is (B·T, C). */
 export interface GatesArgs {
@@ -53,49 +54,9 @@ export class GatesKernel {
     }
     needElems(name, "v (B·T, C)", a.v, n);
     needElems(name, "vFirst (B·T, C)", a.vFirst, n);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [n, a.C, a.w0Off, a.a0Off, a.v0Off, a.layer0 ? 1 : 0, nx];
     const bufs = [a.vecs, a.z, a.d, a.a, a.vGate, a.v0, a.v, a.vFirst];
     rec.dispatch(this.pipe, params, bufs, groups, name);
-  }
-}
-
-/** Arguments of {@link KeyNormKernel.record}; activations are (B·T, H·N). */
-export interface KeyNormArgs {
-  rows: number;
-  H: number;
-  N: number;
-  vecs: GPUBuffer;
-  kkOff: number;
-  kaOff: number;
-  k0: GPUBuffer;
-  a: GPUBuffer;
-  kk: GPUBuffer;
-  k: GPUBuffer;
-}
-
-/** `kk = normalise(k0 ⊙ k_k)` per head and `k = k0 ⊙ (1 + (a − 1) ⊙ k_a)`. */
-export class KeyNormKernel {
-  private constructor(private readonly pipe: GPUComputePipeline) {}
-
-  /** Fetch the pipeline. */
-  static async create(gpu: Gpu): Promise<KeyNormKernel> {
-    return new KeyNormKernel(await getPipeline(gpu, { shader: "key_norm" }));
-  }
-
-  /** Record the key normalisation. */
-  record(rec: Recorder, a: KeyNormArgs): void {
-    const name = "key_norm";
-    checkDim(name, "rows", a.rows);
-    checkDim(name, "H", a.H);
-    checkDim(name, "N", a.N);
-    const C = a.H * a.N, n = a.rows * C;
-    needElems(name, "vecs", a.vecs, Math.max(a.kkOff, a.kaOff) + C);
-    for (const [k, b] of Object.entries({ k0: a.k0, a: a.a, kk: a.kk, k: a.k })) {
-      needElems(name, `${k} (B·T, C)`, b, n);
-    }
-    const { groups, nx } = flatGroups(a.rows * a.H);
-    const params = [a.rows, a.H, a.N, a.kkOff, a.kaOff, nx];
-    rec.dispatch(this.pipe, params, [a.vecs, a.k0, a.a, a.kk, a.k], groups, name);
   }
 }

@@ -6,7 +6,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link GroupNormBonusKernel.record}; activations are (B·T, H·N). */
 export interface GroupNormBonusArgs {
@@ -48,7 +49,7 @@ export class GroupNormBonusKernel {
     needElems(name, "vecs", a.vecs, Math.max(a.lnxW, a.lnxB, a.rkOff) + C);
     const acts = { y: a.y, r: a.r, k: a.k, v: a.v, g: a.g, o: a.o, og: a.og };
     for (const [key, b] of Object.entries(acts)) needElems(name, `${key} (B·T, C)`, b, n);
-    const { groups, nx } = flatGroups(a.rows * a.H);
+    const { groups, nx } = splitGroups(a.rows * a.H, { perGroup: WORKGROUP });
     const params = [a.rows, a.H, a.N, a.lnxW, a.lnxB, a.rkOff, f32bits(a.eps ?? a.N * 1e-5), nx];
     const bufs = [a.vecs, a.y, a.r, a.k, a.v, a.g, a.o, a.og];
     rec.dispatch(this.pipe, params, bufs, groups, name);

@@ -102,11 +102,11 @@ export class HeadCeKernel {
     rec.dispatch(this.pipes.count_mask, [a.rows, V, 0, 0, 0, 1], ce, [1], `${name}.count_mask`);
     for (let r0 = 0; r0 < a.rows; r0 += block) {
       const n = Math.min(block, a.rows - r0);
-      this.mm.linearMatrix(rec, a.head, { M: n, x: a.xNorm, xOff: r0 * C, y: a.logits });
+      this.mm.linearMatrix(rec, a.head, { rows: n, x: a.xNorm, xOff: r0 * C, y: a.logits });
       const [gx, gy] = [Math.min(n, 65535), Math.ceil(n / 65535)];
       const params = [a.rows, V, r0, n, a.l2wrap ? 1 : 0, gx];
       rec.dispatch(this.pipes.rows, params, ce, [gx, gy], `${name}.rows`);
-      this.mm.lowrankMatrix(rec, a.head, { M: n, x: a.logits, y: a.dx, yOff: r0 * C });
+      this.mm.lowrankMatrix(rec, a.head, { rows: n, x: a.logits, y: a.dx, yOff: r0 * C });
       if (a.dHead) this.#headGrad(rec, a, r0, n);
     }
     rec.dispatch(this.pipes.finish, [a.rows, V, 0, 0, 0, 1], ce, [1], `${name}.finish`);

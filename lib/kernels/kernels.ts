@@ -5,9 +5,11 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { ChannelMixKernel } from "./channel_mix.ts";
-import { GatesKernel, KeyNormKernel } from "./gates.ts";
+import { GatesKernel } from "./gates.ts";
+import { KeyNormKernel } from "./key_norm.ts";
 import { GroupNormBonusKernel } from "./groupnorm_bonus.ts";
-import { EmbedLayerNormKernel, LayerNormKernel } from "./layernorm.ts";
+import { EmbedLayerNormKernel } from "./embed_layernorm.ts";
+import { LayerNormKernel } from "./layernorm.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "./matmul.ts";
 import { TokenShiftKernel } from "./token_shift.ts";
 import { Wkv7Kernel } from "./wkv7.ts";

@@ -12,7 +12,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { checkDim, needElems } from "./common.ts";
-import { splitGroups } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** The switches of a lifted layer that the kernels read (see `LiftedState`). */
 export interface LiftedSwitches {
@@ -126,7 +126,9 @@ export class LiftedKernel {
     needElems(name, "arena", pr.arena, lay.size);
     needElems(name, "gate", pr.gate, pr.gateOff + a.H);
     needElems(name, "state (B, H, N, M)", a.state, a.stateOff + a.B * a.H * N * M);
-    const groups = splitGroups(pairs, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+    const { groups } = splitGroups(pairs, {
+      maxPerDim: rec.gpu.limits.maxComputeWorkgroupsPerDimension,
+    });
     const head = [rows, a.H, groups[0], liftedFlags(pr), a.B, a.T, a.stateOff, F];
     head.push(lay.supOff, lay.gamOff, pr.gateOff, 0);
     const f = a.features.feat;

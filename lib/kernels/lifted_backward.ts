@@ -11,8 +11,9 @@
 import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
-import { type Recorder, splitGroups } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
 import { SumBatchKernel } from "./sum_batch.ts";
 import {
   checkLiftedDims,
@@ -151,7 +152,9 @@ export class LiftedBackwardKernel {
     if (a.B * a.H > rec.gpu.limits.maxComputeWorkgroupsPerDimension) {
       throw new RangeError(`${name}: B·H = ${a.B * a.H} exceeds the workgroup count limit`);
     }
-    const groups = splitGroups(pairs, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+    const { groups } = splitGroups(pairs, {
+      maxPerDim: rec.gpu.limits.maxComputeWorkgroupsPerDimension,
+    });
     const nChunks = Math.ceil(a.T / LIFTED_BWD_CHUNK);
     const params = (nx: number) => [
       ...[rows, a.H, nx, liftedFlags(p), a.B, a.T, nChunks, s0Off],
@@ -173,7 +176,10 @@ export class LiftedBackwardKernel {
       groups,
       "lifted_backward.features",
     );
-    const flat = flatGroups(pairs * N, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+    const flat = splitGroups(pairs * N, {
+      perGroup: WORKGROUP,
+      maxPerDim: rec.gpu.limits.maxComputeWorkgroupsPerDimension,
+    });
     rec.dispatch(
       this.scatter,
       params(flat.nx),

@@ -8,7 +8,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { GpuMatrix } from "./matmul.ts";
 
 /** The adapter of one Linear: A (r, W.cols) and B (W.rows, r), f32, and s = α / r. */
@@ -93,7 +94,10 @@ export class LoraKernel {
   }
 
   #groups(count: number) {
-    return flatGroups(count, this.gpu.limits.maxComputeWorkgroupsPerDimension);
+    return splitGroups(count, {
+      perGroup: WORKGROUP,
+      maxPerDim: this.gpu.limits.maxComputeWorkgroupsPerDimension,
+    });
   }
 
   #check(name: string, W: GpuMatrix, f: LoraFactors): void {

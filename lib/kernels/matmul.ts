@@ -1,17 +1,20 @@
 /**
- * Host wrapper of `shaders/matmul_vec4.wgsl` (register-tiled, used when the shapes are 4-aligned;
- * tiles chosen per adapter by `tune.ts`) and `shaders/matmul.wgsl` (any shape): `x · Wᵀ` (Linear,
- * W [out, in]) and `x · M` (low-rank, M [in, out]), plus {@link GpuMatrix}, a weight matrix split
- * into row chunks so that no chunk exceeds one storage binding.
+ * Host wrapper of `shaders/matmul.wgsl` (any shape) and the front of the matmul family: `x · Wᵀ`
+ * (Linear, W [out, in]) and `x · M` (low-rank, M [in, out]) over {@link GpuMatrix}, a weight
+ * matrix split into row chunks so that no chunk exceeds one storage binding. Each product goes
+ * to the first kernel that takes it: the hardware kernels (`matmul_tiled.ts`), the texture
+ * kernels (`matmul_tex.ts`), the register tiles of `matmul_vec4.ts` when the shapes are 4-aligned
+ * (tiles chosen per adapter by `tune.ts`), else `matmul.wgsl`.
  *
  * Products with few rows (T = 1 generation) use the smallest compiled row tile (1, 2, 4 or 8 rows)
- * that covers M, so no work is spent on clamped rows.
+ * that covers the rows, so no work is spent on clamped rows.
  *
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
-import { Recorder, splitGroups } from "../gpu/recorder.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { tilePipeline, timeTile } from "./matmul_vec4.ts";
 import { checkDim, needElems } from "./common.ts";
 import { type MatmulTuning, type Tile, tuneMatmul, type TuneMode } from "./tune.ts";
 import { MatmulTex } from "./matmul_tex.ts";
@@ -28,13 +31,11 @@ export * from "./matmul_common.ts";
 import {
   ACT,
   type Entry,
-  expandTile,
   f16WeightSource,
   type GpuMatrix,
   type MatmulArgs,
   pickTile,
   rowTiles,
-  tileTemplate,
   TRS,
   type WeightDtype,
 } from "./matmul_common.ts";
@@ -45,11 +46,16 @@ type Tiled = Record<Entry, { tile: Tile; pipe: GPUComputePipeline }[]>;
 /** Options of {@link MatmulKernel.create}. */
 export interface MatmulOptions {
   /**
-   * Tile choice: "auto" (default) uses a probe result remembered or cached for this adapter,
-   * else {@link defaultTuning} (no start-up cost); "probe" probes once when nothing is cached
-   * (`deno task bench` does); "off" uses the defaults; "force" re-probes. `tuning` wins.
+   * Tile choice: "auto" (default) uses a probe result remembered for this device or found in
+   * `cacheFile`, else {@link defaultTuning} (no start-up cost); "probe" probes once when nothing
+   * is found (`deno task bench` does); "off" uses the defaults; "force" re-probes. `tuning` wins.
    */
   tune?: TuneMode;
+  /**
+   * A JSON file where probe results are kept per adapter description (read, and written after a
+   * probe); omitted (the default): no persistent cache, only this process's memory.
+   */
+  cacheFile?: string;
   /** Use these tiles (tests, benchmarks). */
   tuning?: MatmulTuning;
   /**
@@ -59,7 +65,7 @@ export interface MatmulOptions {
   hardware?: HardwareMatmulOptions;
 }
 
-/** Pipelines of `matmul.wgsl` and the tiled `matmul_vec4.wgsl`; create once with {@link MatmulKernel.create}. */
+/** Pipelines of the matmul family; create once with {@link MatmulKernel.create}. */
 export class MatmulKernel {
   readonly #sets = new Map<WeightDtype, { pipes: Pipes; tiled: Tiled }>();
   #tex?: MatmulTex;
@@ -130,6 +136,7 @@ export class MatmulKernel {
         gpu,
         options.tune ?? "auto",
         (entry, tile, s) => timeTile(gpu, entry, tile, s),
+        options.cacheFile,
       );
     const mm = new MatmulKernel(gpu, tuning, resolveHardwareMatmul(gpu, options.hardware));
     await mm.prepare("f32");
@@ -200,39 +207,15 @@ export class MatmulKernel {
 
   #record(rec: Recorder, entry: "linear" | "lowrank", a: MatmulArgs): void {
     const name = `matmul.${entry}`;
-    checkDim(name, "M", a.M);
-    checkDim(name, "K", a.K);
-    checkDim(name, "Nc", a.Nc);
-    const xOff = a.xOff ?? 0, xStride = a.xStride ?? a.K;
-    const yOff = a.yOff ?? 0, yStride = a.yStride ?? a.Nc;
-    const resOff = a.resOff ?? 0, resStride = a.resStride ?? a.Nc;
-    const wStride = a.wStride ?? (entry === "linear" ? a.K : a.Nc);
-    if (xStride < a.K) throw new RangeError(`${name}: xStride ${xStride} < K ${a.K}`);
-    if (yStride < a.Nc) throw new RangeError(`${name}: yStride ${yStride} < Nc ${a.Nc}`);
-    needElems(name, "x (M, K)", a.x, xOff + (a.M - 1) * xStride + a.K);
-    const wRows = entry === "linear" ? a.Nc : a.K;
-    const wCols = entry === "linear" ? a.K : a.Nc;
+    const { xOff, xStride, wStride } = checkInputs(name, entry, a);
     const dtype = a.wDtype ?? "f32";
     const set = this.#sets.get(dtype);
     if (!set) {
       throw new Error(`${name}: ${dtype} weights need \`await matmul.prepare("${dtype}")\` first`);
     }
-    const wElems = (wRows - 1) * wStride + wCols;
-    const wWhat = `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`;
-    if (dtype === "f32") needElems(name, wWhat, a.w, wElems);
-    else if (a.w.size < wElems * 2) {
-      throw new RangeError(
-        `${name}: buffer ${wWhat} ("${a.w.label}") has ${a.w.size / 2} f16 elements but the ` +
-          `shapes need ${wElems}`,
-      );
-    }
-    needElems(name, "y (M, Nc)", a.y, yOff + (a.M - 1) * yStride + a.Nc);
-    if (a.res) needElems(name, "res (M, Nc)", a.res, resOff + (a.M - 1) * resStride + a.Nc);
-    if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
-    const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
-    const params = [a.M, a.K, a.Nc, xOff, xStride, yOff, yStride, resOff, resStride, mode, wStride];
+    const params = checkOutputs(name, entry, a, { xOff, xStride, wStride });
     const bufs = [a.x, a.w, a.res ?? a.x, a.y];
-    if (this.#hw?.record(rec, { entry, M: a.M, Nc: a.Nc, dtype, params, bufs })) return;
+    if (this.#hw?.record(rec, { entry, rows: a.rows, Nc: a.Nc, dtype, params, bufs })) return;
     // the tiled kernel views w (and linear's x) as vec4: whole vec4s, 4-aligned rows
     const wVec = dtype === "f32" ? 16 : 8; // bytes of 4 weights
     const aligned = entry === "linear"
@@ -244,7 +227,7 @@ export class MatmulKernel {
         this.gpu,
         set.tiled[entry],
         entry,
-        a.M,
+        a.rows,
         a.Nc,
       );
       params.push(gx);
@@ -252,53 +235,49 @@ export class MatmulKernel {
       rec.dispatch(pipe, params, bufs, [gx, gy], `${name}.${tile.TR}x${tile.TC}${tag}`);
       return;
     }
-    const TR = a.M >= 4 ? 4 : a.M >= 2 ? 2 : 1;
-    const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.M / TR)] as const;
+    const TR = a.rows >= 4 ? 4 : a.rows >= 2 ? 2 : 1;
+    const groups = [Math.ceil(a.Nc / 4 / 64), Math.ceil(a.rows / TR)] as const;
     rec.dispatch(set.pipes[entry].get(TR)!, params, bufs, groups, name);
   }
 }
 
-const tileSource = new Map<string, string>();
-
-/** The compiled pipeline of one template expansion (cached by the pipeline cache). */
-function tilePipeline(
-  gpu: Gpu,
-  entry: Entry,
-  tile: Tile,
-  dtype: WeightDtype = "f32",
-): Promise<GPUComputePipeline> {
-  const id = `${entry}.${tile.TR}x${tile.TC}${dtype === "f16" ? ".f16" : ""}`;
-  let code = tileSource.get(id);
-  if (code === undefined) {
-    code = expandTile(tileTemplate("matmul_vec4"), entry, tile.TR, tile.TC);
-    if (dtype === "f16") code = f16WeightSource(code);
-    tileSource.set(id, code);
-  }
-  return getPipeline(gpu, {
-    shader: `matmul_vec4.${id}`,
-    entryPoint: entry,
-    constants: { WG: tile.WG },
-    code,
-  });
+/** Check the dimensions, strides and x of one product; returns the defaulted x and w layout. */
+function checkInputs(name: string, entry: Entry, a: MatmulArgs) {
+  checkDim(name, "rows", a.rows);
+  checkDim(name, "K", a.K);
+  checkDim(name, "Nc", a.Nc);
+  const xOff = a.xOff ?? 0, xStride = a.xStride ?? a.K;
+  const wStride = a.wStride ?? (entry === "linear" ? a.K : a.Nc);
+  if (xStride < a.K) throw new RangeError(`${name}: xStride ${xStride} < K ${a.K}`);
+  const yStride = a.yStride ?? a.Nc;
+  if (yStride < a.Nc) throw new RangeError(`${name}: yStride ${yStride} < Nc ${a.Nc}`);
+  needElems(name, "x (rows, K)", a.x, xOff + (a.rows - 1) * xStride + a.K);
+  return { xOff, xStride, wStride };
 }
 
-/** Seconds per dispatch of one tile on one shape (wall time over 8 dispatches in one submit). */
-async function timeTile(
-  gpu: Gpu,
+/** Check w, y and res of one product; returns the 11 Params words of `matmul.wgsl`. */
+function checkOutputs(
+  name: string,
   entry: Entry,
-  tile: Tile,
-  s: { M: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
-): Promise<number> {
-  const pipe = await tilePipeline(gpu, entry, tile);
-  const cols = entry === "linear" ? tile.TC : 4 * tile.TC;
-  const tiles = Math.ceil(s.M / tile.TR) * Math.ceil(s.N / cols);
-  const [gx, gy] = splitGroups(Math.ceil(tiles / tile.WG));
-  const wStride = entry === "linear" ? s.K : s.N;
-  const params = [s.M, s.K, s.N, 0, s.K, 0, s.N, 0, s.N, 0, wStride, gx];
-  const rec = new Recorder(gpu, "matmul.tune");
-  const n = 8;
-  for (let i = 0; i < n; i++) rec.dispatch(pipe, params, [s.x, s.w, s.x, s.y], [gx, gy]);
-  const t0 = performance.now();
-  await rec.flush();
-  return (performance.now() - t0) / 1000 / n;
+  a: MatmulArgs,
+  l: { xOff: number; xStride: number; wStride: number },
+): number[] {
+  const yOff = a.yOff ?? 0, yStride = a.yStride ?? a.Nc;
+  const resOff = a.resOff ?? 0, resStride = a.resStride ?? a.Nc;
+  const wRows = entry === "linear" ? a.Nc : a.K;
+  const wCols = entry === "linear" ? a.K : a.Nc;
+  const wElems = (wRows - 1) * l.wStride + wCols;
+  const wWhat = `w (${entry === "linear" ? "Nc, K" : "K, Nc"})`;
+  if ((a.wDtype ?? "f32") === "f32") needElems(name, wWhat, a.w, wElems);
+  else if (a.w.size < wElems * 2) {
+    throw new RangeError(
+      `${name}: buffer ${wWhat} ("${a.w.label}") has ${a.w.size / 2} f16 elements but the ` +
+        `shapes need ${wElems}`,
+    );
+  }
+  needElems(name, "y (rows, Nc)", a.y, yOff + (a.rows - 1) * yStride + a.Nc);
+  if (a.res) needElems(name, "res (rows, Nc)", a.res, resOff + (a.rows - 1) * resStride + a.Nc);
+  if (a.res === a.y) throw new RangeError(`${name}: res must differ from y (use addY)`);
+  const mode = ACT[a.act ?? "none"] | (a.addY ? 4 : 0) | (a.res ? 8 : 0);
+  return [a.rows, a.K, a.Nc, l.xOff, l.xStride, yOff, yStride, resOff, resStride, mode, l.wStride];
 }

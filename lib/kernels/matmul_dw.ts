@@ -8,7 +8,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { GpuMatrix } from "./matmul.ts";
 
 /** A strided (rows, cols) view of a buffer. */
@@ -52,32 +53,32 @@ export class MatmulDwKernel {
     }
   }
 
-  /** Record `out[r] = emb[tokens[r]]` for M rows: out (M, C). */
-  embGather(rec: Recorder, M: number, tokens: GPUBuffer, emb: GpuMatrix, out: GPUBuffer): void {
+  /** Record `out[r] = emb[tokens[r]]` for `rows` rows: out (rows, C). */
+  embGather(rec: Recorder, rows: number, tokens: GPUBuffer, emb: GpuMatrix, out: GPUBuffer): void {
     const name = "matmul_dw.emb_gather", C = emb.cols;
-    checkDim(name, "M", M);
-    needElems(name, "tokens (M)", tokens, M);
-    needElems(name, "out (M, C)", out, M * C);
-    const { groups, nx } = flatGroups(M * C);
+    checkDim(name, "rows", rows);
+    needElems(name, "tokens (rows)", tokens, rows);
+    needElems(name, "out (rows, C)", out, rows * C);
+    const { groups, nx } = splitGroups(rows * C, { perGroup: WORKGROUP });
     for (const ch of emb.chunks) {
-      const params = [M, C, ch.rowStart, ch.rows, nx];
+      const params = [rows, C, ch.rowStart, ch.rows, nx];
       rec.dispatch(this.gatherPipe, params, [tokens, ch.buffer, out], groups, name);
     }
   }
 
   /**
-   * Record `dEmb[tokens[r]] += dx[r]` over M rows (rows in order per channel: deterministic).
+   * Record `dEmb[tokens[r]] += dx[r]` over `rows` rows (rows in order per channel: deterministic).
    *
    * @param dEmb [V, C], chunked like the embedding
    */
-  embScatter(rec: Recorder, M: number, tokens: GPUBuffer, dx: GPUBuffer, dEmb: GpuMatrix): void {
+  embScatter(rec: Recorder, rows: number, tokens: GPUBuffer, dx: GPUBuffer, dEmb: GpuMatrix): void {
     const name = "matmul_dw.emb_scatter", C = dEmb.cols;
-    checkDim(name, "M", M);
-    needElems(name, "tokens (M)", tokens, M);
-    needElems(name, "dx (M, C)", dx, M * C);
-    const { groups, nx } = flatGroups(C);
+    checkDim(name, "rows", rows);
+    needElems(name, "tokens (rows)", tokens, rows);
+    needElems(name, "dx (rows, C)", dx, rows * C);
+    const { groups, nx } = splitGroups(C, { perGroup: WORKGROUP });
     for (const ch of dEmb.chunks) {
-      const params = [M, C, ch.rowStart, ch.rows, nx];
+      const params = [rows, C, ch.rowStart, ch.rows, nx];
       rec.dispatch(this.scatterPipe, params, [tokens, dx, ch.buffer], groups, name);
     }
   }
@@ -133,7 +134,7 @@ export class MatmulDwKernel {
     needElems(name, "A (R, Q)", A.buffer, aOff + (R - 1) * aStride + Q);
     needElems(name, "Bm (R, Q)", b.buffer, bOff + (R - 1) * bStride + Q);
     needElems(name, "out (Q)", out.buffer, (out.off ?? 0) + Q);
-    const { groups, nx } = flatGroups(Q);
+    const { groups, nx } = splitGroups(Q, { perGroup: WORKGROUP });
     const mode = (accumulate ? 1 : 0) | (Bm ? 2 : 0);
     const params = [R, 0, Q, aOff, aStride, bOff, bStride, out.off ?? 0, 0, mode, nx];
     rec.dispatch(this.colPipe, params, [A.buffer, b.buffer, out.buffer], groups, name);

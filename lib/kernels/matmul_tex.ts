@@ -10,7 +10,7 @@
  * `deno task bench`). On GPUs storage loads are fast and the buffer kernels stay.
  *
  * A product takes this path only when its operands fit it: weight columns a multiple of 4, x rows
- * 256-byte aligned (copy rules of `copyBufferToTexture`), M and K / 4 within the adapter's
+ * 256-byte aligned (copy rules of `copyBufferToTexture`), rows and K / 4 within the adapter's
  * texture size. Otherwise the caller falls back to the buffer kernels, so results never depend
  * on which path ran beyond f32 rounding order.
  *
@@ -136,7 +136,7 @@ export class MatmulTex {
     const xt = this.#copyX(rec, a, W.cols, W.cols);
     for (const part of W.tex.parts) {
       this.#dispatch(rec, "linear", xt, part.view, {
-        M: a.M,
+        rows: a.rows,
         K: W.cols,
         Nc: part.rows,
         yOff: (a.yOff ?? 0) + part.rowStart,
@@ -169,7 +169,7 @@ export class MatmulTex {
       const act = i === n - 1 ? ACT[a.act ?? "none"] : 0;
       const res = i === 0 ? a.res : undefined;
       this.#dispatch(rec, "lowrank", xt, part.view, {
-        M: a.M,
+        rows: a.rows,
         K: part.rows,
         Nc: Mx.cols,
         yOff: a.yOff ?? 0,
@@ -184,22 +184,22 @@ export class MatmulTex {
     return true;
   }
 
-  /** Whether x (M × K, row stride `xStride`, default K) can be copied into textures. */
+  /** Whether x (rows × K, row stride `xStride`, default K) can be copied into textures. */
   #fits(a: MatrixArgs, K: number): boolean {
     const max = this.gpu.limits.maxTextureDimension2D;
     const xOff = a.xOff ?? 0, xStride = a.xStride ?? K;
-    if (K % 4 !== 0 || a.M < 1 || npot(Math.ceil(a.M / 64) * 64) > max) return false;
+    if (K % 4 !== 0 || a.rows < 1 || npot(Math.ceil(a.rows / 64) * 64) > max) return false;
     if (xOff % 4 !== 0 || (xStride * 4) % 256 !== 0) return false;
-    return a.x.size >= (xOff + (a.M - 1) * xStride + K) * 4; // else the buffer path names it
+    return a.x.size >= (xOff + (a.rows - 1) * xStride + K) * 4; // else the buffer path names it
   }
 
   /**
-   * Copy `K` columns of x (M rows from element `xOff`, row stride `xStride`, default `rowLen`)
+   * Copy `K` columns of x (`rows` rows from element `xOff`, row stride `xStride`, default `rowLen`)
    * into a scratch texture (sizes rounded up to 64, then to a non-power of two; see {@link npot}).
    */
   #copyX(rec: Recorder, a: MatrixArgs, K: number, rowLen: number): GPUTextureView {
     const xOff = a.xOff ?? 0, xStride = a.xStride ?? rowLen;
-    const w = npot(Math.ceil(K / 4 / 64) * 64), h = npot(Math.ceil(a.M / 64) * 64);
+    const w = npot(Math.ceil(K / 4 / 64) * 64), h = npot(Math.ceil(a.rows / 64) * 64);
     const key = `${w}x${h}`;
     let tex = this.#scratch.get(key);
     if (!tex) {
@@ -212,7 +212,7 @@ export class MatmulTex {
       tex = { texture, view: texture.createView() };
       this.#scratch.set(key, tex);
     }
-    rec.copyToTexture(a.x, xOff * 4, xStride * 4, tex.texture, [K / 4, a.M]);
+    rec.copyToTexture(a.x, xOff * 4, xStride * 4, tex.texture, [K / 4, a.rows]);
     return tex.view;
   }
 
@@ -222,7 +222,7 @@ export class MatmulTex {
     xt: GPUTextureView,
     wt: GPUTextureView,
     d: {
-      M: number;
+      rows: number;
       K: number;
       Nc: number;
       yOff: number;
@@ -235,18 +235,20 @@ export class MatmulTex {
     },
   ): void {
     const name = `matmul.${entry}.tex`;
-    needElems(name, "y (M, Nc)", d.y, d.yOff + (d.M - 1) * d.yStride + d.Nc);
-    if (d.res) needElems(name, "res (M, Nc)", d.res, d.resOff + (d.M - 1) * d.resStride + d.Nc);
+    needElems(name, "y (rows, Nc)", d.y, d.yOff + (d.rows - 1) * d.yStride + d.Nc);
+    if (d.res) {
+      needElems(name, "res (rows, Nc)", d.res, d.resOff + (d.rows - 1) * d.resStride + d.Nc);
+    }
     if (d.res === d.y) throw new RangeError(`${name}: res must differ from y`);
     const { tile, pipe, groups: [gx, gy] } = pickTile(
       this.gpu,
       this.tiled[entry],
       entry,
-      d.M,
+      d.rows,
       d.Nc,
     );
     const params = [
-      d.M,
+      d.rows,
       d.K,
       d.Nc,
       0, // first texel column of x (each product copies its own x)

@@ -17,22 +17,23 @@
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
 import { isSoftwareAdapter } from "../gpu/software.ts";
-import { getPipeline, shaderSource } from "../gpu/pipeline.ts";
-import { type Recorder, splitGroups } from "../gpu/recorder.ts";
+import { getPipeline } from "../gpu/pipeline.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import type { Entry, WeightDtype } from "./matmul_common.ts";
-import { f16WeightSource } from "./matmul_common.ts";
+import { applyVariants, composeShader, type VariantName } from "./codegen.ts";
 
 /** When the hardware kernels run: "auto" (from the adapter), "on" (forced), "off". */
 const Switch = z.enum(["auto", "on", "off"]);
 
 /** Options choosing the hardware matmul kernels; see {@link resolveHardwareMatmul}. */
 export const HardwareMatmulOptionsSchema = z.strictObject({
-  /** tiled product for M ≥ `tiledMinRows`: "auto" = on hardware adapters (default) */
+  /** tiled product for rows ≥ `tiledMinRows`: "auto" = on hardware adapters (default) */
   tiled: Switch.default("auto"),
   /** fewest rows the tiled product takes (fewer: the register tiles); default 16 */
   tiledMinRows: z.number().int().min(1).default(16),
   /**
-   * subgroup GEMV for Linear products with M ≤ 4: "auto" = on hardware adapters offering
+   * subgroup GEMV for Linear products with rows ≤ 4: "auto" = on hardware adapters offering
    * `subgroups`; "on" needs the feature; "emulate" runs the same kernel with a subgroup size of
    * 1 on any adapter (checks only)
    */
@@ -101,15 +102,8 @@ type Variant = "f32" | "f16" | "f16math";
  * "f16math" needs `shader-f16`: f16 staging and products, f32 sums.
  */
 export function tiledSource(variant: Variant): string {
-  const src = `${shaderSource("matmul_tile_common")}\n${shaderSource("matmul_tiled")}`;
-  if (variant === "f32") return src;
-  if (variant === "f16") return f16WeightSource(src);
-  const out = src.replace("alias XT = f32;", "alias XT = f16;")
-    .replace("var<storage, read> w: array<f32>;", "var<storage, read> w: array<f16>;");
-  if (!out.includes("alias XT = f16;") || !out.includes("w: array<f16>")) {
-    throw new Error("tiledSource: unexpected shader text in matmul_tiled.wgsl");
-  }
-  return `enable f16;\n${out}`;
+  const names: Record<Variant, VariantName[]> = { f32: [], f16: ["f16w"], f16math: ["f16math"] };
+  return applyVariants(composeShader("matmul_tile_common", "matmul_tiled"), names[variant]);
 }
 
 /**
@@ -117,21 +111,17 @@ export function tiledSource(variant: Variant): string {
  * of 1 (`subgroupAdd(v)` = v and every lane first), which compiles and runs anywhere.
  */
 export function gemvSource(dtype: WeightDtype, emulate: boolean): string {
-  let src = `${shaderSource("matmul_tile_common")}\n${shaderSource("gemv_subgroup")}`;
-  if (dtype === "f16") src = f16WeightSource(src);
-  if (!emulate) return `enable subgroups;\n${src}`;
-  const out = src.replace("@builtin(subgroup_invocation_id) sgLane: u32,", "")
-    .replaceAll("subgroupAdd(", "sgAdd1(");
-  if (out === src || out.includes("subgroup_invocation_id")) {
-    throw new Error("gemvSource: unexpected shader text in gemv_subgroup.wgsl");
-  }
-  return `${out}\nconst sgLane = 0u;\nfn sgAdd1(v: f32) -> f32 {\n  return v;\n}\n`;
+  const names: VariantName[] = [
+    ...(dtype === "f16" ? ["f16w"] as const : []),
+    emulate ? "sg1" : "subgroups",
+  ];
+  return applyVariants(composeShader("matmul_tile_common", "gemv_subgroup"), names);
 }
 
 /** The rows and columns of one product, plus the parameter words and bindings already checked. */
 export interface HardwareProduct {
   entry: Entry;
-  M: number;
+  rows: number;
   Nc: number;
   dtype: WeightDtype;
   /** the 11 Params words of `matmul.wgsl` (nx is appended here) */
@@ -186,17 +176,17 @@ export class MatmulHardware {
   record(rec: Recorder, a: HardwareProduct): boolean {
     const gemv = this.#gemv.get(a.dtype);
     const tag = a.dtype === "f16" ? (this.choice.f16Math ? ".f16math" : ".f16") : "";
-    if (gemv && a.entry === "linear" && a.M <= 4) {
-      const [gx, gy] = splitGroups(
-        Math.ceil(a.Nc / 4),
-        this.gpu.limits.maxComputeWorkgroupsPerDimension,
-      );
+    if (gemv && a.entry === "linear" && a.rows <= 4) {
+      const { groups: [gx, gy] } = splitGroups(a.Nc, {
+        perGroup: 4,
+        maxPerDim: this.gpu.limits.maxComputeWorkgroupsPerDimension,
+      });
       rec.dispatch(gemv, [...a.params, gx], a.bufs, [gx, gy], `matmul.gemv${tag}`);
       return true;
     }
     const tiled = this.#tiled.get(a.dtype);
-    if (!tiled || a.M < this.choice.tiledMinRows) return false;
-    const gx = Math.ceil(a.Nc / 64), gy = Math.ceil(a.M / 64);
+    if (!tiled || a.rows < this.choice.tiledMinRows) return false;
+    const gx = Math.ceil(a.Nc / 64), gy = Math.ceil(a.rows / 64);
     const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (gx > max || gy > max) return false;
     rec.dispatch(

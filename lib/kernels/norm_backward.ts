@@ -7,7 +7,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import { f32bits, type Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link NormBackwardKernel.record}. Row width is G·S. */
 export interface NormBackwardArgs {
@@ -59,7 +60,7 @@ export class NormBackwardKernel {
     needElems(name, "dx (rows, G·S)", a.dx, n);
     needElems(name, "vecs", a.vecs, a.wOff + a.G * a.S);
     if (a.xhat) needElems(name, "xhat (rows, G·S)", a.xhat, n);
-    const { groups, nx } = flatGroups(a.rows * a.G);
+    const { groups, nx } = splitGroups(a.rows * a.G, { perGroup: WORKGROUP });
     const mode = (a.accumulate ? 1 : 0) | (a.xhat ? 2 : 0);
     const params = [a.rows, a.G, a.S, a.wOff, f32bits(a.eps ?? 1e-5), mode, nx];
     const bindings = [a.x, a.dy, a.vecs, a.dx, a.xhat ?? this.dummy];

@@ -25,7 +25,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { isSoftwareAdapter } from "../gpu/software.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
-import { f32bits, type Recorder, splitGroups } from "../gpu/recorder.ts";
+import { f32bits, type Recorder } from "../gpu/recorder.ts";
+import { splitGroups } from "../gpu/groups.ts";
 import { checkDim, needElems } from "./common.ts";
 
 /** Token written for a row whose logits hold NaN or +Infinity (the model output is broken). */
@@ -144,7 +145,9 @@ export class SampleKernel {
     const invT = Math.fround(1 / s.temperature);
     const greedy = s.temperature === 0 || !Number.isFinite(invT);
     const penalties = s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
-    const [gx, gy] = splitGroups(a.B, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
+    const { groups: [gx, gy] } = splitGroups(a.B, {
+      maxPerDim: rec.gpu.limits.maxComputeWorkgroupsPerDimension,
+    });
     const params = [
       a.V,
       limit,

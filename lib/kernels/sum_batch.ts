@@ -7,7 +7,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link SumBatchKernel.record}. */
 export interface SumBatchArgs {
@@ -40,7 +41,7 @@ export class SumBatchKernel {
     const srcOff = a.srcOff ?? 0, dstOff = a.dstOff ?? 0;
     needElems(name, "src (B, n)", a.src, srcOff + a.B * a.n);
     needElems(name, "dst (n)", a.dst, dstOff + a.n);
-    const { groups, nx } = flatGroups(a.n);
+    const { groups, nx } = splitGroups(a.n, { perGroup: WORKGROUP });
     const params = [a.n, a.B, srcOff, dstOff, a.accumulate ? 1 : 0, nx];
     rec.dispatch(this.pipe, params, [a.src, a.dst], groups, name);
   }

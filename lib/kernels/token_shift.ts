@@ -6,7 +6,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Shapes and buffers shared by both entry points. */
 export interface TokenShiftArgs {
@@ -56,7 +57,7 @@ export class TokenShiftKernel {
     needElems(name, "vecs", a.vecs, a.xOff + a.nMix * a.C);
     const n = a.B * a.T * a.C;
     needElems(name, "out (nMix, B, T, C)", a.out, a.nMix * n);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [a.B, a.T, a.C, a.shiftOff, a.nMix, a.xOff, nx];
     rec.dispatch(this.mixPipe, params, [a.u, a.shift, a.vecs, a.out], groups, name);
   }
@@ -65,7 +66,7 @@ export class TokenShiftKernel {
   store(rec: Recorder, a: TokenShiftArgs): void {
     const name = "token_shift.store";
     this.#check(name, a);
-    const { groups, nx } = flatGroups(a.B * a.C);
+    const { groups, nx } = splitGroups(a.B * a.C, { perGroup: WORKGROUP });
     const params = [a.B, a.T, a.C, a.shiftOff, 0, 0, nx];
     rec.dispatch(this.storePipe, params, [a.u, a.shift], groups, name);
   }

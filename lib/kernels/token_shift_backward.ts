@@ -7,7 +7,8 @@
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { checkDim, flatGroups, needElems } from "./common.ts";
+import { checkDim, needElems, WORKGROUP } from "./common.ts";
+import { splitGroups } from "../gpu/groups.ts";
 
 /** Arguments of {@link TokenShiftBackwardKernel.record}. */
 export interface TokenShiftBackwardArgs {
@@ -74,7 +75,7 @@ export class TokenShiftBackwardKernel {
     needElems(name, "u (B, T, C)", a.u, n);
     if (a.shift) needElems(name, "shift (·, B, C)", a.shift, shiftOff + a.B * a.C);
     needElems(name, "out", a.out, a.outOff + a.nMix * a.C);
-    const { groups, nx } = flatGroups(a.nMix * a.C);
+    const { groups, nx } = splitGroups(a.nMix * a.C, { perGroup: WORKGROUP });
     const params = [a.B, a.T, a.C, a.nMix, shiftOff, a.shift ? 1 : 0, a.outOff, nx];
     rec.dispatch(this.wPipe, params, [a.dmix, a.u, a.shift ?? a.u, a.out], groups, name);
   }
@@ -90,7 +91,7 @@ export class TokenShiftBackwardKernel {
     needElems(name, "vecs", a.vecs, a.xOff + a.nMix * a.C);
     needElems(name, "du (B, T, C)", a.du, n);
     needElems(name, "dshift (·, B, C)", a.dshift, shiftOff + a.B * a.C);
-    const { groups, nx } = flatGroups(n);
+    const { groups, nx } = splitGroups(n, { perGroup: WORKGROUP });
     const params = [a.B, a.T, a.C, a.nMix, a.xOff, shiftOff, nx];
     rec.dispatch(this.pipe, params, [a.dmix, a.vecs, a.du, a.dshift], groups, name);
   }

@@ -1,7 +1,8 @@
 /**
- * Start-up probe that picks the matmul tile sizes for the adapter at hand, cached per device in
- * memory and per adapter description in `~/.cache/rwkv7-webgpu/matmul-tune.json`, so later runs
- * skip it.
+ * Start-up probe that picks the matmul tile sizes for the adapter at hand, remembered per device
+ * in memory and, only when the caller names a `cacheFile`, per adapter description in that JSON
+ * file, so later runs skip it. Nothing is read from the environment or the home directory: the
+ * tiles depend on the adapter, the mode and the caller's explicit options only.
  *
  * Why it exists: the best register tile differs by orders of magnitude between adapters. On
  * Mesa's llvmpipe every storage-buffer load is a per-lane scalar loop, so large tiles (few loads
@@ -35,9 +36,10 @@ export interface MatmulTuning {
 
 /** How {@link tuneMatmul} may decide: probe when nothing is cached, never probe, or re-probe. */
 /**
- * "off": the defaults; "auto": a tuning remembered for this device or cached on disk, else the
- * defaults (never probes, so no start-up cost); "probe": like "auto" but probes (and caches)
- * when nothing is cached; "force": always probe.
+ * "off": the defaults; "auto": a tuning remembered for this device or found in the `cacheFile`
+ * (when one is given), else the defaults (never probes, so no start-up cost); "probe": like
+ * "auto" but probes (and writes the `cacheFile`, when given) when nothing is found; "force":
+ * always probe.
  */
 export type TuneMode = "auto" | "off" | "probe" | "force";
 
@@ -69,19 +71,9 @@ export function defaultTuning(gpu: Pick<Gpu, "isFallback" | "description">): Mat
 const CACHE_VERSION = 1;
 const memo = new WeakMap<GPUDevice, MatmulTuning>();
 
-function cacheFile(): string | undefined {
-  try {
-    const home = Deno.env.get("HOME");
-    return home ? `${home}/.cache/rwkv7-webgpu/matmul-tune.json` : undefined;
-  } catch {
-    return undefined; // no env permission, or not Deno
-  }
-}
-
 type CacheDoc = Record<string, MatmulTuning & { version: number; date: string }>;
 
-function readCache(): CacheDoc {
-  const f = cacheFile();
+function readCache(f: string | undefined): CacheDoc {
   if (!f) return {};
   try {
     return JSON.parse(Deno.readTextFileSync(f)) as CacheDoc;
@@ -90,16 +82,15 @@ function readCache(): CacheDoc {
   }
 }
 
-function writeCache(key: string, t: MatmulTuning): void {
-  const f = cacheFile();
+function writeCache(f: string | undefined, key: string, t: MatmulTuning): void {
   if (!f) return;
   try {
-    const doc = readCache();
+    const doc = readCache(f);
     doc[key] = { ...t, version: CACHE_VERSION, date: new Date().toISOString() };
     Deno.mkdirSync(f.slice(0, f.lastIndexOf("/")), { recursive: true });
     Deno.writeTextFileSync(f, JSON.stringify(doc, null, 2) + "\n");
   } catch {
-    // read-only home or no permission: the in-memory result still holds for this process
+    // read-only location or no permission: the in-memory result still holds for this process
   }
 }
 
@@ -107,26 +98,30 @@ function writeCache(key: string, t: MatmulTuning): void {
 export type TileTimer = (
   entry: "linear" | "lowrank",
   tile: Tile,
-  shape: { M: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
+  shape: { rows: number; K: number; N: number; x: GPUBuffer; w: GPUBuffer; y: GPUBuffer },
 ) => Promise<number>;
 
 /**
- * The tiles for `gpu`: from memory, then the cache file, then (mode "probe" or "force") a short
- * probe of every candidate on a 64 × 256 × 256 product; otherwise {@link defaultTuning}.
+ * The tiles for `gpu`: from memory, then `cacheFile` (when given), then (mode "probe" or
+ * "force") a short probe of every candidate on a 64 × 256 × 256 product; otherwise
+ * {@link defaultTuning}.
  *
  * @param time times one candidate in seconds (supplied by `MatmulKernel`)
+ * @param cacheFile a JSON file of probe results per adapter description, read and written;
+ *   omitted (the default): no persistent cache
  */
 export async function tuneMatmul(
   gpu: Gpu,
   mode: TuneMode,
   time: TileTimer,
+  cacheFile?: string,
 ): Promise<MatmulTuning> {
   if (mode === "off") return defaultTuning(gpu);
   const key = `${gpu.description}|v${CACHE_VERSION}`;
   if (mode === "auto" || mode === "probe") {
     const m = memo.get(gpu.device);
     if (m) return m;
-    const c = readCache()[key];
+    const c = readCache(cacheFile)[key];
     if (c && c.version === CACHE_VERSION && c.linear && c.lowrank) {
       const t: MatmulTuning = { linear: c.linear, lowrank: c.lowrank, source: "cache" };
       if (c.gflops) t.gflops = c.gflops;
@@ -135,21 +130,21 @@ export async function tuneMatmul(
     }
     if (mode === "auto") return defaultTuning(gpu);
   }
-  const [M, K, N] = [64, 256, 256];
-  const x = createStorage(gpu, "tune.x", M * K * 4);
+  const [rows, K, N] = [64, 256, 256];
+  const x = createStorage(gpu, "tune.x", rows * K * 4);
   const w = createStorage(gpu, "tune.w", K * N * 4);
-  const y = createStorage(gpu, "tune.y", M * N * 4);
+  const y = createStorage(gpu, "tune.y", rows * N * 4);
   const pick = async (entry: "linear" | "lowrank", tiles: readonly Tile[]) => {
     let best = tiles[0], bestS = Infinity;
     for (const tile of tiles) {
-      await time(entry, tile, { M, K, N, x, w, y }); // compile + warm up
+      await time(entry, tile, { rows, K, N, x, w, y }); // compile + warm up
       const s = Math.min(
-        await time(entry, tile, { M, K, N, x, w, y }),
-        await time(entry, tile, { M, K, N, x, w, y }),
+        await time(entry, tile, { rows, K, N, x, w, y }),
+        await time(entry, tile, { rows, K, N, x, w, y }),
       );
       if (s < bestS) [best, bestS] = [tile, s];
     }
-    return { best, gflops: (2 * M * K * N) / bestS / 1e9 };
+    return { best, gflops: (2 * rows * K * N) / bestS / 1e9 };
   };
   try {
     const lin = await pick("linear", LINEAR_TILES);
@@ -161,7 +156,7 @@ export async function tuneMatmul(
       gflops: { linear: lin.gflops, lowrank: low.gflops },
     };
     memo.set(gpu.device, t);
-    writeCache(key, t);
+    writeCache(cacheFile, key, t);
     return t;
   } finally {
     x.destroy();

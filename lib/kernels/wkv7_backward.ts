@@ -162,26 +162,10 @@ export class Wkv7BackwardKernel {
   /** Record the backward for every (b, h): dr, dd, dk, dv, dkk, da and ds0. */
   record(rec: Recorder, a: Wkv7BackwardArgs): void {
     const name = "wkv7_backward";
-    for (const [n, v] of [["B", a.B], ["T", a.T], ["H", a.H]] as const) checkDim(name, n, v);
-    checkWkvHeadSize(name, a.N);
-    const pipe = this.pipes.get(a.N);
-    if (!pipe) throw new RangeError(`${name}: no pipeline for N = ${a.N}; pass it to create()`);
-    const { B, T, H, N } = a;
-    const C = H * N;
-    const L = scratchLayout(B, T, H, N);
-    const ins = { r: a.r, d: a.d, k: a.k, v: a.v, kk: a.kk, a: a.a, dy: a.dy };
-    const outs = { dr: a.dr, dd: a.dd, dk: a.dk, dv: a.dv, dkk: a.dkk, da: a.da };
-    for (const [key, buf] of Object.entries({ ...ins, ...outs })) {
-      needElems(name, `${key} (B, T, H, N)`, buf, L.n);
-    }
-    const NN = H * N * N;
+    const { pipe, L } = this.#check(name, a);
+    const { T, H, N } = a;
+    const C = H * N, NN = H * N * N;
     const s0Off = a.s0Off ?? 0, ds0Off = a.ds0Off ?? 0;
-    needElems(name, "s0", a.s0, s0Off + (a.sharedS0 ? 1 : B) * NN);
-    needElems(name, "ds0 (B, H, N, N)", a.ds0, ds0Off + B * NN);
-    needElems(name, "scratch", a.scratch, L.total);
-    if (s0Off % 4 !== 0 || ds0Off % 4 !== 0) {
-      throw new RangeError(`${name}: s0Off ${s0Off} and ds0Off ${ds0Off} must be multiples of 4`);
-    }
     const vecs = { buffer: a.scratch, offset: 0, size: L.ckOff * 4 };
     const ck = { buffer: a.scratch, offset: L.ckOff * 4, size: L.ckElems * 4 };
     const params = (w: WkvWindow, mode: number) => [
@@ -214,6 +198,30 @@ export class Wkv7BackwardKernel {
       st.fill(rec, [a.scratch], w, C, 8, L.dsaOff);
       rec.dispatch(pipe.bwdCols, params(w, 1), colBinds, g, `${name}.backward_cols`);
     }
+  }
+
+  /** Check the shapes, buffers and offsets of `a`; returns its pipelines and scratch layout. */
+  #check(name: string, a: Wkv7BackwardArgs): { pipe: Passes; L: ReturnType<typeof scratchLayout> } {
+    for (const [n, v] of [["B", a.B], ["T", a.T], ["H", a.H]] as const) checkDim(name, n, v);
+    checkWkvHeadSize(name, a.N);
+    const pipe = this.pipes.get(a.N);
+    if (!pipe) throw new RangeError(`${name}: no pipeline for N = ${a.N}; pass it to create()`);
+    const { B, T, H, N } = a;
+    const L = scratchLayout(B, T, H, N);
+    const ins = { r: a.r, d: a.d, k: a.k, v: a.v, kk: a.kk, a: a.a, dy: a.dy };
+    const outs = { dr: a.dr, dd: a.dd, dk: a.dk, dv: a.dv, dkk: a.dkk, da: a.da };
+    for (const [key, buf] of Object.entries({ ...ins, ...outs })) {
+      needElems(name, `${key} (B, T, H, N)`, buf, L.n);
+    }
+    const NN = H * N * N;
+    const s0Off = a.s0Off ?? 0, ds0Off = a.ds0Off ?? 0;
+    needElems(name, "s0", a.s0, s0Off + (a.sharedS0 ? 1 : B) * NN);
+    needElems(name, "ds0 (B, H, N, N)", a.ds0, ds0Off + B * NN);
+    needElems(name, "scratch", a.scratch, L.total);
+    if (s0Off % 4 !== 0 || ds0Off % 4 !== 0) {
+      throw new RangeError(`${name}: s0Off ${s0Off} and ds0Off ${ds0Off} must be multiples of 4`);
+    }
+    return { pipe, L };
   }
 
   /**

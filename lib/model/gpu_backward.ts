@@ -31,7 +31,7 @@ import { MatmulDwKernel } from "../kernels/matmul_dw.ts";
 import { NormBackwardKernel } from "../kernels/norm_backward.ts";
 import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
-import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked.ts";
+import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked_backward.ts";
 import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
 import { recordLayer } from "./gpu_layer.ts";
 import { type DbpRows, type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";

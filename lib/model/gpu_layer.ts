@@ -38,8 +38,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Kernels } from "../kernels/kernels.ts";
-import { recordWkvForward } from "../kernels/wkv7_chunked.ts";
-import type { Wkv7ChunkedKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
+import { recordWkvForward, type WkvFormOption } from "../kernels/wkv_form.ts";
+import type { Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
 import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
 import type { GpuState } from "./gpu_state.ts";
 import { type GpuWeights, layerVec } from "./gpu_weights.ts";
@@ -193,19 +193,19 @@ export function recordTimeMix(
   k.tokenShift.mix(rec, { ...shift, nMix: 6, vecs, xOff: vo("x_r"), out: ws.mix });
   k.tokenShift.store(rec, shift);
   const mm = k.matmul;
-  const mix = (m: number) => ({ M, x: ws.mix, xOff: m * n });
+  const mix = (m: number) => ({ rows: M, x: ws.mix, xOff: m * n });
   mm.linearMatrix(rec, lw.Wr, { ...mix(0), y: ws.r });
   mm.linearMatrix(rec, lw.Wk, { ...mix(2), y: ws.k0 });
   mm.linearMatrix(rec, lw.Wv, { ...mix(3), y: ws.v0 });
   mm.lowrankMatrix(rec, lw.w1, { ...mix(1), y: ws.wHidden, act: "tanh" });
-  mm.lowrankMatrix(rec, lw.w2, { M, x: ws.wHidden, y: ws.z });
+  mm.lowrankMatrix(rec, lw.w2, { rows: M, x: ws.wHidden, y: ws.z });
   mm.lowrankMatrix(rec, lw.a1, { ...mix(4), y: ws.aHidden });
-  mm.lowrankMatrix(rec, lw.a2, { M, x: ws.aHidden, y: ws.a });
+  mm.lowrankMatrix(rec, lw.a2, { rows: M, x: ws.aHidden, y: ws.a });
   mm.lowrankMatrix(rec, lw.g1, { ...mix(5), y: ws.gHidden, act: "sigmoid" });
-  mm.lowrankMatrix(rec, lw.g2, { M, x: ws.gHidden, y: ws.g });
+  mm.lowrankMatrix(rec, lw.g2, { rows: M, x: ws.gHidden, y: ws.g });
   if (l > 0) {
     mm.lowrankMatrix(rec, lw.v1!, { ...mix(3), y: ws.vHidden });
-    mm.lowrankMatrix(rec, lw.v2!, { M, x: ws.vHidden, y: ws.vGate });
+    mm.lowrankMatrix(rec, lw.v2!, { rows: M, x: ws.vHidden, y: ws.vGate });
   }
   k.gates.record(rec, {
     rows: M,
@@ -270,7 +270,7 @@ export function recordTimeMix(
     o: ws.o,
     og: ws.og,
   });
-  mm.linearMatrix(rec, lw.Wo, { M, x: ws.og, res: io.xIn, y: ws.xMid });
+  mm.linearMatrix(rec, lw.Wo, { rows: M, x: ws.og, res: io.xIn, y: ws.xMid });
 }
 
 /** Record the channel mix of layer l: `xOut = ws.xMid + ffn.value · relu(ffn.key · mix)²`. */
@@ -310,7 +310,7 @@ export function recordChannelMix(
     out: ws.ffnMix,
   });
   k.tokenShift.store(rec, shift);
-  k.matmul.linearMatrix(rec, lw.ffn_key, { M, x: ws.ffnMix, y: ws.ffnPre });
+  k.matmul.linearMatrix(rec, lw.ffn_key, { rows: M, x: ws.ffnMix, y: ws.ffnPre });
   k.channelMix.reluSq(rec, { n: M * F, pre: ws.ffnPre, act: ws.ffnAct });
-  k.matmul.linearMatrix(rec, lw.ffn_value, { M, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
+  k.matmul.linearMatrix(rec, lw.ffn_value, { rows: M, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
 }

@@ -25,8 +25,8 @@ import type { NormBackwardKernel } from "../kernels/norm_backward.ts";
 import type { KeyDecayArgs, TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
 import type { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 import type { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
-import { recordWkvBackward } from "../kernels/wkv7_chunked.ts";
-import type { Wkv7ChunkedBackwardKernel, WkvFormOption } from "../kernels/wkv7_chunked.ts";
+import { recordWkvBackward, type WkvFormOption } from "../kernels/wkv_form.ts";
+import type { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked_backward.ts";
 import type { LayerWorkspace } from "./gpu_layer.ts";
 import type { GpuLifted } from "./gpu_lifted.ts";
 import { type GpuLayerWeights, type GpuWeights, type LayerVec, layerVec } from "./gpu_weights.ts";
@@ -172,11 +172,11 @@ function channelMixBackward(
 ): void {
   const { nEmbd: C, dimFfn: F } = w.config;
   const lw = w.layers[l], M = g.rows, { B, T } = g, wg = wgrad(k, g, io);
-  k.matmul.lowrankMatrix(rec, lw.ffn_value, { M, x: io.dx, y: g.dF });
+  k.matmul.lowrankMatrix(rec, lw.ffn_value, { rows: M, x: io.dx, y: g.dF });
   wg?.dw.matrix(rec, M, wg.dW.ffn_value, { buffer: io.dx }, { buffer: ws.ffnAct });
   k.channelMix.reluSq(rec, M * F, ws.ffnPre, g.dF);
   wg?.dw.matrix(rec, M, wg.dW.ffn_key, { buffer: g.dF }, { buffer: ws.ffnMix });
-  k.matmul.lowrankMatrix(rec, lw.ffn_key, { M, x: g.dF, y: g.dmix });
+  k.matmul.lowrankMatrix(rec, lw.ffn_key, { rows: M, x: g.dF, y: g.dmix });
   const shift = { B, T, C, nMix: 1, dmix: g.dmix };
   k.shift.record(rec, {
     ...shift,
@@ -227,7 +227,7 @@ function timeMixOutputBackward(
 ): void {
   const { nEmbd: C, nHead: H, headSize: N } = w.config;
   const lw = w.layers[l], M = g.rows, vecs = lw.vecs, wg = wgrad(k, g, io);
-  k.matmul.lowrankMatrix(rec, lw.Wo, { M, x: g.dxMid, y: g.dog });
+  k.matmul.lowrankMatrix(rec, lw.Wo, { rows: M, x: g.dxMid, y: g.dog });
   wg?.dw.matrix(rec, M, wg.dW.Wo, { buffer: g.dxMid }, { buffer: ws.og });
   const fwd = { g: ws.g, r: ws.r, k: ws.k, v: ws.v };
   k.timeMix.gateBonus(rec, {
@@ -325,25 +325,25 @@ function timeMixInputBackward(
   };
   // decay path: z = w0 + tanh(mix_w · w1) · w2
   second(dW?.w2, ws.wHidden, g.dd, "w0");
-  mm.linearMatrix(rec, lw.w2, { M, x: g.dd, y: g.dHidden });
+  mm.linearMatrix(rec, lw.w2, { rows: M, x: g.dd, y: g.dHidden });
   tm.act(rec, "tanh", M * w.config.dimW, ws.wHidden, g.dHidden);
   first(dW?.w1, 1);
-  mm.linearMatrix(rec, lw.w1, { M, x: g.dHidden, ...slot(1) });
+  mm.linearMatrix(rec, lw.w1, { rows: M, x: g.dHidden, ...slot(1) });
   // in-context rate: a = σ(a0 + (mix_a · a1) · a2)
   second(dW?.a2, ws.aHidden, g.da, "a0");
-  mm.linearMatrix(rec, lw.a2, { M, x: g.da, y: g.dHidden });
+  mm.linearMatrix(rec, lw.a2, { rows: M, x: g.da, y: g.dHidden });
   first(dW?.a1, 4);
-  mm.linearMatrix(rec, lw.a1, { M, x: g.dHidden, ...slot(4) });
+  mm.linearMatrix(rec, lw.a1, { rows: M, x: g.dHidden, ...slot(4) });
   // output gate: g = σ(mix_g · g1) · g2
   second(dW?.g2, ws.gHidden, g.dg);
-  mm.linearMatrix(rec, lw.g2, { M, x: g.dg, y: g.dHidden });
+  mm.linearMatrix(rec, lw.g2, { rows: M, x: g.dg, y: g.dHidden });
   tm.act(rec, "sigmoid", M * w.config.dimG, ws.gHidden, g.dHidden);
   first(dW?.g1, 5);
-  mm.linearMatrix(rec, lw.g1, { M, x: g.dHidden, ...slot(5) });
+  mm.linearMatrix(rec, lw.g1, { rows: M, x: g.dHidden, ...slot(5) });
   // value residual, then v0 = Wv · mix_v
   if (l === 0) {
     tm.value(rec, { n, dv: g.dv, dvFirst: io.dvFirst });
-    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, ...slot(3) });
+    mm.lowrankMatrix(rec, lw.Wv, { rows: M, x: g.dv, ...slot(3) });
   } else {
     tm.value(rec, {
       n,
@@ -351,13 +351,13 @@ function timeMixInputBackward(
       ...{ v0: ws.v0, dvpre: g.dvpre },
     });
     second(dW?.v2, ws.vHidden, g.dvpre, "v0");
-    mm.linearMatrix(rec, lw.v2!, { M, x: g.dvpre, y: g.dHidden });
+    mm.linearMatrix(rec, lw.v2!, { rows: M, x: g.dvpre, y: g.dHidden });
     first(dW?.v1, 3);
-    mm.linearMatrix(rec, lw.v1!, { M, x: g.dHidden, y: g.tmp });
-    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, res: g.tmp, ...slot(3) });
+    mm.linearMatrix(rec, lw.v1!, { rows: M, x: g.dHidden, y: g.tmp });
+    mm.lowrankMatrix(rec, lw.Wv, { rows: M, x: g.dv, res: g.tmp, ...slot(3) });
   }
-  mm.lowrankMatrix(rec, lw.Wr, { M, x: g.dr, ...slot(0) });
-  mm.lowrankMatrix(rec, lw.Wk, { M, x: g.dk, ...slot(2) });
+  mm.lowrankMatrix(rec, lw.Wr, { rows: M, x: g.dr, ...slot(0) });
+  mm.lowrankMatrix(rec, lw.Wk, { rows: M, x: g.dk, ...slot(2) });
   if (wg) {
     // Linear projections: dW = dyᵀ · mix
     wg.dw.matrix(rec, M, wg.dW.Wv, { buffer: g.dv }, mix(3));

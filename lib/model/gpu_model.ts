@@ -26,12 +26,8 @@ import {
   useWeightTextures,
 } from "./gpu_weights.ts";
 import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
-import {
-  mayChooseChunked,
-  Wkv7ChunkedKernel,
-  type WkvFormOption,
-  WkvFormOptionSchema,
-} from "../kernels/wkv7_chunked.ts";
+import { Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
+import { mayChooseChunked, type WkvFormOption, WkvFormOptionSchema } from "../kernels/wkv_form.ts";
 
 /** Options of {@link GpuModel.create}: weight storage plus the WKV form. */
 export type GpuModelOptions = UploadOptions & {
@@ -302,7 +298,7 @@ export class GpuModel {
     });
     const out = args.out ?? this.#grow("logits", count * 4);
     this.kernels.matmul.linearMatrix(rec, W.head, {
-      M: rows,
+      rows,
       x: xNorm,
       y: out,
       yOff: args.outOff ?? 0,

@@ -15,7 +15,8 @@ import {
   type RefModelCache,
 } from "./model.ts";
 import { layerNormBackward } from "./norm.ts";
-import { timeMixBackward } from "./time_mix.ts";
+import { embedLayerNormBackward } from "./embed_layernorm.ts";
+import { timeMixBackward, type TimeMixDims } from "./time_mix.ts";
 import type { LiftedLayers } from "./lifted_types.ts";
 
 export type { LayerGrads } from "./grads.ts";
@@ -65,11 +66,7 @@ export function refBackward(
   weights: RwkvWeights,
   cache: RefModelCache,
   dLogits: ArrayLike<number>,
-  options: {
-    dFinalState?: RefLayerState[];
-    weightGrads?: boolean;
-    dFinalLifted?: (ArrayLike<number> | undefined)[];
-  } = {},
+  options: RefBackwardOptions = {},
 ): RefBackwardResult {
   const cfg = weights.config;
   const { nEmbd: C, nHead: H, headSize: N, vocabSize: V, nLayer: L } = cfg;
@@ -90,46 +87,69 @@ export function refBackward(
   const dLifted: (Float64Array | undefined)[] = new Array(L).fill(undefined);
   const dLiftedGate: (Float64Array | undefined)[] = new Array(L).fill(undefined);
   for (let l = L - 1; l >= 0; l--) {
-    const w = weights.blocks[l], lc = cache.layers[l], fin = options.dFinalState?.[l];
-    const cm = channelMixBackward(w, lc.ffn, dx, T, C, cfg.dimFfn, {
-      dShiftOut: fin?.ffn,
-      weightGrads: wg,
-    });
-    const dxMid = new Float64Array(TC);
-    for (let i = 0; i < TC; i++) dxMid[i] = dx[i] + cm.dx[i];
-    const tm = timeMixBackward(w, lc.att, dxMid, dims, {
-      dState: fin?.wkv,
-      dShiftOut: fin?.att,
-      dvFirst: l === 0 ? dvFirst : undefined,
-      weightGrads: wg,
-      dLiftedState: options.dFinalLifted?.[l],
-    });
-    dLifted[l] = tm.dLiftedS0;
-    dLiftedGate[l] = tm.dLiftedGate;
-    if (tm.dvFirst) { for (let i = 0; i < TC; i++) dvFirst[i] += tm.dvFirst[i]; }
-    dx = new Float64Array(TC);
-    for (let i = 0; i < TC; i++) dx[i] = dxMid[i] + tm.dx[i];
-    dState[l] = { att: tm.dShift, wkv: tm.dS0, ffn: cm.dShift };
-    if (wg) blocks[l] = { ...tm.dWeights!, ...cm.dWeights! };
+    const r = layerBackward(weights, cache, l, dx, dvFirst, dims, options);
+    dx = r.dx;
+    dLifted[l] = r.tm.dLiftedS0;
+    dLiftedGate[l] = r.tm.dLiftedGate;
+    dState[l] = { att: r.tm.dShift, wkv: r.tm.dS0, ffn: r.cm.dShift };
+    if (wg) blocks[l] = { ...r.tm.dWeights!, ...r.cm.dWeights! };
   }
   const lifted = hasLifted ? { dLifted, dLiftedGate } : {};
   if (!wg) return { dState, ...lifted };
   // x0 = LN(emb[token]; ln0)
-  const l0 = layerNormBackward(dx, cache.emb, weights.ln0_w, T, C, 1e-5, true);
-  const emb = new Float64Array(V * C);
-  cache.tokens.forEach((tok, t) => {
-    for (let c = 0; c < C; c++) emb[tok * C + c] += l0.dx[t * C + c];
-  });
+  const l0 = embedLayerNormBackward(dx, cache.emb, cache.tokens, weights.ln0_w, V, C);
   const dWeights: RefWeightGrads = {
-    emb,
-    ln0_w: l0.dw!,
-    ln0_b: l0.db!,
+    emb: l0.dEmb,
+    ln0_w: l0.dw,
+    ln0_b: l0.db,
     blocks,
     ln_out_w: lo.dw!,
     ln_out_b: lo.db!,
     head: lh.dW!,
   };
   return { dState, dWeights, ...lifted };
+}
+
+/**
+ * Layer l of {@link refBackward}: the channel mix, then the time mix, from dL/d(layer output)
+ * `dxOut`; accumulates dL/dv_first of layers ≥ 1 into `dvFirst` (read by layer 0).
+ */
+function layerBackward(
+  weights: RwkvWeights,
+  cache: RefModelCache,
+  l: number,
+  dxOut: Float64Array,
+  dvFirst: Float64Array,
+  dims: TimeMixDims,
+  options: RefBackwardOptions,
+) {
+  const cfg = weights.config, C = cfg.nEmbd, T = dims.T, TC = T * C;
+  const wg = options.weightGrads ?? false;
+  const w = weights.blocks[l], lc = cache.layers[l], fin = options.dFinalState?.[l];
+  const cm = channelMixBackward(w, lc.ffn, dxOut, T, C, cfg.dimFfn, {
+    dShiftOut: fin?.ffn,
+    weightGrads: wg,
+  });
+  const dxMid = new Float64Array(TC);
+  for (let i = 0; i < TC; i++) dxMid[i] = dxOut[i] + cm.dx[i];
+  const tm = timeMixBackward(w, lc.att, dxMid, dims, {
+    dState: fin?.wkv,
+    dShiftOut: fin?.att,
+    dvFirst: l === 0 ? dvFirst : undefined,
+    weightGrads: wg,
+    dLiftedState: options.dFinalLifted?.[l],
+  });
+  if (tm.dvFirst) { for (let i = 0; i < TC; i++) dvFirst[i] += tm.dvFirst[i]; }
+  const dx = new Float64Array(TC);
+  for (let i = 0; i < TC; i++) dx[i] = dxMid[i] + tm.dx[i];
+  return { dx, cm, tm };
+}
+
+/** Options of {@link refBackward}. */
+export interface RefBackwardOptions {
+  dFinalState?: RefLayerState[];
+  weightGrads?: boolean;
+  dFinalLifted?: (ArrayLike<number> | undefined)[];
 }
 
 /** Options of {@link refLossAndGrad} and {@link refBatchLossAndGrad}. */

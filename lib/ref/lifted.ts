@@ -1,6 +1,7 @@
 /**
- * Reference kernel-upscaled ("lifted") state branch of one layer (SPEC §6, version 2) and its
- * backward. Float64 throughout.
+ * Reference kernel-upscaled ("lifted") state branch of one layer (SPEC §6, version 2), the
+ * reference of `shaders/lifted.wgsl`; its backward (described below) is `lifted_backward.ts`.
+ * Float64 throughout.
  *
  * Per head h (Ŝ is N×M, row i = value index, column m = feature index, memory [h][i][m]):
  *
@@ -85,9 +86,9 @@ export interface LiftedCache {
   aBar: Float64Array;
 }
 
-const E_SHAPE: FeatureShape = { scaleInput: false, unitOutput: true };
-const U_SHAPE: FeatureShape = { scaleInput: true, unitOutput: true };
-const readShape = (s: LiftedState): FeatureShape => ({
+export const E_SHAPE: FeatureShape = { scaleInput: false, unitOutput: true };
+export const U_SHAPE: FeatureShape = { scaleInput: true, unitOutput: true };
+export const readShape = (s: LiftedState): FeatureShape => ({
   scaleInput: liftedRead(s) === "normalised",
   unitOutput: false,
 });
@@ -117,7 +118,7 @@ function fillFeature(
 }
 
 /** Backward of one scaled feature of (t, h): accumulates dL/dx into `dx`. */
-function featureGrad(
+export function featureGrad(
   c: LiftedCache,
   f: FeatureCache,
   x: ArrayLike<number>,
@@ -133,7 +134,13 @@ function featureGrad(
 }
 
 /** D and b (M) of token t, head h (see the module doc). */
-function editTerms(c: LiftedCache, t: number, h: number, D: Float64Array, b: Float64Array): void {
+export function editTerms(
+  c: LiftedCache,
+  t: number,
+  h: number,
+  D: Float64Array,
+  b: Float64Array,
+): void {
   const { M, headMeans } = c.state;
   const th = t * c.H + h, fo = th * M, e = c.e.out;
   if (headMeans) {
@@ -151,7 +158,13 @@ function editTerms(c: LiftedCache, t: number, h: number, D: Float64Array, b: Flo
 }
 
 /** One full token of head h on the (N, M) block at `off`: edit, then the write. */
-function tokenStep(c: LiftedCache, S: Float64Array, off: number, t: number, h: number): void {
+export function tokenStep(
+  c: LiftedCache,
+  S: Float64Array,
+  off: number,
+  t: number,
+  h: number,
+): void {
   const { M } = c.state, N = c.N, D = new Float64Array(M), b = new Float64Array(M);
   editTerms(c, t, h, D, b);
   liftedStep(S, off, N, M, c.e.out, (t * c.H + h) * M, D, b);
@@ -227,142 +240,4 @@ export function liftedForward(
     }
   }
   return { y, state: S, cache: c };
-}
-
-/** Gradients of {@link liftedBackward}: vectors (T, H·N), `dS0` (H, N, M), `dGate` (H). */
-export interface LiftedGrads {
-  dkk: Float64Array;
-  dr: Float64Array;
-  dd: Float64Array;
-  da: Float64Array;
-  /** dL/dk and dL/dv of the key and value that write into S (zeros in memory mode) */
-  dk: Float64Array;
-  dv: Float64Array;
-  /** dL/dŜ0, [h][i][m] */
-  dS0: Float64Array;
-  /** dL/dg per head (zeros in memory mode, where g = 1 is fixed) */
-  dGate: Float64Array;
-}
-
-/**
- * Backward of {@link liftedForward}: per head, rebuild Ŝ_0 … Ŝ_T from the cached Ŝ0 (memory
- * (T+1)·N·M for one head at a time), then walk back (see the module doc).
- *
- * @param dy gradient of the branch output (T, H·N) (= the gradient of the GroupNorm input)
- * @param dSFinal gradient of Ŝ_T (H, N, M), zero when omitted
- */
-export function liftedBackward(
-  cache: LiftedCache,
-  dy: ArrayLike<number>,
-  T: number,
-  H: number,
-  N: number,
-  dSFinal?: ArrayLike<number>,
-): LiftedGrads {
-  const c = cache, s = c.state, M = s.M, C = H * N, NM = N * M;
-  const vec = () => new Float64Array(T * C);
-  const g: LiftedGrads = {
-    ...{ dkk: vec(), dr: vec(), dd: vec(), da: vec(), dk: vec(), dv: vec() },
-    dS0: new Float64Array(H * NM),
-    dGate: new Float64Array(H),
-  };
-  const hist = new Float64Array((T + 1) * NM), G = new Float64Array(NM);
-  for (let h = 0; h < H; h++) {
-    hist.set(c.s0.subarray(h * NM, (h + 1) * NM), 0);
-    for (let t = 0; t < T; t++) {
-      hist.copyWithin((t + 1) * NM, t * NM, (t + 1) * NM);
-      tokenStep(c, hist, (t + 1) * NM, t, h);
-    }
-    for (let k = 0; k < NM; k++) G[k] = dSFinal ? dSFinal[h * NM + k] : 0;
-    let dGate = 0;
-    for (let t = T - 1; t >= 0; t--) dGate += tokenBackward(c, g, hist, G, dy, t, h);
-    g.dS0.set(G, h * NM);
-    if (s.writes) g.dGate[h] = dGate;
-  }
-  return g;
-}
-
-/** One token of {@link liftedBackward} for head h: updates G and `g`, returns dL/dg's share. */
-function tokenBackward(
-  c: LiftedCache,
-  g: LiftedGrads,
-  hist: Float64Array,
-  G: Float64Array,
-  dy: ArrayLike<number>,
-  t: number,
-  h: number,
-): number {
-  const s = c.state, M = s.M, N = c.N, H = c.H, NM = N * M;
-  const o = t * H * N + h * N, th = t * H + h, fo = th * M;
-  const prev = t * NM, cur = (t + 1) * NM, gh = c.gate[h], e = c.e.out;
-  const D = new Float64Array(M), b = new Float64Array(M);
-  editTerms(c, t, h, D, b);
-  // y_t = g Ŝ_t q_t
-  const dq = new Float64Array(M);
-  let dGate = 0;
-  for (let i = 0; i < N; i++) {
-    const dyi = dy[o + i];
-    for (let m = 0; m < M; m++) {
-      const sq = hist[cur + i * M + m];
-      dGate += dyi * sq * c.q.out[fo + m];
-      dq[m] += gh * sq * dyi;
-      G[i * M + m] += gh * dyi * c.q.out[fo + m];
-    }
-  }
-  // + v uᵀ
-  const du = new Float64Array(M);
-  if (s.writes) {
-    const v = c.inp.v!;
-    for (let i = 0; i < N; i++) {
-      let dv = 0;
-      for (let m = 0; m < M; m++) {
-        dv += G[i * M + m] * c.u.out[fo + m];
-        du[m] += G[i * M + m] * v[o + i];
-      }
-      g.dv[o + i] += dv;
-    }
-  }
-  // Ŝ_t = Ŝ_{t−1} diag(D) − p bᵀ, p = Ŝ_{t−1} e
-  const p = new Float64Array(N), dp = new Float64Array(N);
-  const db = new Float64Array(M), de = new Float64Array(M);
-  for (let i = 0; i < N; i++) {
-    for (let m = 0; m < M; m++) {
-      p[i] += hist[prev + i * M + m] * e[fo + m];
-      dp[i] -= G[i * M + m] * b[m];
-    }
-  }
-  let dDsum = 0;
-  for (let i = 0; i < N; i++) {
-    for (let m = 0; m < M; m++) {
-      const k = i * M + m, sPrev = hist[prev + k];
-      db[m] -= G[k] * p[i];
-      de[m] += sPrev * dp[i];
-      const dD = G[k] * sPrev;
-      if (s.headMeans) dDsum += dD;
-      else g.dd[o + m] += dD;
-      G[k] = G[k] * D[m] + dp[i] * e[fo + m];
-    }
-  }
-  if (s.headMeans) {
-    // b = ā e;  d̄ = exp(mean log d);  ā = mean a
-    let dA = 0;
-    for (let m = 0; m < M; m++) {
-      de[m] += c.aBar[th] * db[m];
-      dA += e[fo + m] * db[m];
-    }
-    for (let j = 0; j < N; j++) {
-      g.dd[o + j] += (dDsum * c.dBar[th]) / (N * c.inp.d[o + j]);
-      g.da[o + j] += dA / N;
-    }
-  } else {
-    // b = e ⊙ a
-    for (let m = 0; m < M; m++) {
-      de[m] += c.inp.a[o + m] * db[m];
-      g.da[o + m] += e[fo + m] * db[m];
-    }
-  }
-  featureGrad(c, c.e, c.inp.kk, E_SHAPE, t, h, de, g.dkk);
-  featureGrad(c, c.q, c.inp.r, readShape(s), t, h, dq, g.dr);
-  if (s.writes) featureGrad(c, c.u, c.inp.k!, U_SHAPE, t, h, du, g.dk);
-  return dGate;
 }

@@ -9,6 +9,7 @@ import { zeroState } from "../model/types.ts";
 import { type ChannelMixCache, channelMixForward } from "./channel_mix.ts";
 import { linear } from "./linear.ts";
 import { layerNorm } from "./norm.ts";
+import { embedLayerNorm } from "./embed_layernorm.ts";
 import { type TimeMixCache, timeMixForward } from "./time_mix.ts";
 import type { LiftedLayers } from "./lifted_types.ts";
 
@@ -94,15 +95,8 @@ export function refForward(
   if (s.length !== cfg.nLayer) {
     throw new RangeError(`state has ${s.length} layers, the model has ${cfg.nLayer}`);
   }
-  const emb = new Float64Array(T * C);
-  tokens.forEach((tok, t) => {
-    if (!Number.isInteger(tok) || tok < 0 || tok >= V) {
-      throw new RangeError(`token ${tok} at position ${t} is outside the vocabulary [0, ${V})`);
-    }
-    for (let c = 0; c < C; c++) emb[t * C + c] = weights.emb[tok * C + c];
-  });
-  let x = layerNorm(emb, weights.ln0_w, weights.ln0_b, T, C);
-  const x0 = x;
+  const { emb, x: x0 } = embedLayerNorm(weights.emb, tokens, weights.ln0_w, weights.ln0_b, V, C);
+  let x = x0;
   const dims = { T, H, N, dimW: cfg.dimW, dimA: cfg.dimA, dimV: cfg.dimV, dimG: cfg.dimG };
   let vFirst: Float64Array | undefined;
   const state64: RefLayerState64[] = [];
