@@ -22,6 +22,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { shared } from "../gpu/shared.ts";
 import { createStorage, readF32 } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
@@ -160,6 +161,25 @@ interface Buffers extends GradBuffers {
   lifted?: { set: GpuLifted; work: GpuLiftedState; dLifted: GPUBuffer; dLiftedGate: GPUBuffer };
 }
 
+/** The backward's own kernels (all but the model's matmul). */
+async function backwardKernels(
+  gpu: Gpu,
+  N: number,
+  options: GpuBackwardOptions,
+  chunked: boolean,
+): Promise<Omit<BackwardKernels, "matmul" | "wkvForm">> {
+  const dw = options.weightGrads ? await MatmulDwKernel.create(gpu) : undefined;
+  return {
+    norm: await NormBackwardKernel.create(gpu),
+    timeMix: await TimeMixBackwardKernel.create(gpu, dw !== undefined),
+    channelMix: await ChannelMixBackwardKernel.create(gpu),
+    shift: await TokenShiftBackwardKernel.create(gpu, dw !== undefined),
+    wkv: await Wkv7BackwardKernel.create(gpu, [N]),
+    ...(chunked ? { wkvChunked: await Wkv7ChunkedBackwardKernel.create(gpu, [N]) } : {}),
+    ...(dw ? { dw } : {}),
+  };
+}
+
 /** The model backward; create once per model with {@link GpuBackward.create}. */
 export class GpuBackward {
   #bufs?: Buffers;
@@ -191,16 +211,15 @@ export class GpuBackward {
           `weights; create it with GpuModel.create(gpu, weights, { weightDtype: "f32" })`,
       );
     }
-    const dw = options.weightGrads ? await MatmulDwKernel.create(gpu) : undefined;
+    // one kernel set per device and shape: the kernels own placeholder buffers, which a set
+    // made per run would leave behind
+    const chunked = model.wkvChunked !== undefined;
+    const key = `backward:N${N}:dw${Boolean(options.weightGrads)}:chunked${chunked}`;
+    const { dw, ...own } = await shared(gpu, key, () => backwardKernels(gpu, N, options, chunked));
     const k: BackwardKernels = {
       matmul: model.kernels.matmul,
-      norm: await NormBackwardKernel.create(gpu),
-      timeMix: await TimeMixBackwardKernel.create(gpu, dw !== undefined),
-      channelMix: await ChannelMixBackwardKernel.create(gpu),
-      shift: await TokenShiftBackwardKernel.create(gpu, dw !== undefined),
-      wkv: await Wkv7BackwardKernel.create(gpu, [N]),
       wkvForm: model.wkvForm,
-      ...(model.wkvChunked ? { wkvChunked: await Wkv7ChunkedBackwardKernel.create(gpu, [N]) } : {}),
+      ...own,
       ...(dw ? { dw } : {}),
     };
     const ce = await HeadCeKernel.create(gpu, model.kernels.matmul, dw);

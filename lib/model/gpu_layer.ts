@@ -171,10 +171,10 @@ export function recordTimeMix(
   const { kernels: k, weights } = ctx;
   const { nEmbd: C, nHead: H, headSize: N } = weights.config;
   const lw = weights.layers[l];
-  const vecs = lw.vecs, M = io.B * io.T, n = M * C;
+  const vecs = lw.vecs, rows = io.B * io.T, n = rows * C;
   const vo = (name: Parameters<typeof layerVec>[0]) => layerVec(name, C);
   k.layerNorm.record(rec, {
-    rows: M,
+    rows,
     C,
     x: io.xIn,
     vecs,
@@ -193,22 +193,22 @@ export function recordTimeMix(
   k.tokenShift.mix(rec, { ...shift, nMix: 6, vecs, xOff: vo("x_r"), out: ws.mix });
   k.tokenShift.store(rec, shift);
   const mm = k.matmul;
-  const mix = (m: number) => ({ M, x: ws.mix, xOff: m * n });
+  const mix = (m: number) => ({ M: rows, x: ws.mix, xOff: m * n });
   mm.linearMatrix(rec, lw.Wr, { ...mix(0), y: ws.r });
   mm.linearMatrix(rec, lw.Wk, { ...mix(2), y: ws.k0 });
   mm.linearMatrix(rec, lw.Wv, { ...mix(3), y: ws.v0 });
   mm.lowrankMatrix(rec, lw.w1, { ...mix(1), y: ws.wHidden, act: "tanh" });
-  mm.lowrankMatrix(rec, lw.w2, { M, x: ws.wHidden, y: ws.z });
+  mm.lowrankMatrix(rec, lw.w2, { M: rows, x: ws.wHidden, y: ws.z });
   mm.lowrankMatrix(rec, lw.a1, { ...mix(4), y: ws.aHidden });
-  mm.lowrankMatrix(rec, lw.a2, { M, x: ws.aHidden, y: ws.a });
+  mm.lowrankMatrix(rec, lw.a2, { M: rows, x: ws.aHidden, y: ws.a });
   mm.lowrankMatrix(rec, lw.g1, { ...mix(5), y: ws.gHidden, act: "sigmoid" });
-  mm.lowrankMatrix(rec, lw.g2, { M, x: ws.gHidden, y: ws.g });
+  mm.lowrankMatrix(rec, lw.g2, { M: rows, x: ws.gHidden, y: ws.g });
   if (l > 0) {
     mm.lowrankMatrix(rec, lw.v1!, { ...mix(3), y: ws.vHidden });
-    mm.lowrankMatrix(rec, lw.v2!, { M, x: ws.vHidden, y: ws.vGate });
+    mm.lowrankMatrix(rec, lw.v2!, { M: rows, x: ws.vHidden, y: ws.vGate });
   }
   k.gates.record(rec, {
-    rows: M,
+    rows,
     C,
     vecs,
     w0Off: vo("w0"),
@@ -224,7 +224,7 @@ export function recordTimeMix(
     vFirst: io.vFirst,
   });
   k.keyNorm.record(rec, {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -255,7 +255,7 @@ export function recordTimeMix(
     lifted.set.recordForward(rec, l, { ...v, y: ws.y, state: lifted.state });
   }
   k.groupNormBonus.record(rec, {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -270,7 +270,7 @@ export function recordTimeMix(
     o: ws.o,
     og: ws.og,
   });
-  mm.linearMatrix(rec, lw.Wo, { M, x: ws.og, res: io.xIn, y: ws.xMid });
+  mm.linearMatrix(rec, lw.Wo, { M: rows, x: ws.og, res: io.xIn, y: ws.xMid });
 }
 
 /** Record the channel mix of layer l: `xOut = ws.xMid + ffn.value · relu(ffn.key · mix)²`. */
@@ -284,9 +284,9 @@ export function recordChannelMix(
   const { kernels: k, weights } = ctx;
   const { nEmbd: C, dimFfn: F } = weights.config;
   const lw = weights.layers[l];
-  const M = io.B * io.T;
+  const rows = io.B * io.T;
   k.layerNorm.record(rec, {
-    rows: M,
+    rows,
     C,
     x: ws.xMid,
     vecs: lw.vecs,
@@ -310,7 +310,7 @@ export function recordChannelMix(
     out: ws.ffnMix,
   });
   k.tokenShift.store(rec, shift);
-  k.matmul.linearMatrix(rec, lw.ffn_key, { M, x: ws.ffnMix, y: ws.ffnPre });
-  k.channelMix.reluSq(rec, { n: M * F, pre: ws.ffnPre, act: ws.ffnAct });
-  k.matmul.linearMatrix(rec, lw.ffn_value, { M, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
+  k.matmul.linearMatrix(rec, lw.ffn_key, { M: rows, x: ws.ffnMix, y: ws.ffnPre });
+  k.channelMix.reluSq(rec, { n: rows * F, pre: ws.ffnPre, act: ws.ffnAct });
+  k.matmul.linearMatrix(rec, lw.ffn_value, { M: rows, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
 }

@@ -171,12 +171,12 @@ function channelMixBackward(
   io: LayerBackwardIo,
 ): void {
   const { nEmbd: C, dimFfn: F } = w.config;
-  const lw = w.layers[l], M = g.rows, { B, T } = g, wg = wgrad(k, g, io);
-  k.matmul.lowrankMatrix(rec, lw.ffn_value, { M, x: io.dx, y: g.dF });
-  wg?.dw.matrix(rec, M, wg.dW.ffn_value, { buffer: io.dx }, { buffer: ws.ffnAct });
-  k.channelMix.reluSq(rec, M * F, ws.ffnPre, g.dF);
-  wg?.dw.matrix(rec, M, wg.dW.ffn_key, { buffer: g.dF }, { buffer: ws.ffnMix });
-  k.matmul.lowrankMatrix(rec, lw.ffn_key, { M, x: g.dF, y: g.dmix });
+  const lw = w.layers[l], rows = g.rows, { B, T } = g, wg = wgrad(k, g, io);
+  k.matmul.lowrankMatrix(rec, lw.ffn_value, { M: rows, x: io.dx, y: g.dF });
+  wg?.dw.matrix(rec, rows, wg.dW.ffn_value, { buffer: io.dx }, { buffer: ws.ffnAct });
+  k.channelMix.reluSq(rec, rows * F, ws.ffnPre, g.dF);
+  wg?.dw.matrix(rec, rows, wg.dW.ffn_key, { buffer: g.dF }, { buffer: ws.ffnMix });
+  k.matmul.lowrankMatrix(rec, lw.ffn_key, { M: rows, x: g.dF, y: g.dmix });
   const shift = { B, T, C, nMix: 1, dmix: g.dmix };
   k.shift.record(rec, {
     ...shift,
@@ -196,9 +196,9 @@ function channelMixBackward(
       outOff: layerVec("ffn_x_k", C),
     });
   }
-  rec.copy(io.dx, 0, g.dxMid, 0, M * C * 4);
+  rec.copy(io.dx, 0, g.dxMid, 0, rows * C * 4);
   k.norm.record(rec, {
-    rows: M,
+    rows,
     G: 1,
     S: C,
     x: ws.xMid,
@@ -211,7 +211,7 @@ function channelMixBackward(
   });
   if (wg) {
     const [wOff, bOff] = [layerVec("ln2_w", C), layerVec("ln2_b", C)];
-    recordNormAffine(wg.dw, rec, M, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
+    recordNormAffine(wg.dw, rec, rows, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
   }
 }
 
@@ -226,12 +226,12 @@ function timeMixOutputBackward(
   io: LayerBackwardIo,
 ): void {
   const { nEmbd: C, nHead: H, headSize: N } = w.config;
-  const lw = w.layers[l], M = g.rows, vecs = lw.vecs, wg = wgrad(k, g, io);
-  k.matmul.lowrankMatrix(rec, lw.Wo, { M, x: g.dxMid, y: g.dog });
-  wg?.dw.matrix(rec, M, wg.dW.Wo, { buffer: g.dxMid }, { buffer: ws.og });
+  const lw = w.layers[l], rows = g.rows, vecs = lw.vecs, wg = wgrad(k, g, io);
+  k.matmul.lowrankMatrix(rec, lw.Wo, { M: rows, x: g.dxMid, y: g.dog });
+  wg?.dw.matrix(rec, rows, wg.dW.Wo, { buffer: g.dxMid }, { buffer: ws.og });
   const fwd = { g: ws.g, r: ws.r, k: ws.k, v: ws.v };
   k.timeMix.gateBonus(rec, {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -240,12 +240,12 @@ function timeMixOutputBackward(
     ...{ dgn: g.dgn, dg: g.dg, dr: g.dr, dk: g.dk, dv: g.dv },
   });
   if (wg) {
-    k.timeMix.rkProducts(rec, { rows: M, H, N, dog: g.dog, ...fwd }, wg.scratch);
+    k.timeMix.rkProducts(rec, { rows, H, N, dog: g.dog, ...fwd }, wg.scratch);
     const out = { buffer: wg.dW.vecs, off: layerVec("r_k", C) };
-    wg.dw.colsum(rec, M, C, { buffer: wg.scratch }, undefined, out);
+    wg.dw.colsum(rec, rows, C, { buffer: wg.scratch }, undefined, out);
   }
   k.norm.record(rec, {
-    rows: M,
+    rows,
     G: H,
     S: N,
     x: ws.y,
@@ -258,7 +258,7 @@ function timeMixOutputBackward(
   });
   if (wg) {
     const [wOff, bOff] = [layerVec("lnx_w", C), layerVec("lnx_b", C)];
-    recordNormAffine(wg.dw, rec, M, C, g.dgn, wg.scratch, wg.dW.vecs, wOff, bOff);
+    recordNormAffine(wg.dw, rec, rows, C, g.dgn, wg.scratch, wg.dW.vecs, wOff, bOff);
   }
   recordWkvBackward(rec, k, {
     B: g.B,
@@ -278,7 +278,7 @@ function timeMixOutputBackward(
     });
   }
   const kd: KeyDecayArgs = {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -290,8 +290,8 @@ function timeMixOutputBackward(
   if (wg) {
     k.timeMix.keyProducts(rec, kd, wg.scratch);
     const vec = (name: "k_k" | "k_a") => ({ buffer: wg.dW.vecs, off: layerVec(name, C) });
-    wg.dw.colsum(rec, M, C, { buffer: wg.scratch }, undefined, vec("k_k"));
-    wg.dw.colsum(rec, M, C, { buffer: wg.scratch, off: M * C }, undefined, vec("k_a"));
+    wg.dw.colsum(rec, rows, C, { buffer: wg.scratch }, undefined, vec("k_k"));
+    wg.dw.colsum(rec, rows, C, { buffer: wg.scratch, off: rows * C }, undefined, vec("k_a"));
   }
   k.timeMix.keyDecay(rec, kd);
 }
@@ -307,7 +307,7 @@ function timeMixInputBackward(
   io: LayerBackwardIo,
 ): void {
   const { nEmbd: C } = w.config;
-  const lw = w.layers[l], M = g.rows, n = M * C, mm = k.matmul, tm = k.timeMix;
+  const lw = w.layers[l], rows = g.rows, n = rows * C, mm = k.matmul, tm = k.timeMix;
   const wg = wgrad(k, g, io), dW = io.dW;
   const slot = (m: number) => ({ y: g.dmix, yOff: m * n });
   const mix = (m: number) => ({ buffer: ws.mix, off: m * n, stride: C });
@@ -316,34 +316,34 @@ function timeMixInputBackward(
     if (!wg || !m2 || !hidden || !dPre) return;
     if (bias) {
       const out = { buffer: wg.dW.vecs, off: layerVec(bias, C) };
-      wg.dw.colsum(rec, M, C, { buffer: dPre }, undefined, out);
+      wg.dw.colsum(rec, rows, C, { buffer: dPre }, undefined, out);
     }
-    wg.dw.matrix(rec, M, m2, { buffer: hidden }, { buffer: dPre });
+    wg.dw.matrix(rec, rows, m2, { buffer: hidden }, { buffer: dPre });
   };
   const first = (m1: GpuMatrix | undefined, m: number) => {
-    if (wg && m1) wg.dw.matrix(rec, M, m1, mix(m), { buffer: g.dHidden });
+    if (wg && m1) wg.dw.matrix(rec, rows, m1, mix(m), { buffer: g.dHidden });
   };
   // decay path: z = w0 + tanh(mix_w · w1) · w2
   second(dW?.w2, ws.wHidden, g.dd, "w0");
-  mm.linearMatrix(rec, lw.w2, { M, x: g.dd, y: g.dHidden });
-  tm.act(rec, "tanh", M * w.config.dimW, ws.wHidden, g.dHidden);
+  mm.linearMatrix(rec, lw.w2, { M: rows, x: g.dd, y: g.dHidden });
+  tm.act(rec, "tanh", rows * w.config.dimW, ws.wHidden, g.dHidden);
   first(dW?.w1, 1);
-  mm.linearMatrix(rec, lw.w1, { M, x: g.dHidden, ...slot(1) });
+  mm.linearMatrix(rec, lw.w1, { M: rows, x: g.dHidden, ...slot(1) });
   // in-context rate: a = σ(a0 + (mix_a · a1) · a2)
   second(dW?.a2, ws.aHidden, g.da, "a0");
-  mm.linearMatrix(rec, lw.a2, { M, x: g.da, y: g.dHidden });
+  mm.linearMatrix(rec, lw.a2, { M: rows, x: g.da, y: g.dHidden });
   first(dW?.a1, 4);
-  mm.linearMatrix(rec, lw.a1, { M, x: g.dHidden, ...slot(4) });
+  mm.linearMatrix(rec, lw.a1, { M: rows, x: g.dHidden, ...slot(4) });
   // output gate: g = σ(mix_g · g1) · g2
   second(dW?.g2, ws.gHidden, g.dg);
-  mm.linearMatrix(rec, lw.g2, { M, x: g.dg, y: g.dHidden });
-  tm.act(rec, "sigmoid", M * w.config.dimG, ws.gHidden, g.dHidden);
+  mm.linearMatrix(rec, lw.g2, { M: rows, x: g.dg, y: g.dHidden });
+  tm.act(rec, "sigmoid", rows * w.config.dimG, ws.gHidden, g.dHidden);
   first(dW?.g1, 5);
-  mm.linearMatrix(rec, lw.g1, { M, x: g.dHidden, ...slot(5) });
+  mm.linearMatrix(rec, lw.g1, { M: rows, x: g.dHidden, ...slot(5) });
   // value residual, then v0 = Wv · mix_v
   if (l === 0) {
     tm.value(rec, { n, dv: g.dv, dvFirst: io.dvFirst });
-    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, ...slot(3) });
+    mm.lowrankMatrix(rec, lw.Wv, { M: rows, x: g.dv, ...slot(3) });
   } else {
     tm.value(rec, {
       n,
@@ -351,18 +351,18 @@ function timeMixInputBackward(
       ...{ v0: ws.v0, dvpre: g.dvpre },
     });
     second(dW?.v2, ws.vHidden, g.dvpre, "v0");
-    mm.linearMatrix(rec, lw.v2!, { M, x: g.dvpre, y: g.dHidden });
+    mm.linearMatrix(rec, lw.v2!, { M: rows, x: g.dvpre, y: g.dHidden });
     first(dW?.v1, 3);
-    mm.linearMatrix(rec, lw.v1!, { M, x: g.dHidden, y: g.tmp });
-    mm.lowrankMatrix(rec, lw.Wv, { M, x: g.dv, res: g.tmp, ...slot(3) });
+    mm.linearMatrix(rec, lw.v1!, { M: rows, x: g.dHidden, y: g.tmp });
+    mm.lowrankMatrix(rec, lw.Wv, { M: rows, x: g.dv, res: g.tmp, ...slot(3) });
   }
-  mm.lowrankMatrix(rec, lw.Wr, { M, x: g.dr, ...slot(0) });
-  mm.lowrankMatrix(rec, lw.Wk, { M, x: g.dk, ...slot(2) });
+  mm.lowrankMatrix(rec, lw.Wr, { M: rows, x: g.dr, ...slot(0) });
+  mm.lowrankMatrix(rec, lw.Wk, { M: rows, x: g.dk, ...slot(2) });
   if (wg) {
     // Linear projections: dW = dyᵀ · mix
-    wg.dw.matrix(rec, M, wg.dW.Wv, { buffer: g.dv }, mix(3));
-    wg.dw.matrix(rec, M, wg.dW.Wr, { buffer: g.dr }, mix(0));
-    wg.dw.matrix(rec, M, wg.dW.Wk, { buffer: g.dk }, mix(2));
+    wg.dw.matrix(rec, rows, wg.dW.Wv, { buffer: g.dv }, mix(3));
+    wg.dw.matrix(rec, rows, wg.dW.Wr, { buffer: g.dr }, mix(0));
+    wg.dw.matrix(rec, rows, wg.dW.Wk, { buffer: g.dk }, mix(2));
   }
   const shift = { B: g.B, T: g.T, C, nMix: 6, dmix: g.dmix };
   k.shift.record(rec, {
@@ -385,7 +385,7 @@ function timeMixInputBackward(
   }
   rec.copy(g.dxMid, 0, io.dx, 0, n * 4);
   k.norm.record(rec, {
-    rows: M,
+    rows,
     G: 1,
     S: C,
     x: io.xIn,
@@ -398,6 +398,6 @@ function timeMixInputBackward(
   });
   if (wg) {
     const [wOff, bOff] = [layerVec("ln1_w", C), layerVec("ln1_b", C)];
-    recordNormAffine(wg.dw, rec, M, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
+    recordNormAffine(wg.dw, rec, rows, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
   }
 }

@@ -252,12 +252,12 @@ export class GpuModel {
     if (!Number.isInteger(B) || B < 1) throw new RangeError(`forward: B = ${B}; expected ≥ 1`);
     if (!Number.isInteger(T) || T < 1) throw new RangeError(`forward: T = ${T}; expected ≥ 1`);
     if (state.B !== B) throw new RangeError(`forward: state holds ${state.B} sequences, B = ${B}`);
-    const cfg = this.config, C = cfg.nEmbd, M = B * T;
-    const ws = this.workspace(M);
+    const cfg = this.config, C = cfg.nEmbd, rows = B * T;
+    const ws = this.workspace(rows);
     const b = this.#bufs as Record<string, GPUBuffer>;
     const W = args.weights ?? this.activeWeights;
     this.kernels.embed.record(rec, {
-      rows: M,
+      rows,
       tokens: args.tokens,
       tokOff: args.tokOff,
       emb: W.emb,
@@ -280,17 +280,17 @@ export class GpuModel {
     }
     if (args.logits === "none") return { count: 0 };
     const xLast = cfg.nLayer % 2 === 0 ? b.x0 : b.x1;
-    const rows = args.logits === "last" ? B : M;
-    const count = rows * cfg.vocabSize;
+    const headRows = args.logits === "last" ? B : rows;
+    const count = headRows * cfg.vocabSize;
     if (count * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
       throw new RangeError(
-        `forward: ${rows} rows × V ${cfg.vocabSize} logits exceed one storage binding; ` +
+        `forward: ${headRows} rows × V ${cfg.vocabSize} logits exceed one storage binding; ` +
           `ask for logits "last" or feed fewer tokens per call`,
       );
     }
-    const xNorm = this.#grow("xNorm", rows * C * 4);
+    const xNorm = this.#grow("xNorm", headRows * C * 4);
     this.kernels.layerNorm.record(rec, {
-      rows,
+      rows: headRows,
       C,
       x: xLast,
       inRowStep: args.logits === "last" ? T : 1,
@@ -302,7 +302,7 @@ export class GpuModel {
     });
     const out = args.out ?? this.#grow("logits", count * 4);
     this.kernels.matmul.linearMatrix(rec, W.head, {
-      M: rows,
+      M: headRows,
       x: xNorm,
       y: out,
       yOff: args.outOff ?? 0,
