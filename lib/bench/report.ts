@@ -34,7 +34,7 @@ export interface GpuCheckReport {
   wkv: WkvTime[];
   wkvSuggestedMinT: Record<number, number | null>;
   phases: PhaseRow[];
-  /** per-kernel times from scripts/_bench_model.ts (with their peak fractions) */
+  /** per-kernel times from lib/bench/model.ts (with their peak fractions) */
   kernels: unknown[];
   torch: TorchRow[];
   torchStatus: string[];

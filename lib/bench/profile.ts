@@ -10,9 +10,9 @@
  *
  * @module
  */
-import type { Gpu } from "../lib/gpu/device.ts";
-import { type Binding, type Groups, Recorder } from "../lib/gpu/recorder.ts";
-import type { GpuMatrix, MatmulArgs, MatmulKernel } from "../lib/kernels/matmul.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { type Binding, type Groups, Recorder } from "../gpu/recorder.ts";
+import type { GpuMatrix, MatmulArgs, MatmulKernel } from "../kernels/matmul.ts";
 
 /** Which timer produced the per-kernel times. */
 export type TimerKind = "timestamp" | "replay";
