@@ -168,11 +168,35 @@ export function recordTimeMix(
   io: LayerIo,
   ws: LayerWorkspace,
 ): void {
-  const { kernels: k, weights } = ctx;
-  const { nEmbd: C, nHead: H, headSize: N } = weights.config;
-  const lw = weights.layers[l];
-  const vecs = lw.vecs, rows = io.B * io.T, n = rows * C;
+  recordTimeMixProjections(ctx, rec, l, io, ws);
+  recordGatesAndKeys(ctx, rec, l, io, ws);
+  recordWkvAndBranch(ctx, rec, l, io, ws);
+  recordTimeMixOutput(ctx, rec, l, io, ws);
+}
+
+type Stage = (
+  ctx: LayerContext,
+  rec: Recorder,
+  l: number,
+  io: LayerIo,
+  ws: LayerWorkspace,
+) => void;
+
+/** The sizes, weights and vector offsets every time-mix stage of layer l uses. */
+function timeMixScope(ctx: LayerContext, l: number, io: LayerIo) {
+  const { nEmbd: C, nHead: H, headSize: N } = ctx.weights.config;
+  const lw = ctx.weights.layers[l];
+  const rows = io.B * io.T;
   const vo = (name: Parameters<typeof layerVec>[0]) => layerVec(name, C);
+  return { k: ctx.kernels, C, H, N, lw, vecs: lw.vecs, rows, n: rows * C, vo };
+}
+
+/**
+ * u = ln1(xIn), the six token-shift mixes, then r, k0, v0 (Linear) and the low-rank paths
+ * z = w2·tanh(w1·x), a = a2·(a1·x), g = g2·σ(g1·x), vGate = v2·(v1·x) (layers ≥ 1).
+ */
+const recordTimeMixProjections: Stage = (ctx, rec, l, io, ws) => {
+  const { k, C, lw, vecs, rows, n, vo } = timeMixScope(ctx, l, io);
   k.layerNorm.record(rec, {
     rows,
     C,
@@ -207,6 +231,11 @@ export function recordTimeMix(
     mm.lowrankMatrix(rec, lw.v1!, { ...mix(3), y: ws.vHidden });
     mm.lowrankMatrix(rec, lw.v2!, { M: rows, x: ws.vHidden, y: ws.vGate });
   }
+};
+
+/** Decay, in-context rate and value gates (`gates`), then the normalised key (`keyNorm`). */
+const recordGatesAndKeys: Stage = (ctx, rec, l, io, ws) => {
+  const { k, C, H, N, vecs, rows, vo } = timeMixScope(ctx, l, io);
   k.gates.record(rec, {
     rows,
     C,
@@ -235,6 +264,11 @@ export function recordTimeMix(
     kk: ws.kk,
     k: ws.k,
   });
+};
+
+/** The WKV recurrence (sequential or chunked form), then the lifted branch where it has one. */
+const recordWkvAndBranch: Stage = (ctx, rec, l, io, ws) => {
+  const { k, H } = timeMixScope(ctx, l, io);
   recordWkvForward(rec, { wkv: k.wkv, wkvChunked: ctx.wkvChunked, wkvForm: ctx.wkvForm }, {
     B: io.B,
     T: io.T,
@@ -254,6 +288,11 @@ export function recordTimeMix(
     const v = { B: io.B, T: io.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, k: ws.k, v: ws.v };
     lifted.set.recordForward(rec, l, { ...v, y: ws.y, state: lifted.state });
   }
+};
+
+/** og = groupNorm(y) + bonus, gated by g; `ws.xMid = xIn + Wo · og`. */
+const recordTimeMixOutput: Stage = (ctx, rec, l, io, ws) => {
+  const { k, H, N, lw, vecs, rows, vo } = timeMixScope(ctx, l, io);
   k.groupNormBonus.record(rec, {
     rows,
     H,
@@ -270,8 +309,8 @@ export function recordTimeMix(
     o: ws.o,
     og: ws.og,
   });
-  mm.linearMatrix(rec, lw.Wo, { M: rows, x: ws.og, res: io.xIn, y: ws.xMid });
-}
+  k.matmul.linearMatrix(rec, lw.Wo, { M: rows, x: ws.og, res: io.xIn, y: ws.xMid });
+};
 
 /** Record the channel mix of layer l: `xOut = ws.xMid + ffn.value · relu(ffn.key · mix)²`. */
 export function recordChannelMix(

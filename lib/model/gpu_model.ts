@@ -8,8 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
-import type { HardwareMatmulOptions } from "../kernels/matmul.ts";
-import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import type { GpuLifted } from "./gpu_lifted.ts";
 import {
   createLayerWorkspace,
   destroyLayerWorkspace,
@@ -21,11 +20,16 @@ import {
   destroyWeights,
   type GpuWeights,
   modelVec,
-  type UploadOptions,
   uploadWeights,
   useWeightTextures,
 } from "./gpu_weights.ts";
 import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
+import type {
+  GpuModelOptions,
+  GpuSession,
+  LogitsMode,
+  RecordForwardArgs,
+} from "./gpu_model_types.ts";
 import {
   mayChooseChunked,
   Wkv7ChunkedKernel,
@@ -33,50 +37,12 @@ import {
   WkvFormOptionSchema,
 } from "../kernels/wkv7_chunked.ts";
 
-/** Options of {@link GpuModel.create}: weight storage plus the WKV form. */
-export type GpuModelOptions = UploadOptions & {
-  wkvForm?: WkvFormOption;
-  /** the hardware matmul kernels (default "auto": from the adapter, see `matmul_tiled.ts`) */
-  matmul?: HardwareMatmulOptions;
-};
-
-/** Which logits a forward produces: the last token of each sequence, every token, or none. */
-export type LogitsMode = "last" | "all" | "none";
-
-/** Arguments of {@link GpuModel.recordForward}. */
-export interface RecordForwardArgs {
-  B: number;
-  T: number;
-  /** u32 token ids (B, T) starting at element `tokOff`; ids must be < V (not checked here) */
-  tokens: GPUBuffer;
-  tokOff?: number;
-  state: GpuState;
-  logits: LogitsMode;
-  /** where the logits go ((B, V) or (B·T, V)), starting at element `outOff` */
-  out?: GPUBuffer;
-  outOff?: number;
-  /**
-   * the lifted state (SPEC §6) to advance with `state` when the model has a lifted set
-   * ({@link GpuModel.setLifted}); default: the one `state` carries ({@link GpuState.liftedFor})
-   */
-  liftedState?: GpuLiftedState;
-  /**
-   * run with these weights instead (same shapes and chunks, e.g. a LoRA set's merged weights
-   * that share every other buffer); default {@link GpuModel.activeWeights}
-   */
-  weights?: GpuWeights;
-}
-
-/** A single-sequence stream over a {@link GpuModel} (the `LanguageModel` interface). */
-export interface GpuSession {
-  readonly vocabSize: number;
-  /** Feed tokens; returns the logits after the last one (state advanced). */
-  feed(tokens: number[]): Promise<Float32Array>;
-  /** Read the current state back. */
-  state(): Promise<RwkvState>;
-  /** Free the session's state buffers. */
-  destroy(): void;
-}
+export type {
+  GpuModelOptions,
+  GpuSession,
+  LogitsMode,
+  RecordForwardArgs,
+} from "./gpu_model_types.ts";
 
 /** Model-level buffers: residual ping-pong, v_first, normalised head input, tokens, logits. */
 type BufName = "x0" | "x1" | "vFirst" | "xNorm" | "tokens" | "logits";
@@ -279,8 +245,18 @@ export class GpuModel {
       recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst: b.vFirst, state, ...lifted }, ws);
     }
     if (args.logits === "none") return { count: 0 };
-    const xLast = cfg.nLayer % 2 === 0 ? b.x0 : b.x1;
-    const headRows = args.logits === "last" ? B : rows;
+    return this.#recordHead(rec, args, W, cfg.nLayer % 2 === 0 ? b.x0 : b.x1);
+  }
+
+  /** ln_out and the head over the last token of each sequence or every token. */
+  #recordHead(
+    rec: Recorder,
+    args: RecordForwardArgs,
+    W: GpuWeights,
+    xLast: GPUBuffer,
+  ): { logits: GPUBuffer; count: number } {
+    const { B, T } = args, cfg = this.config, C = cfg.nEmbd;
+    const headRows = args.logits === "last" ? B : B * T;
     const count = headRows * cfg.vocabSize;
     if (count * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
       throw new RangeError(
