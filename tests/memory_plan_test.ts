@@ -5,10 +5,11 @@
  *
  * Tolerances: per category the plan must equal the persistent buffers exactly (it mirrors the
  * allocation formulas; any drift is a bug in one of the two). The peak of live bytes also
- * counts per-submit transients the plan leaves out (the recorder's uniform params, 256 B per
- * dispatch, and readback staging): plan ≤ peak ≤ 1.05 · plan (measured up to a few percent on
- * these toy shapes, where a few hundred dispatches weigh against kilobyte-sized buffers; at the
- * 1.5B shape they are ~3 MB of ~6.7 GB).
+ * counts transients the plan leaves out (the recorders' uniform params, 256 B per dispatch of
+ * the largest submit, and readback staging): plan ≤ peak ≤ 1.05 · plan (measured up to a few
+ * percent on these toy shapes, where a few hundred dispatches weigh against kilobyte-sized
+ * buffers; at the 1.5B shape they are ~3 MB of ~6.7 GB). The per-device kernel buffers
+ * (`SHARED`) are counted as if this run made them.
  */
 import { assert, assertEquals, assertThrows } from "@std/assert";
 import { GpuModel } from "../lib/model/gpu_model.ts";

@@ -5,7 +5,8 @@
  * process-wide ({@link installBufferTracking}, called by `requestGpu`), so every buffer counts
  * whether it came through the helpers of `buffers.ts` or straight from the device. A buffer
  * counts once however often it is destroyed. Listeners ({@link onBufferDestroyed}) let caches
- * that hold buffers (the recorder's bind groups) drop them when they are freed.
+ * that hold buffers (the recorder's bind groups) drop them when they are freed, and
+ * {@link onBufferCreated} lets a benchmark account live buffers by label.
  *
  * @module
  */
@@ -17,6 +18,7 @@ const counts = new WeakMap<GPUDevice, DeviceCount>();
 /** Live buffers → the count of the device that made them (weak: a lost buffer is not kept). */
 const owner = new WeakMap<GPUBuffer, DeviceCount>();
 const listeners = new Set<(b: GPUBuffer) => void>();
+const creations = new Set<(b: GPUBuffer, d: GPUBufferDescriptor) => void>();
 let installed = false;
 
 function countOf(device: GPUDevice): DeviceCount {
@@ -36,6 +38,7 @@ export function installBufferTracking(): void {
     const c = countOf(this);
     c.live++;
     owner.set(b, c);
+    for (const f of creations) f(b, d);
     return b;
   };
   const destroy = GPUBuffer.prototype.destroy;
@@ -69,4 +72,10 @@ export function liveBuffers(gpu: { device: GPUDevice }): number {
 export function onBufferDestroyed(f: (b: GPUBuffer) => void): void {
   installBufferTracking();
   listeners.add(f);
+}
+
+/** Call `f` with each buffer created from now on and its descriptor. */
+export function onBufferCreated(f: (b: GPUBuffer, d: GPUBufferDescriptor) => void): void {
+  installBufferTracking();
+  creations.add(f);
 }

@@ -14,8 +14,9 @@
  * - gradients: dL/dS0 (per sequence, batch sum, the step's accumulator) and dL/d shift states;
  * - optimiser: Adam's moments of S0 and the gradient-norm scratch.
  *
- * Not counted: per-submit transients (the recorder's uniform params, 256 B per dispatch, freed
- * after each submit, and readback staging), a few MB at the 1.5B shape.
+ * Not counted: the recorders' uniform params (256 B per dispatch of the largest submit, one
+ * buffer per device kept for the bind-group cache: `lib/gpu/bind_cache.ts`) and readback
+ * staging, a few MB at the 1.5B shape.
  *
  * f16 weights (`weightDtype: "f16"` of `uploadWeights`): the matrices the matmul kernels read
  * (every Linear, the low-rank factors, the head) at 2 bytes per value; the embedding (gathered
