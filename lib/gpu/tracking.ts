@@ -42,15 +42,15 @@ export function installBufferTracking(): void {
     return b;
   };
   const destroy = GPUBuffer.prototype.destroy;
-  GPUBuffer.prototype.destroy = function (this: GPUBuffer): undefined {
+  GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
     const c = owner.get(this);
     if (c) {
       c.live--;
       owner.delete(this);
       for (const f of listeners) f(this);
     }
-    return destroy.call(this);
-  };
+    destroy.call(this);
+  } as GPUBuffer["destroy"];
 }
 
 /**
