@@ -64,8 +64,8 @@ export async function checkHardwareMatmul(
     const mx = uploadMatrix(g, "M", Mx, K, N, undefined, dtype);
     const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
     const rec = new Recorder(g, "t", g.hasTimestamps);
-    mm.linearMatrix(rec, wm, { M, x: xb, y: y1, res: rb });
-    mm.lowrankMatrix(rec, mx, { M, x: xb, y: y2, act: "tanh" });
+    mm.linearMatrix(rec, wm, { rows: M, x: xb, y: y1, res: rb });
+    mm.lowrankMatrix(rec, mx, { rows: M, x: xb, y: y2, act: "tanh" });
     await rec.flush();
     if (g.hasTimestamps) out.ran.push((await rec.timings()).map((t) => t.label).join(" "));
     const Wr = dtype === "f16" ? roundF16(W) : W, Mr = dtype === "f16" ? roundF16(Mx) : Mx;

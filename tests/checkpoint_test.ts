@@ -12,8 +12,9 @@ import {
   serializeSafetensors,
 } from "../lib/model/safetensors.ts";
 import { writeZip, ZipArchive, ZipError } from "../lib/model/zip.ts";
-import { PickleError, pickleStateDict, unpickle } from "../lib/model/pickle.ts";
-import type { PickleTensorEntry, TorchTensor } from "../lib/model/pickle.ts";
+import { PickleError, unpickle } from "../lib/model/pickle.ts";
+import type { TorchTensor } from "../lib/model/pickle.ts";
+import { pickleStateDict, type PickleTensorEntry } from "../lib/model/pickle_write.ts";
 import { parsePth, parsePthAsync, PthError, serializePth } from "../lib/model/pth.ts";
 import {
   CheckpointError,

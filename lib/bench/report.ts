@@ -34,7 +34,7 @@ export interface GpuCheckReport {
   wkv: WkvTime[];
   wkvSuggestedMinT: Record<number, number | null>;
   phases: PhaseRow[];
-  /** per-kernel times from scripts/_bench_model.ts (with their peak fractions) */
+  /** per-kernel times from lib/bench/model.ts (with their peak fractions) */
   kernels: unknown[];
   torch: TorchRow[];
   torchStatus: string[];
@@ -51,10 +51,10 @@ function table(head: string[], rows: (string | number)[][]): string {
   return [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
-/** The markdown rendering of a report. */
-export function renderMarkdown(r: GpuCheckReport): string {
+/** The title, adapter, peak and test-subset lines. */
+function headerLines(r: GpuCheckReport): string[] {
   const a = r.adapter;
-  const out = [
+  return [
     `# gpu-check (${r.mode}), ${r.date}`,
     "",
     `adapter: **${a.description}**${a.software ? ` — SOFTWARE: ${a.softwareReason}` : ""}; ` +
@@ -70,6 +70,12 @@ export function renderMarkdown(r: GpuCheckReport): string {
         } s`
       : "GPU-vs-reference subset: not run",
     "",
+  ];
+}
+
+/** The model phases and the WebGPU / PyTorch ratios. */
+function phaseLines(r: GpuCheckReport): string[] {
+  return [
     "## Model phases (fractions of peak: matmul FLOPs; weights read once per pass)",
     "",
     table(
@@ -91,6 +97,12 @@ export function renderMarkdown(r: GpuCheckReport): string {
     ),
     ...(r.torchStatus.length ? ["", ...r.torchStatus.map((s) => `- PyTorch: ${s}`)] : []),
     "",
+  ];
+}
+
+/** The matmul kernel variants. */
+function matmulLines(r: GpuCheckReport): string[] {
+  return [
     "## Matmul kernels",
     "",
     table(
@@ -117,6 +129,12 @@ export function renderMarkdown(r: GpuCheckReport): string {
       ]),
     ),
     "",
+  ];
+}
+
+/** The WKV forms, the skipped stages and the total time. */
+function wkvAndTailLines(r: GpuCheckReport): string[] {
+  return [
     "## WKV forward: sequential vs chunked (B = 1, N = 64)",
     "",
     table(
@@ -135,7 +153,11 @@ export function renderMarkdown(r: GpuCheckReport): string {
     `total ${fx(r.seconds)} s; per-kernel times are in gpu_check.json (\`kernels\`).`,
     "",
   ];
-  return out.join("\n");
+}
+
+/** The markdown rendering of a report. */
+export function renderMarkdown(r: GpuCheckReport): string {
+  return [...headerLines(r), ...phaseLines(r), ...matmulLines(r), ...wkvAndTailLines(r)].join("\n");
 }
 
 /** Write `gpu_check.json`, `gpu_check.md` and `gpu_check_tests.log` under `dir`. */

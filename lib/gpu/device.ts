@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from "zod";
+import { installBufferTracking } from "./tracking.ts";
 
 /** What the project needs to know about the device it runs on. */
 export interface Gpu {
@@ -101,6 +102,7 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new NoGpuError("navigator.gpu is undefined in this runtime");
   }
+  installBufferTracking();
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: options.highPerformance === false ? "low-power" : "high-performance",
   });

@@ -9,15 +9,13 @@
  */
 import type { Gpu } from "./device.ts";
 import { roundUp } from "./buffers.ts";
+import { BindCache, type Binding } from "./bind_cache.ts";
 
 /**
  * A whole buffer, a byte range of one (offset aligned to the storage offset alignment), or a
  * texture view (sampled `texture_2d<f32>` bindings).
  */
-export type Binding =
-  | GPUBuffer
-  | { buffer: GPUBuffer; offset?: number; size?: number }
-  | GPUTextureView;
+export type { Binding } from "./bind_cache.ts";
 
 /** Workgroup counts (x, y, z). */
 export type Groups = readonly [number, number?, number?];
@@ -31,15 +29,16 @@ export function f32bits(x: number): number {
   return u32scratch[0];
 }
 
-type Op =
-  | {
-    kind: "dispatch";
-    pipeline: GPUComputePipeline;
-    params: number[];
-    bindings: Binding[];
-    groups: Groups;
-    label: string;
-  }
+interface Dispatch {
+  kind: "dispatch";
+  pipeline: GPUComputePipeline;
+  params: number[];
+  bindings: Binding[];
+  groups: Groups;
+  label: string;
+}
+
+type Transfer =
   | {
     kind: "copy";
     src: GPUBuffer;
@@ -57,6 +56,21 @@ type Op =
     texture: GPUTexture;
     size: [number, number];
   };
+
+type Op = Dispatch | Transfer;
+
+/** Encode a copy or clear (outside any compute pass). */
+function encodeTransfer(enc: GPUCommandEncoder, op: Transfer): void {
+  if (op.kind === "copy") {
+    enc.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
+  } else if (op.kind === "toTexture") {
+    enc.copyBufferToTexture(
+      { buffer: op.src, offset: op.offset, bytesPerRow: op.bytesPerRow },
+      { texture: op.texture },
+      op.size,
+    );
+  } else enc.clearBuffer(op.buffer, op.offset, op.size);
+}
 
 /** Records dispatches and copies; {@link submit} sends them in one command buffer. */
 export class Recorder {
@@ -132,94 +146,18 @@ export class Recorder {
   submit(): void {
     if (this.#ops.length === 0) return;
     const { device } = this.gpu;
-    const align = Math.max(256, this.gpu.limits.minUniformBufferOffsetAlignment);
     const dispatches = this.#ops.filter((o) => o.kind === "dispatch");
-    let uniform: GPUBuffer | undefined;
-    const offsets: number[] = [];
-    if (dispatches.length) {
-      const data = new Uint32Array((dispatches.length * align) / 4);
-      dispatches.forEach((d, i) => {
-        offsets.push(i * align);
-        data.set(d.params, (i * align) / 4);
-      });
-      uniform = device.createBuffer({
-        label: `${this.label}.params`,
-        size: data.byteLength,
-        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      });
-      device.queue.writeBuffer(uniform, 0, data);
-    }
+    const params = this.#writeParams(dispatches);
     const enc = device.createCommandEncoder({ label: this.label });
+    if (this.profile) this.#startProfile(dispatches);
     let pass: GPUComputePassEncoder | undefined;
     let di = 0;
-    if (this.profile) {
-      this.#profile?.query.destroy();
-      this.#profile?.resolve.destroy();
-      const count = Math.max(2, dispatches.length * 2);
-      this.#profile = {
-        query: device.createQuerySet({
-          label: `${this.label}.timestamps`,
-          type: "timestamp",
-          count,
-        }),
-        resolve: device.createBuffer({
-          label: `${this.label}.timestamps`,
-          size: count * 8,
-          usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-        }),
-        labels: dispatches.map((d) => d.label),
-      };
-    }
     for (const op of this.#ops) {
-      if (op.kind === "dispatch") {
-        if (this.#profile) {
-          pass?.end();
-          pass = enc.beginComputePass({
-            label: op.label,
-            timestampWrites: {
-              querySet: this.#profile.query,
-              beginningOfPassWriteIndex: 2 * di,
-              endOfPassWriteIndex: 2 * di + 1,
-            },
-          });
-        }
-        pass ??= enc.beginComputePass({ label: this.label });
-        const entries: GPUBindGroupEntry[] = [{
-          binding: 0,
-          resource: {
-            buffer: uniform!,
-            offset: offsets[di++],
-            size: roundUp(Math.max(4, op.params.length * 4), 16),
-          },
-        }];
-        op.bindings.forEach((b, i) => {
-          const resource = b instanceof GPUBuffer || b instanceof GPUTextureView
-            ? b
-            : { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
-          entries.push({ binding: i + 1, resource });
-        });
-        const bindGroup = device.createBindGroup({
-          label: op.label,
-          layout: op.pipeline.getBindGroupLayout(0),
-          entries,
-        });
-        pass.setPipeline(op.pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(op.groups[0], op.groups[1] ?? 1, op.groups[2] ?? 1);
-      } else {
-        if (pass) {
-          pass.end();
-          pass = undefined;
-        }
-        if (op.kind === "copy") {
-          enc.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
-        } else if (op.kind === "toTexture") {
-          enc.copyBufferToTexture(
-            { buffer: op.src, offset: op.offset, bytesPerRow: op.bytesPerRow },
-            { texture: op.texture },
-            op.size,
-          );
-        } else enc.clearBuffer(op.buffer, op.offset, op.size);
+      if (op.kind === "dispatch") pass = this.#encodeDispatch(enc, pass, op, di++, params);
+      else {
+        pass?.end();
+        pass = undefined;
+        encodeTransfer(enc, op);
       }
     }
     pass?.end();
@@ -228,8 +166,64 @@ export class Recorder {
       if (n > 0) enc.resolveQuerySet(this.#profile.query, 0, n, this.#profile.resolve, 0);
     }
     device.queue.submit([enc.finish()]);
-    uniform?.destroy(); // freed once the submitted work completes
     this.#ops = [];
+  }
+
+  /** Write every dispatch's parameter block into its slot of the device's parameter buffer. */
+  #writeParams(dispatches: Dispatch[]): { buffer?: GPUBuffer; align: number } {
+    const align = Math.max(256, this.gpu.limits.minUniformBufferOffsetAlignment);
+    if (dispatches.length === 0) return { align };
+    const data = new Uint32Array((dispatches.length * align) / 4);
+    dispatches.forEach((d, i) => data.set(d.params, (i * align) / 4));
+    const buffer = BindCache.of(this.gpu).params(data.byteLength);
+    this.gpu.device.queue.writeBuffer(buffer, 0, data);
+    return { buffer, align };
+  }
+
+  /** Timestamp queries for every dispatch of this submit (replacing the last submit's). */
+  #startProfile(dispatches: Dispatch[]): void {
+    const { device } = this.gpu;
+    this.#profile?.query.destroy();
+    this.#profile?.resolve.destroy();
+    const count = Math.max(2, dispatches.length * 2);
+    this.#profile = {
+      query: device.createQuerySet({ label: `${this.label}.timestamps`, type: "timestamp", count }),
+      resolve: device.createBuffer({
+        label: `${this.label}.timestamps`,
+        size: count * 8,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      }),
+      labels: dispatches.map((d) => d.label),
+    };
+  }
+
+  /** Encode dispatch number `di` (its own timed pass when profiling); returns the open pass. */
+  #encodeDispatch(
+    enc: GPUCommandEncoder,
+    pass: GPUComputePassEncoder | undefined,
+    op: Dispatch,
+    di: number,
+    params: { buffer?: GPUBuffer; align: number },
+  ): GPUComputePassEncoder {
+    if (this.#profile) {
+      pass?.end();
+      pass = enc.beginComputePass({
+        label: op.label,
+        timestampWrites: {
+          querySet: this.#profile.query,
+          beginningOfPassWriteIndex: 2 * di,
+          endOfPassWriteIndex: 2 * di + 1,
+        },
+      });
+    }
+    pass ??= enc.beginComputePass({ label: this.label });
+    const paramBytes = roundUp(Math.max(4, op.params.length * 4), 16);
+    const group = BindCache.of(this.gpu)
+      .group(op.pipeline, params.buffer!, di * params.align, paramBytes, op.bindings, op.label);
+    pass.setPipeline(op.pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(op.groups[0], op.groups[1] ?? 1, op.groups[2] ?? 1);
+    return pass;
   }
 
   /**

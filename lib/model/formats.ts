@@ -18,11 +18,10 @@ export {
   SafetensorsError,
   serializeSafetensors,
 } from "./safetensors.ts";
+export { pickleStateDict, type PickleTensorEntry } from "./pickle_write.ts";
 export { parsePth, parsePthAsync, PthError, type PthWriteOptions, serializePth } from "./pth.ts";
 export {
   PickleError,
-  pickleStateDict,
-  type PickleTensorEntry,
   type PyValue,
   TorchStorage,
   TorchTensor,

@@ -22,143 +22,38 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { shared } from "../gpu/shared.ts";
 import { createStorage, readF32 } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
-import { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
 import { HeadCeKernel } from "../kernels/head_ce.ts";
-import type { GpuMatrix } from "../kernels/matmul.ts";
-import { MatmulDwKernel } from "../kernels/matmul_dw.ts";
-import { NormBackwardKernel } from "../kernels/norm_backward.ts";
-import { TimeMixBackwardKernel } from "../kernels/time_mix_backward.ts";
-import { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
-import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked_backward.ts";
-import { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
-import { recordLayer } from "./gpu_layer.ts";
-import { type DbpRows, type GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import { type LayerIo, recordLayer } from "./gpu_layer.ts";
+import { GpuLiftedState } from "./gpu_lifted.ts";
 import type { GpuModel } from "./gpu_model.ts";
 import { GpuState } from "./gpu_state.ts";
-import { allBuffers, type GpuLayerWeights, type GpuWeights, modelVec } from "./gpu_weights.ts";
+import { allBuffers, type GpuWeights, modelVec } from "./gpu_weights.ts";
 import {
   type BackwardKernels,
+  backwardKernels,
+  createGradWeights,
   createGradWorkspace,
   destroyGradWorkspace,
-  type GradWorkspace,
   recordLayerBackward,
   recordNormAffine,
 } from "./gpu_layer_backward.ts";
+import type {
+  Buffers,
+  GpuBackwardOptions,
+  GradBuffers,
+  LossAndGradArgs,
+} from "./gpu_backward_types.ts";
 
-/** Options of {@link GpuBackward.create}. */
-export interface GpuBackwardOptions {
-  /**
-   * Also compute the gradient of every weight (pretraining). Off (default) costs nothing: no
-   * gradient buffer is allocated and no weight-gradient dispatch is recorded.
-   */
-  weightGrads?: boolean;
-}
-
-/**
- * Zeroed gradient buffers shaped like `w` (same matrices, chunks and packed vectors; labels
- * prefixed `dW.`).
- */
-export function createGradWeights(gpu: Gpu, w: GpuWeights): GpuWeights {
-  const like = (b: GPUBuffer) => createStorage(gpu, `dW.${b.label}`, b.size);
-  const mx = (m: GpuMatrix): GpuMatrix => ({
-    ...m,
-    chunks: m.chunks.map((c) => ({ rowStart: c.rowStart, rows: c.rows, buffer: like(c.buffer) })),
-  });
-  const layers = w.layers.map((lw): GpuLayerWeights => {
-    const out = { vecs: like(lw.vecs) } as GpuLayerWeights;
-    for (const [k, v] of Object.entries(lw)) {
-      if (k !== "vecs" && v) (out as unknown as Record<string, GpuMatrix>)[k] = mx(v as GpuMatrix);
-    }
-    return out;
-  });
-  const out: GpuWeights = {
-    config: w.config,
-    emb: mx(w.emb),
-    head: mx(w.head),
-    vecs: like(w.vecs),
-    layers,
-    bytes: 0,
-  };
-  out.bytes = allBuffers(out).reduce((s, b) => s + b.size, 0);
-  return out;
-}
-
-/** The initial state: per sequence (a {@link GpuState}, not modified), or one S0 per layer. */
-export type InitialState =
-  | { kind: "state"; state: GpuState }
-  | {
-    kind: "shared";
-    /** (L, H, N, N) wkv states shared by every sequence; token-shift states are zero */
-    wkv: GPUBuffer;
-  };
-
-/** Arguments of {@link GpuBackward.record}. */
-export interface LossAndGradArgs {
-  B: number;
-  T: number;
-  /** (B, T) u32 token ids (< V, not checked here) */
-  tokens: GPUBuffer;
-  /** (B, T) u32 next-token targets */
-  targets: GPUBuffer;
-  /** (B, T) f32: positions with a non-zero mask count; the loss is their mean */
-  mask: GPUBuffer;
-  init: InitialState;
-  /** add the L2Wrap term to the logit gradient (loss unchanged) */
-  l2wrap?: boolean;
-  /**
-   * weight gradients only: add into the existing dW buffers (gradient accumulation over several
-   * recordings) instead of zeroing them first
-   */
-  accumulateWeightGrads?: boolean;
-  /**
-   * kernel-upscaled state (SPEC §6): the branches of `set`, every sequence starting from the
-   * set's Ŝ0 (shared by the batch, whatever `init` is); {@link GradBuffers.dLifted} gets
-   * dL/dŜ0. With `dbp`, each lifted layer's DBP covariance of the listed vectors is recorded.
-   */
-  lifted?: { set: GpuLifted; dbp?: DbpRows };
-  /**
-   * run with these weights instead of {@link GpuModel.activeWeights} (same shapes and chunks,
-   * e.g. merged adapter weights); `dWeights` is then dL/d(these weights)
-   */
-  weights?: GpuWeights;
-}
-
-/** Where {@link GpuBackward.record} leaves its results (valid once the recording ran). */
-export interface GradBuffers {
-  /** (4): [loss, counted positions, Σ nll, ·] */
-  stats: GPUBuffer;
-  /** (L, B, H, N, N) dL/dS0 per sequence */
-  dS0: GPUBuffer;
-  /** (L, H, N, N) dL/dS0 summed over the batch (the gradient of a shared S0) */
-  dS0Sum: GPUBuffer;
-  /** (L, B, C) dL/d(time-mix shift state), dL/d(channel-mix shift state) */
-  dShiftAtt: GPUBuffer;
-  dShiftFfn: GPUBuffer;
-  /** with `weightGrads`: dL/dW of every weight, shaped like the model's {@link GpuWeights} */
-  dWeights?: GpuWeights;
-  /** with `lifted`: dL/dŜ0 summed over the batch, laid out like the set's `s0` */
-  dLifted?: GPUBuffer;
-  /** with `lifted`: dL/dg summed over the batch, laid out like the set's `gate` (0 in memory mode) */
-  dLiftedGate?: GPUBuffer;
-}
-
-interface Buffers extends GradBuffers {
-  B: number;
-  T: number;
-  xs: GPUBuffer[];
-  vFirst: GPUBuffer;
-  dvFirst: GPUBuffer;
-  xNorm: GPUBuffer;
-  dx: GPUBuffer;
-  nll: GPUBuffer;
-  logits: GPUBuffer;
-  work: GpuState;
-  grad: GradWorkspace;
-  /** lifted work state and dŜ0 of the set last used with these B, T */
-  lifted?: { set: GpuLifted; work: GpuLiftedState; dLifted: GPUBuffer; dLiftedGate: GPUBuffer };
-}
+export type {
+  GpuBackwardOptions,
+  GradBuffers,
+  InitialState,
+  LossAndGradArgs,
+} from "./gpu_backward_types.ts";
+export { createGradWeights } from "./gpu_grad_workspace.ts";
 
 /** The model backward; create once per model with {@link GpuBackward.create}. */
 export class GpuBackward {
@@ -191,16 +86,15 @@ export class GpuBackward {
           `weights; create it with GpuModel.create(gpu, weights, { weightDtype: "f32" })`,
       );
     }
-    const dw = options.weightGrads ? await MatmulDwKernel.create(gpu) : undefined;
+    // one kernel set per device and shape: the kernels own placeholder buffers, which a set
+    // made per run would leave behind
+    const chunked = model.wkvChunked !== undefined;
+    const key = `backward:N${N}:dw${Boolean(options.weightGrads)}:chunked${chunked}`;
+    const { dw, ...own } = await shared(gpu, key, () => backwardKernels(gpu, N, options, chunked));
     const k: BackwardKernels = {
       matmul: model.kernels.matmul,
-      norm: await NormBackwardKernel.create(gpu),
-      timeMix: await TimeMixBackwardKernel.create(gpu, dw !== undefined),
-      channelMix: await ChannelMixBackwardKernel.create(gpu),
-      shift: await TokenShiftBackwardKernel.create(gpu, dw !== undefined),
-      wkv: await Wkv7BackwardKernel.create(gpu, [N]),
       wkvForm: model.wkvForm,
-      ...(model.wkvChunked ? { wkvChunked: await Wkv7ChunkedBackwardKernel.create(gpu, [N]) } : {}),
+      ...own,
       ...(dw ? { dw } : {}),
     };
     const ce = await HeadCeKernel.create(gpu, model.kernels.matmul, dw);
@@ -238,7 +132,6 @@ export class GpuBackward {
 
   /** Record loss and gradients; returns where they will be. Reuses buffers for equal B, T. */
   record(rec: Recorder, a: LossAndGradArgs): GradBuffers {
-    const cfg = this.model.config, C = cfg.nEmbd, L = cfg.nLayer;
     for (const [n, v] of [["B", a.B], ["T", a.T]] as const) {
       if (!Number.isInteger(v) || v < 1) {
         throw new RangeError(`backward: ${n} = ${v}; expected ≥ 1`);
@@ -247,23 +140,25 @@ export class GpuBackward {
     if (a.init.kind === "state" && a.init.state.B !== a.B) {
       throw new RangeError(`backward: initial state holds ${a.init.state.B} sequences, B = ${a.B}`);
     }
-    const b = this.#buffers(a.B, a.T), rows = a.B * a.T, w = this.#weights(a);
-    const ws = this.model.workspace(rows);
-    const ctx = { kernels: this.model.kernels, weights: w };
+    const b = this.#buffers(a.B, a.T);
     const dW = this.dWeights;
     if (dW && !a.accumulateWeightGrads) { for (const x of allBuffers(dW)) rec.clear(x); }
     const lifted = this.#lifted(a, b);
-    this.#loadInitial(rec, a, b);
-    this.model.kernels.embed.record(rec, {
-      rows,
-      tokens: a.tokens,
-      emb: w.emb,
-      vecs: w.vecs,
-      wOff: modelVec("ln0_w", C),
-      bOff: modelVec("ln0_b", C),
-      out: b.xs[0],
-    });
-    const io = (l: number) => ({
+    this.#forwardSaving(rec, a, b, lifted);
+    this.#head(rec, a, b);
+    this.#backwardLayers(rec, a, b, lifted);
+    if (dW) this.#embedding(rec, a, b, dW);
+    const { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn } = b;
+    return {
+      ...{ stats, dS0, dS0Sum, dShiftAtt, dShiftFfn },
+      ...(dW ? { dWeights: dW } : {}),
+      ...(lifted ? { dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate } : {}),
+    };
+  }
+
+  /** The forward of layer l over the saved residuals (its input b.xs[l], output b.xs[l + 1]). */
+  #layerIo(a: LossAndGradArgs, b: Buffers, l: number, lifted: Buffers["lifted"]): LayerIo {
+    return {
       B: a.B,
       T: a.T,
       xIn: b.xs[l],
@@ -271,19 +166,45 @@ export class GpuBackward {
       vFirst: b.vFirst,
       state: b.work,
       ...(lifted ? { lifted: { set: lifted.set, state: lifted.work } } : {}),
+    };
+  }
+
+  /** Embedding and every layer from the initial state, saving each layer's input residual. */
+  #forwardSaving(rec: Recorder, a: LossAndGradArgs, b: Buffers, lifted: Buffers["lifted"]): void {
+    const C = this.model.config.nEmbd, w = this.#weights(a);
+    const ws = this.model.workspace(a.B * a.T);
+    const ctx = { kernels: this.model.kernels, weights: w };
+    this.#loadInitial(rec, a, b);
+    this.model.kernels.embed.record(rec, {
+      rows: a.B * a.T,
+      tokens: a.tokens,
+      emb: w.emb,
+      vecs: w.vecs,
+      wOff: modelVec("ln0_w", C),
+      bOff: modelVec("ln0_b", C),
+      out: b.xs[0],
     });
-    for (let l = 0; l < L; l++) {
-      recordLayer(ctx, rec, l, io(l), ws);
+    for (let l = 0; l < this.model.config.nLayer; l++) {
+      recordLayer(ctx, rec, l, this.#layerIo(a, b, l, lifted), ws);
       if (a.lifted?.dbp && lifted?.set.layers[l]) lifted.set.recordCovariance(rec, l, a.lifted.dbp);
     }
-    this.#head(rec, a, b);
+  }
+
+  /**
+   * For l = L−1 … 0: recompute layer l from the initial state's copy, back-propagate b.dx
+   * through it (dS0, dShift, weight gradients) and sum its dS0 over the batch.
+   */
+  #backwardLayers(rec: Recorder, a: LossAndGradArgs, b: Buffers, lifted: Buffers["lifted"]) {
+    const cfg = this.model.config, w = this.#weights(a), dW = this.dWeights;
+    const ws = this.model.workspace(a.B * a.T);
+    const ctx = { kernels: this.model.kernels, weights: w };
     this.#loadInitial(rec, a, b);
     rec.clear(b.dvFirst);
     const s0 = a.init.kind === "state" ? a.init.state.wkv : a.init.wkv;
     const st = a.init.kind === "state" ? a.init.state : undefined;
     const NN = cfg.nHead * cfg.headSize * cfg.headSize;
-    for (let l = L - 1; l >= 0; l--) {
-      recordLayer(ctx, rec, l, io(l), ws);
+    for (let l = cfg.nLayer - 1; l >= 0; l--) {
+      recordLayer(ctx, rec, l, this.#layerIo(a, b, l, lifted), ws);
       recordLayerBackward(this.k, w, rec, l, ws, b.grad, {
         xIn: b.xs[l],
         dx: b.dx,
@@ -303,22 +224,9 @@ export class GpuBackward {
           }
           : {}),
       });
-      this.k.wkv.sumBatch(rec, {
-        B: a.B,
-        n: NN,
-        src: b.dS0,
-        srcOff: l * a.B * NN,
-        dst: b.dS0Sum,
-        outOff: l * NN,
-      });
+      const src = { src: b.dS0, srcOff: l * a.B * NN };
+      this.k.wkv.sumBatch(rec, { B: a.B, n: NN, ...src, dst: b.dS0Sum, outOff: l * NN });
     }
-    if (dW) this.#embedding(rec, a, b, dW);
-    const { stats, dS0, dS0Sum, dShiftAtt, dShiftFfn } = b;
-    return {
-      ...{ stats, dS0, dS0Sum, dShiftAtt, dShiftFfn },
-      ...(dW ? { dWeights: dW } : {}),
-      ...(lifted ? { dLifted: lifted.dLifted, dLiftedGate: lifted.dLiftedGate } : {}),
-    };
   }
 
   /** The weights this recording runs with. */

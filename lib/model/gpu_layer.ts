@@ -168,13 +168,37 @@ export function recordTimeMix(
   io: LayerIo,
   ws: LayerWorkspace,
 ): void {
-  const { kernels: k, weights } = ctx;
-  const { nEmbd: C, nHead: H, headSize: N } = weights.config;
-  const lw = weights.layers[l];
-  const vecs = lw.vecs, M = io.B * io.T, n = M * C;
+  recordTimeMixProjections(ctx, rec, l, io, ws);
+  recordGatesAndKeys(ctx, rec, l, io, ws);
+  recordWkvAndBranch(ctx, rec, l, io, ws);
+  recordTimeMixOutput(ctx, rec, l, io, ws);
+}
+
+type Stage = (
+  ctx: LayerContext,
+  rec: Recorder,
+  l: number,
+  io: LayerIo,
+  ws: LayerWorkspace,
+) => void;
+
+/** The sizes, weights and vector offsets every time-mix stage of layer l uses. */
+function timeMixScope(ctx: LayerContext, l: number, io: LayerIo) {
+  const { nEmbd: C, nHead: H, headSize: N } = ctx.weights.config;
+  const lw = ctx.weights.layers[l];
+  const rows = io.B * io.T;
   const vo = (name: Parameters<typeof layerVec>[0]) => layerVec(name, C);
+  return { k: ctx.kernels, C, H, N, lw, vecs: lw.vecs, rows, n: rows * C, vo };
+}
+
+/**
+ * u = ln1(xIn), the six token-shift mixes, then r, k0, v0 (Linear) and the low-rank paths
+ * z = w2·tanh(w1·x), a = a2·(a1·x), g = g2·σ(g1·x), vGate = v2·(v1·x) (layers ≥ 1).
+ */
+const recordTimeMixProjections: Stage = (ctx, rec, l, io, ws) => {
+  const { k, C, lw, vecs, rows, n, vo } = timeMixScope(ctx, l, io);
   k.layerNorm.record(rec, {
-    rows: M,
+    rows,
     C,
     x: io.xIn,
     vecs,
@@ -193,22 +217,27 @@ export function recordTimeMix(
   k.tokenShift.mix(rec, { ...shift, nMix: 6, vecs, xOff: vo("x_r"), out: ws.mix });
   k.tokenShift.store(rec, shift);
   const mm = k.matmul;
-  const mix = (m: number) => ({ rows: M, x: ws.mix, xOff: m * n });
+  const mix = (m: number) => ({ rows, x: ws.mix, xOff: m * n });
   mm.linearMatrix(rec, lw.Wr, { ...mix(0), y: ws.r });
   mm.linearMatrix(rec, lw.Wk, { ...mix(2), y: ws.k0 });
   mm.linearMatrix(rec, lw.Wv, { ...mix(3), y: ws.v0 });
   mm.lowrankMatrix(rec, lw.w1, { ...mix(1), y: ws.wHidden, act: "tanh" });
-  mm.lowrankMatrix(rec, lw.w2, { rows: M, x: ws.wHidden, y: ws.z });
+  mm.lowrankMatrix(rec, lw.w2, { rows, x: ws.wHidden, y: ws.z });
   mm.lowrankMatrix(rec, lw.a1, { ...mix(4), y: ws.aHidden });
-  mm.lowrankMatrix(rec, lw.a2, { rows: M, x: ws.aHidden, y: ws.a });
+  mm.lowrankMatrix(rec, lw.a2, { rows, x: ws.aHidden, y: ws.a });
   mm.lowrankMatrix(rec, lw.g1, { ...mix(5), y: ws.gHidden, act: "sigmoid" });
-  mm.lowrankMatrix(rec, lw.g2, { rows: M, x: ws.gHidden, y: ws.g });
+  mm.lowrankMatrix(rec, lw.g2, { rows, x: ws.gHidden, y: ws.g });
   if (l > 0) {
     mm.lowrankMatrix(rec, lw.v1!, { ...mix(3), y: ws.vHidden });
-    mm.lowrankMatrix(rec, lw.v2!, { rows: M, x: ws.vHidden, y: ws.vGate });
+    mm.lowrankMatrix(rec, lw.v2!, { rows, x: ws.vHidden, y: ws.vGate });
   }
+};
+
+/** Decay, in-context rate and value gates (`gates`), then the normalised key (`keyNorm`). */
+const recordGatesAndKeys: Stage = (ctx, rec, l, io, ws) => {
+  const { k, C, H, N, vecs, rows, vo } = timeMixScope(ctx, l, io);
   k.gates.record(rec, {
-    rows: M,
+    rows,
     C,
     vecs,
     w0Off: vo("w0"),
@@ -224,7 +253,7 @@ export function recordTimeMix(
     vFirst: io.vFirst,
   });
   k.keyNorm.record(rec, {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -235,6 +264,11 @@ export function recordTimeMix(
     kk: ws.kk,
     k: ws.k,
   });
+};
+
+/** The WKV recurrence (sequential or chunked form), then the lifted branch where it has one. */
+const recordWkvAndBranch: Stage = (ctx, rec, l, io, ws) => {
+  const { k, H } = timeMixScope(ctx, l, io);
   recordWkvForward(rec, { wkv: k.wkv, wkvChunked: ctx.wkvChunked, wkvForm: ctx.wkvForm }, {
     B: io.B,
     T: io.T,
@@ -254,8 +288,13 @@ export function recordTimeMix(
     const v = { B: io.B, T: io.T, kk: ws.kk, r: ws.r, d: ws.d, a: ws.a, k: ws.k, v: ws.v };
     lifted.set.recordForward(rec, l, { ...v, y: ws.y, state: lifted.state });
   }
+};
+
+/** og = groupNorm(y) + bonus, gated by g; `ws.xMid = xIn + Wo · og`. */
+const recordTimeMixOutput: Stage = (ctx, rec, l, io, ws) => {
+  const { k, H, N, lw, vecs, rows, vo } = timeMixScope(ctx, l, io);
   k.groupNormBonus.record(rec, {
-    rows: M,
+    rows,
     H,
     N,
     vecs,
@@ -270,8 +309,8 @@ export function recordTimeMix(
     o: ws.o,
     og: ws.og,
   });
-  mm.linearMatrix(rec, lw.Wo, { rows: M, x: ws.og, res: io.xIn, y: ws.xMid });
-}
+  k.matmul.linearMatrix(rec, lw.Wo, { rows, x: ws.og, res: io.xIn, y: ws.xMid });
+};
 
 /** Record the channel mix of layer l: `xOut = ws.xMid + ffn.value · relu(ffn.key · mix)²`. */
 export function recordChannelMix(
@@ -284,9 +323,9 @@ export function recordChannelMix(
   const { kernels: k, weights } = ctx;
   const { nEmbd: C, dimFfn: F } = weights.config;
   const lw = weights.layers[l];
-  const M = io.B * io.T;
+  const rows = io.B * io.T;
   k.layerNorm.record(rec, {
-    rows: M,
+    rows,
     C,
     x: ws.xMid,
     vecs: lw.vecs,
@@ -310,7 +349,7 @@ export function recordChannelMix(
     out: ws.ffnMix,
   });
   k.tokenShift.store(rec, shift);
-  k.matmul.linearMatrix(rec, lw.ffn_key, { rows: M, x: ws.ffnMix, y: ws.ffnPre });
-  k.channelMix.reluSq(rec, { n: M * F, pre: ws.ffnPre, act: ws.ffnAct });
-  k.matmul.linearMatrix(rec, lw.ffn_value, { rows: M, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
+  k.matmul.linearMatrix(rec, lw.ffn_key, { rows, x: ws.ffnMix, y: ws.ffnPre });
+  k.channelMix.reluSq(rec, { n: rows * F, pre: ws.ffnPre, act: ws.ffnAct });
+  k.matmul.linearMatrix(rec, lw.ffn_value, { rows, x: ws.ffnAct, res: ws.xMid, y: io.xOut });
 }

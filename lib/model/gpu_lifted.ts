@@ -14,85 +14,40 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
-import { Recorder } from "../gpu/recorder.ts";
+import type { Recorder } from "../gpu/recorder.ts";
 import { DbpKernel } from "../kernels/dbp.ts";
 import {
   liftedArenaLayout,
   type LiftedFeatures,
   liftedFeatureStride,
   LiftedKernel,
-  type LiftedParams,
 } from "../kernels/lifted.ts";
 import { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
 import type { RwkvConfig } from "../model/types.ts";
-import { checkLiftedState, type LiftedLayers, liftedRead } from "../ref/lifted_types.ts";
+import {
+  checkLiftedState,
+  type LiftedLayers,
+  liftedRead,
+  type LiftedState,
+} from "../ref/lifted_types.ts";
+import type {
+  DbpLosses,
+  DbpRows,
+  GpuLiftedLayer,
+  LiftedGradOutputs,
+  LiftedVectors,
+} from "./gpu_lifted_types.ts";
+import type { GpuLiftedState } from "./gpu_lifted_state.ts";
 
 export { loadLifted, saveLifted } from "./lifted_file.ts";
-
-/** One lifted layer on the GPU. */
-export interface GpuLiftedLayer extends LiftedParams {
-  M: number;
-  /** element offset of this layer's Ŝ0 (H, N, M) in {@link GpuLifted.s0} */
-  s0Off: number;
-  /** writes mode (the gate is trained) */
-  writes: boolean;
-  fwd: LiftedKernel;
-  bwd: LiftedBackwardKernel;
-  dbp: DbpKernel;
-}
-
-/** Vectors of one layer's lifted forward / backward; all (B·T, H·N). */
-export interface LiftedVectors {
-  B: number;
-  T: number;
-  kk: GPUBuffer;
-  r: GPUBuffer;
-  d: GPUBuffer;
-  a: GPUBuffer;
-  /** the key and value that write into S (after the k_a modification and the v-first mix) */
-  k: GPUBuffer;
-  v: GPUBuffer;
-}
-
-/**
- * The step's vectors DBP measures: `n` entries `row·stride + kind` in `idx` (kind 0 kk, 1 r,
- * 2 the written k; writes-mode layers should list their k rows, with stride 3).
- */
-export interface DbpRows {
-  idx: GPUBuffer;
-  n: number;
-  /** entries per row of the encoding: 2 (kk, r; the default) or 3 (kk, r, k) */
-  stride?: 2 | 3;
-  /** add to the covariance of earlier micro-batches of the same step */
-  accumulate: boolean;
-}
-
-/** DBP losses after a step, per lifted layer (mean over heads) and over all lifted layers. */
-export interface DbpLosses {
-  /** ‖offdiag(C)‖² / M², mean over lifted layers and heads */
-  decorrelationLoss: number;
-  /** Σ_{i≠j} C_ij² / (C_ii C_jj) / M², mean over lifted layers and heads */
-  correlationLoss: number;
-  /** per layer (undefined without a branch): [decorrelation, correlation] means over heads */
-  perLayer: ([number, number] | undefined)[];
-}
-
-/** Gradient outputs of {@link GpuLifted.recordBackward}. */
-export interface LiftedGradOutputs {
-  /** gradient of the branch output (the GroupNorm input's gradient) (B·T, H·N) */
-  dy: GPUBuffer;
-  /** added to: the gradients of kk, r, d, a and of the written k, v */
-  dkk: GPUBuffer;
-  dr: GPUBuffer;
-  dd: GPUBuffer;
-  da: GPUBuffer;
-  dk: GPUBuffer;
-  dv: GPUBuffer;
-  /** batch-summed dL/dŜ0, written at the layer's `s0Off` (layout of {@link GpuLifted.s0}) */
-  dLifted: GPUBuffer;
-  /** batch-summed dL/dg, written at the layer's `gateOff` (0 in memory mode) */
-  dLiftedGate?: GPUBuffer;
-}
+export { GpuLiftedState } from "./gpu_lifted_state.ts";
+export type {
+  DbpLosses,
+  DbpRows,
+  GpuLiftedLayer,
+  LiftedGradOutputs,
+  LiftedVectors,
+} from "./gpu_lifted_types.ts";
 
 /** A set of lifted layers on the GPU; create with {@link GpuLifted.create}. */
 export class GpuLifted {
@@ -149,31 +104,9 @@ export class GpuLifted {
     const layers: (GpuLiftedLayer | undefined)[] = [];
     for (let l = 0; l < L; l++) {
       const s = lifted[l];
-      if (!s) {
-        layers.push(undefined);
-        continue;
-      }
-      const M = s.M, gaussian = s.featureMap === "gaussian";
-      const lay = liftedArenaLayout(H, N, M, gaussian);
-      const arena = new Float32Array(Math.max(4, lay.size));
-      arena.set(Float32Array.from(s.R));
-      if (gaussian) {
-        arena.set(Float32Array.from(s.support!), lay.supOff);
-        arena.set(Float32Array.from(s.gamma!), lay.gamOff);
-      }
-      layers.push({
-        ...{ M, s0Off: offs[l], gateOff: gOffs[l], writes: s.writes ?? false },
-        ...{ featureMap: s.featureMap, headMeans: s.headMeans, read: liftedRead(s) },
-        ...{
-          arena: upload(gpu, `lifted.${l}.arena`, arena),
-          supOff: lay.supOff,
-          gamOff: lay.gamOff,
-        },
-        gate,
-        fwd: await LiftedKernel.create(gpu, N, M),
-        bwd: await LiftedBackwardKernel.create(gpu, N, M),
-        dbp: await DbpKernel.create(gpu, M),
-      });
+      layers.push(
+        s && await uploadLayer(gpu, config, l, s, { s0Off: offs[l], gateOff: gOffs[l] }, gate),
+      );
     }
     const set = new GpuLifted(gpu, config, layers, s0, size, gate, gateSize, lifted, dummy);
     set.write(lifted, false);
@@ -417,53 +350,37 @@ export class GpuLifted {
   }
 }
 
-/** The running lifted state of B sequences: (B, H, N, M) per lifted layer. */
-export class GpuLiftedState {
-  readonly buffer: GPUBuffer;
-
-  /** A state for B sequences, every sequence starting from the set's Ŝ0. */
-  constructor(readonly set: GpuLifted, readonly B: number, label = "lifted.state") {
-    if (!Number.isInteger(B) || B < 1) throw new RangeError(`lifted state: B = ${B}; expected ≥ 1`);
-    this.buffer = createStorage(set.gpu, label, B * set.size * 4);
-    const rec = new Recorder(set.gpu, `${label}.init`);
-    this.recordReset(rec);
-    rec.submit();
+/** Upload layer l's arena (R, support vectors, γ) and compile its kernels. */
+async function uploadLayer(
+  gpu: Gpu,
+  config: RwkvConfig,
+  l: number,
+  s: LiftedState,
+  offs: { s0Off: number; gateOff: number },
+  gate: GPUBuffer,
+): Promise<GpuLiftedLayer> {
+  const { nHead: H, headSize: N } = config;
+  const M = s.M, gaussian = s.featureMap === "gaussian";
+  const lay = liftedArenaLayout(H, N, M, gaussian);
+  const arena = new Float32Array(Math.max(4, lay.size));
+  arena.set(Float32Array.from(s.R));
+  if (gaussian) {
+    arena.set(Float32Array.from(s.support!), lay.supOff);
+    arena.set(Float32Array.from(s.gamma!), lay.gamOff);
   }
-
-  /** Element offset of layer l's (B, H, N, M) block. */
-  offset(l: number): number {
-    const ly = this.set.layers[l];
-    if (!ly) throw new RangeError(`lifted state: layer ${l} has no lifted branch`);
-    return this.B * ly.s0Off;
-  }
-
-  /** Record copying Ŝ0 into every sequence's state (the start of a sequence). */
-  recordReset(rec: Recorder): void {
-    const { nHead: H, headSize: N } = this.set.config;
-    this.set.layers.forEach((ly) => {
-      if (!ly) return;
-      const n = H * N * ly.M;
-      for (let b = 0; b < this.B; b++) {
-        rec.copy(this.set.s0, ly.s0Off * 4, this.buffer, (this.B * ly.s0Off + b * n) * 4, n * 4);
-      }
-    });
-  }
-
-  /** Read sequence b's lifted state per layer (undefined where no branch), each (H, N, M). */
-  async read(b = 0): Promise<(Float32Array | undefined)[]> {
-    const { nHead: H, headSize: N } = this.set.config;
-    const all = await readF32(this.set.gpu, this.buffer, this.B * this.set.size);
-    return this.set.layers.map((ly) => {
-      if (!ly) return undefined;
-      const n = H * N * ly.M, o = this.B * ly.s0Off + b * n;
-      return all.slice(o, o + n);
-    });
-  }
-
-  /** Free the buffer. */
-  destroy(): void {
-    this.buffer.destroy();
-  }
+  return {
+    ...{ M, ...offs, writes: s.writes ?? false },
+    ...{ featureMap: s.featureMap, headMeans: s.headMeans, read: liftedRead(s) },
+    ...{
+      arena: upload(gpu, `lifted.${l}.arena`, arena),
+      supOff: lay.supOff,
+      gamOff: lay.gamOff,
+    },
+    gate,
+    fwd: await LiftedKernel.create(gpu, N, M),
+    bwd: await LiftedBackwardKernel.create(gpu, N, M),
+    dbp: await DbpKernel.create(gpu, M),
+  };
 }
 
 function upload(gpu: Gpu, label: string, x: ArrayLike<number>): GPUBuffer {

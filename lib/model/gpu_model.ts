@@ -8,8 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { Kernels } from "../kernels/kernels.ts";
-import type { HardwareMatmulOptions } from "../kernels/matmul.ts";
-import type { GpuLifted, GpuLiftedState } from "./gpu_lifted.ts";
+import type { GpuLifted } from "./gpu_lifted.ts";
 import {
   createLayerWorkspace,
   destroyLayerWorkspace,
@@ -21,58 +20,25 @@ import {
   destroyWeights,
   type GpuWeights,
   modelVec,
-  type UploadOptions,
   uploadWeights,
   useWeightTextures,
 } from "./gpu_weights.ts";
 import type { RwkvConfig, RwkvState, RwkvWeights } from "./types.ts";
+import type {
+  GpuModelOptions,
+  GpuSession,
+  LogitsMode,
+  RecordForwardArgs,
+} from "./gpu_model_types.ts";
 import { Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
 import { mayChooseChunked, type WkvFormOption, WkvFormOptionSchema } from "../kernels/wkv_form.ts";
 
-/** Options of {@link GpuModel.create}: weight storage plus the WKV form. */
-export type GpuModelOptions = UploadOptions & {
-  wkvForm?: WkvFormOption;
-  /** the hardware matmul kernels (default "auto": from the adapter, see `matmul_tiled.ts`) */
-  matmul?: HardwareMatmulOptions;
-};
-
-/** Which logits a forward produces: the last token of each sequence, every token, or none. */
-export type LogitsMode = "last" | "all" | "none";
-
-/** Arguments of {@link GpuModel.recordForward}. */
-export interface RecordForwardArgs {
-  B: number;
-  T: number;
-  /** u32 token ids (B, T) starting at element `tokOff`; ids must be < V (not checked here) */
-  tokens: GPUBuffer;
-  tokOff?: number;
-  state: GpuState;
-  logits: LogitsMode;
-  /** where the logits go ((B, V) or (B·T, V)), starting at element `outOff` */
-  out?: GPUBuffer;
-  outOff?: number;
-  /**
-   * the lifted state (SPEC §6) to advance with `state` when the model has a lifted set
-   * ({@link GpuModel.setLifted}); default: the one `state` carries ({@link GpuState.liftedFor})
-   */
-  liftedState?: GpuLiftedState;
-  /**
-   * run with these weights instead (same shapes and chunks, e.g. a LoRA set's merged weights
-   * that share every other buffer); default {@link GpuModel.activeWeights}
-   */
-  weights?: GpuWeights;
-}
-
-/** A single-sequence stream over a {@link GpuModel} (the `LanguageModel` interface). */
-export interface GpuSession {
-  readonly vocabSize: number;
-  /** Feed tokens; returns the logits after the last one (state advanced). */
-  feed(tokens: number[]): Promise<Float32Array>;
-  /** Read the current state back. */
-  state(): Promise<RwkvState>;
-  /** Free the session's state buffers. */
-  destroy(): void;
-}
+export type {
+  GpuModelOptions,
+  GpuSession,
+  LogitsMode,
+  RecordForwardArgs,
+} from "./gpu_model_types.ts";
 
 /** Model-level buffers: residual ping-pong, v_first, normalised head input, tokens, logits. */
 type BufName = "x0" | "x1" | "vFirst" | "xNorm" | "tokens" | "logits";
@@ -248,12 +214,12 @@ export class GpuModel {
     if (!Number.isInteger(B) || B < 1) throw new RangeError(`forward: B = ${B}; expected ≥ 1`);
     if (!Number.isInteger(T) || T < 1) throw new RangeError(`forward: T = ${T}; expected ≥ 1`);
     if (state.B !== B) throw new RangeError(`forward: state holds ${state.B} sequences, B = ${B}`);
-    const cfg = this.config, C = cfg.nEmbd, M = B * T;
-    const ws = this.workspace(M);
+    const cfg = this.config, C = cfg.nEmbd, rows = B * T;
+    const ws = this.workspace(rows);
     const b = this.#bufs as Record<string, GPUBuffer>;
     const W = args.weights ?? this.activeWeights;
     this.kernels.embed.record(rec, {
-      rows: M,
+      rows,
       tokens: args.tokens,
       tokOff: args.tokOff,
       emb: W.emb,
@@ -275,18 +241,28 @@ export class GpuModel {
       recordLayer(ctx, rec, l, { B, T, xIn, xOut, vFirst: b.vFirst, state, ...lifted }, ws);
     }
     if (args.logits === "none") return { count: 0 };
-    const xLast = cfg.nLayer % 2 === 0 ? b.x0 : b.x1;
-    const rows = args.logits === "last" ? B : M;
-    const count = rows * cfg.vocabSize;
+    return this.#recordHead(rec, args, W, cfg.nLayer % 2 === 0 ? b.x0 : b.x1);
+  }
+
+  /** ln_out and the head over the last token of each sequence or every token. */
+  #recordHead(
+    rec: Recorder,
+    args: RecordForwardArgs,
+    W: GpuWeights,
+    xLast: GPUBuffer,
+  ): { logits: GPUBuffer; count: number } {
+    const { B, T } = args, cfg = this.config, C = cfg.nEmbd;
+    const headRows = args.logits === "last" ? B : B * T;
+    const count = headRows * cfg.vocabSize;
     if (count * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
       throw new RangeError(
-        `forward: ${rows} rows × V ${cfg.vocabSize} logits exceed one storage binding; ` +
+        `forward: ${headRows} rows × V ${cfg.vocabSize} logits exceed one storage binding; ` +
           `ask for logits "last" or feed fewer tokens per call`,
       );
     }
-    const xNorm = this.#grow("xNorm", rows * C * 4);
+    const xNorm = this.#grow("xNorm", headRows * C * 4);
     this.kernels.layerNorm.record(rec, {
-      rows,
+      rows: headRows,
       C,
       x: xLast,
       inRowStep: args.logits === "last" ? T : 1,
@@ -298,7 +274,7 @@ export class GpuModel {
     });
     const out = args.out ?? this.#grow("logits", count * 4);
     this.kernels.matmul.linearMatrix(rec, W.head, {
-      rows,
+      rows: headRows,
       x: xNorm,
       y: out,
       yOff: args.outOff ?? 0,

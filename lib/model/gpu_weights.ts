@@ -105,8 +105,8 @@ export interface UploadOptions {
    * Also upload texture copies of the matrices, read by the texture matmul kernels
    * (`lib/kernels/matmul_tex.ts`): "auto" (default) on software adapters (llvmpipe, where they
    * run several times faster) and off on GPUs; true/false to force. They add the matrices' size
-   * again (in `weightDtype`). The environment variable `RWKV_WEIGHT_TEXTURES=0|1` overrides
-   * "auto".
+   * again (in `weightDtype`). Only this option decides (no environment variable); CLIs map
+   * a flag to it (`deno task bench --textures auto|on|off`).
    */
   textures?: boolean | "auto";
 }
@@ -117,13 +117,6 @@ export function useWeightTextures(
   option: boolean | "auto" = "auto",
 ): boolean {
   if (option !== "auto") return option;
-  let env: string | undefined;
-  try {
-    env = Deno.env.get("RWKV_WEIGHT_TEXTURES");
-  } catch {
-    env = undefined; // no env permission
-  }
-  if (env === "0" || env === "1") return env === "1";
   return isSoftwareAdapter(gpu);
 }
 

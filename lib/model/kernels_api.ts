@@ -61,10 +61,12 @@ export { AdamKernel } from "../kernels/adam.ts";
 export { ChannelMixKernel } from "../kernels/channel_mix.ts";
 export { ChannelMixBackwardKernel } from "../kernels/channel_mix_backward.ts";
 export { DbpKernel } from "../kernels/dbp.ts";
-export { GatesKernel, KeyNormKernel } from "../kernels/gates.ts";
+export { GatesKernel } from "../kernels/gates.ts";
+export { KeyNormKernel } from "../kernels/key_norm.ts";
 export { GroupNormBonusKernel } from "../kernels/groupnorm_bonus.ts";
 export { HeadCeKernel } from "../kernels/head_ce.ts";
-export { EmbedLayerNormKernel, LayerNormKernel } from "../kernels/layernorm.ts";
+export { EmbedLayerNormKernel } from "../kernels/embed_layernorm.ts";
+export { LayerNormKernel } from "../kernels/layernorm.ts";
 export { LiftedKernel } from "../kernels/lifted.ts";
 export { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
 export { LoraKernel } from "../kernels/lora.ts";
@@ -81,7 +83,8 @@ export { TokenShiftKernel } from "../kernels/token_shift.ts";
 export { TokenShiftBackwardKernel } from "../kernels/token_shift_backward.ts";
 export { Wkv7Kernel } from "../kernels/wkv7.ts";
 export { Wkv7BackwardKernel } from "../kernels/wkv7_backward.ts";
-export { Wkv7ChunkedBackwardKernel, Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
+export { Wkv7ChunkedKernel } from "../kernels/wkv7_chunked.ts";
+export { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked_backward.ts";
 
 // the model on the GPU: weights, the backward, the memory budget
 export {

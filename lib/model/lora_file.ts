@@ -73,6 +73,31 @@ export interface LoraLoadOptions {
 
 const NAME = /^blocks\.(\d+)\.((?:att|ffn)\.[a-z]+)\.lora_(A|B)$/;
 
+/** One adapted matrix's A and B, as found in the file. */
+type LoraPair = { layer: number; target: LoraTarget; A?: Tensor; B?: Tensor };
+
+/** The file's tensors grouped into (layer, target) pairs; any other tensor is refused. */
+function loraPairs(tensors: Map<string, Tensor>, source: string): Map<string, LoraPair> {
+  const pairs = new Map<string, LoraPair>();
+  for (const [name, t] of tensors) {
+    const m = NAME.exec(name);
+    if (!m || !(LORA_TARGETS as readonly string[]).includes(m[2])) {
+      throw new LoraError(
+        `${source}: tensor "${name}" is not a LoRA tensor; expected ` +
+          `blocks.{l}.{${LORA_TARGETS.join("|")}}.lora_{A|B}`,
+      );
+    }
+    const key = `${m[1]}.${m[2]}`;
+    const p = pairs.get(key) ?? { layer: Number(m[1]), target: m[2] as LoraTarget };
+    if (t.shape.length !== 2) {
+      throw new LoraError(`${source}: ${name} has shape [${t.shape}]; expected a matrix`);
+    }
+    p[m[3] as "A" | "B"] = t;
+    pairs.set(key, p);
+  }
+  return pairs;
+}
+
 /**
  * Parse adapter bytes (safetensors or `.pth`, by magic bytes).
  *
@@ -102,23 +127,7 @@ export async function parseLora(
           : `write it in the safetensors metadata as "alpha"`),
     );
   }
-  const pairs = new Map<string, { layer: number; target: LoraTarget; A?: Tensor; B?: Tensor }>();
-  for (const [name, t] of file.tensors) {
-    const m = NAME.exec(name);
-    if (!m || !(LORA_TARGETS as readonly string[]).includes(m[2])) {
-      throw new LoraError(
-        `${source}: tensor "${name}" is not a LoRA tensor; expected ` +
-          `blocks.{l}.{${LORA_TARGETS.join("|")}}.lora_{A|B}`,
-      );
-    }
-    const key = `${m[1]}.${m[2]}`;
-    const p = pairs.get(key) ?? { layer: Number(m[1]), target: m[2] as LoraTarget };
-    if (t.shape.length !== 2) {
-      throw new LoraError(`${source}: ${name} has shape [${t.shape}]; expected a matrix`);
-    }
-    p[m[3] as "A" | "B"] = t;
-    pairs.set(key, p);
-  }
+  const pairs = loraPairs(file.tensors, source);
   const r = meta.r !== undefined ? Number(meta.r) : [...pairs.values()][0]?.A?.shape[0];
   const modules: LoraModule[] = [];
   for (const p of pairs.values()) {

@@ -14,8 +14,9 @@
  * - gradients: dL/dS0 (per sequence, batch sum, the step's accumulator) and dL/d shift states;
  * - optimiser: Adam's moments of S0 and the gradient-norm scratch.
  *
- * Not counted: per-submit transients (the recorder's uniform params, 256 B per dispatch, freed
- * after each submit, and readback staging), a few MB at the 1.5B shape.
+ * Not counted: the recorders' uniform params (256 B per dispatch of the largest submit, one
+ * buffer per device kept for the bind-group cache: `lib/gpu/bind_cache.ts`) and readback
+ * staging, a few MB at the 1.5B shape.
  *
  * f16 weights (`weightDtype: "f16"` of `uploadWeights`): the matrices the matmul kernels read
  * (every Linear, the low-rank factors, the head) at 2 bytes per value; the embedding (gathered
@@ -26,11 +27,20 @@
 import { z } from "zod";
 import { roundUp } from "../gpu/buffers.ts";
 import { NORM_PARTS } from "../kernels/adam.ts";
-import { planWkvWindows, WKV_WINDOW_BYTES } from "../kernels/wkv7.ts";
-import { WKV_BWD_CHUNK } from "../kernels/wkv7_backward.ts";
+import { WKV_WINDOW_BYTES } from "../kernels/wkv7.ts";
 import { npot } from "../kernels/matmul_tex.ts";
 import { LAYER_VECS, MODEL_VECS } from "./gpu_weights.ts";
 import type { RwkvConfig } from "./types.ts";
+import {
+  gradWorkspaceWidths,
+  layerWorkspaceWidths,
+  matrixChunks,
+  matrixShapes,
+  storage,
+  wkvScratchElems,
+} from "./memory_sizes.ts";
+
+export { configParams } from "./memory_sizes.ts";
 
 /** The categories of a plan, in display order. */
 export const PLAN_CATEGORIES = [
@@ -102,70 +112,6 @@ export interface MemoryPlan {
   bytes: Record<PlanCategory, number>;
   total: number;
   items: PlanItem[];
-}
-
-/** The size `createStorage` gives a request of `bytes` (≥ 16, a multiple of 16). */
-function storage(bytes: number): number {
-  return Math.max(16, roundUp(bytes, 16));
-}
-
-/** Parameter count of a config (every weight array; layer 0 has no v0/v1/v2), as `countParams`. */
-export function configParams(cfg: RwkvConfig): number {
-  const { nLayer: L, nEmbd: C, vocabSize: V, dimFfn: F } = cfg;
-  const layer = LAYER_VECS.length * C + 4 * C * C + 2 * C * (cfg.dimW + cfg.dimA + cfg.dimG) +
-    2 * F * C;
-  // layer 0 has no v0 (one of the packed vectors), v1, v2
-  return 2 * V * C + MODEL_VECS.length * C + L * layer - C + (L - 1) * 2 * C * cfg.dimV;
-}
-
-/** Chunk sizes of a rows × cols matrix as `uploadMatrix` splits it. */
-function matrixChunks(rows: number, cols: number, bpe: number, limit: number): number[] {
-  const perChunk = Math.floor(limit / (cols * bpe));
-  if (perChunk < 1) {
-    throw new RangeError(`one row of ${cols} values exceeds the ${limit}-byte binding`);
-  }
-  const out: number[] = [];
-  for (let r0 = 0; r0 < rows; r0 += perChunk) {
-    out.push(storage(Math.min(perChunk, rows - r0) * cols * bpe));
-  }
-  return out;
-}
-
-/** The rows × cols shapes of every weight matrix of the model, as `uploadWeights` uploads them. */
-function matrixShapes(cfg: RwkvConfig): [number, number][] {
-  const { nEmbd: C, vocabSize: V, dimFfn: F } = cfg;
-  const out: [number, number][] = [[V, C], [V, C]]; // emb, head
-  for (let l = 0; l < cfg.nLayer; l++) {
-    out.push([C, C], [C, C], [C, C], [C, C], [C, cfg.dimW], [cfg.dimW, C]);
-    out.push([C, cfg.dimA], [cfg.dimA, C], [C, cfg.dimG], [cfg.dimG, C], [F, C], [C, F]);
-    if (l > 0) out.push([C, cfg.dimV], [cfg.dimV, C]);
-  }
-  return out;
-}
-
-/** Bytes of the WKV backward scratch (mirrors `scratchLayout` in lib/kernels/wkv7_backward.ts). */
-function wkvScratchElems(B: number, T: number, H: number, N: number) {
-  const n = B * T * H * N, C = H * N, NN = N * N, K = WKV_BWD_CHUNK;
-  const wins = planWkvWindows(B, T, C, K);
-  const W = wins[0].t1 - wins[0].t0;
-  const nWs = Math.ceil(T / W) - 1;
-  const maxNb = Math.max(...wins.map((w) => w.nb));
-  const ckOff = 2 * Math.ceil(n / 64) * 64;
-  const ckElems = B * H * nWs * NN + B * H * NN + maxNb * H * Math.ceil(W / K) * NN;
-  return { ckOff, ckElems, total: ckOff + ckElems };
-}
-
-/** Widths of the layer workspace (`createLayerWorkspace`): 18 C-wide buffers plus these. */
-function layerWorkspaceWidths(cfg: RwkvConfig): number[] {
-  const { nEmbd: C, dimFfn: F } = cfg;
-  return [6 * C, cfg.dimW, cfg.dimA, cfg.dimG, cfg.dimV, F, F, ...Array(18).fill(C)];
-}
-
-/** Widths of the gradient scratch (`createGradWorkspace`, no weight gradients). */
-function gradWorkspaceWidths(cfg: RwkvConfig): number[] {
-  const C = cfg.nEmbd;
-  const D = Math.max(cfg.dimW, cfg.dimA, cfg.dimG, cfg.dimV, 1);
-  return [...Array(14).fill(C), 6 * C, cfg.dimFfn, D];
 }
 
 /** Collects items; `add` takes the category, the name and each buffer's size. */
@@ -259,10 +205,11 @@ function forwardItems(it: Items, cfg: RwkvConfig, o: z.infer<typeof MemoryPlanOp
   it.add("state", "state.att, state.wkv, state.ffn", stateSizes(cfg, B));
 }
 
+/** The state-tuning step: saved activations, workspaces and scratch, then states and gradients. */
 function tuningItems(it: Items, cfg: RwkvConfig, o: z.infer<typeof MemoryPlanOptionsSchema>) {
   const { B, T, gradAccum } = o, rows = B * T, limit = o.maxStorageBufferBindingSize;
   const { nLayer: L, nEmbd: C, nHead: H, headSize: N, vocabSize: V } = cfg;
-  const rc = storage(rows * C * 4), n = L * H * N * N;
+  const rc = storage(rows * C * 4);
   it.add("activations", "bwd.x0 … bwd.xL (saved layer inputs)", Array(L + 1).fill(rc));
   it.add("activations", "bwd.vFirst", [rc]);
   addModelWorkspace(it, cfg, rows, limit);
@@ -293,6 +240,13 @@ function tuningItems(it: Items, cfg: RwkvConfig, o: z.infer<typeof MemoryPlanOpt
     9 * WKV_WINDOW_BYTES,
   ], false);
   it.add("workspace", "kernel placeholders (noxhat, unused, noclip)", [16, 16, 16, 16]);
+  tuningStateItems(it, cfg, B);
+}
+
+/** The state-tuning step's states, gradients and Adam moments (S0 is the trained tensor). */
+function tuningStateItems(it: Items, cfg: RwkvConfig, B: number): void {
+  const { nLayer: L, nEmbd: C, nHead: H, headSize: N } = cfg;
+  const n = L * H * N * N;
   it.add("state", "bwd.work.att/wkv/ffn (per-sequence state)", stateSizes(cfg, B));
   it.add("state", "tune.S0", [storage(n * 4)]);
   it.add("gradients", "bwd.dS0 (per sequence), bwd.dS0Sum, tune.grad", [

@@ -10,8 +10,8 @@
  */
 import type { DType, Tensor, TensorFile } from "./types.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.ts";
-import { describe, pickleStateDict, TorchTensor, unpickle } from "./pickle.ts";
-import type { PickleTensorEntry } from "./pickle.ts";
+import { describe, TorchTensor, unpickle } from "./pickle.ts";
+import { pickleStateDict, type PickleTensorEntry } from "./pickle_write.ts";
 import { writeZip, ZipArchive, ZipError } from "./zip.ts";
 import type { ZipInput, ZipReadOptions } from "./zip.ts";
 

@@ -41,30 +41,7 @@ export class SafetensorsError extends Error {
  * @throws {SafetensorsError} naming the tensor or offset that is wrong
  */
 export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): TensorFile {
-  if (bytes.length < 8) {
-    throw new SafetensorsError(`${source}: file is ${bytes.length} bytes, too short for a header`);
-  }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(dv.getBigUint64(0, true));
-  if (headerLen > bytes.length - 8) {
-    throw new SafetensorsError(
-      `${source}: the header length field says ${headerLen} bytes but the file has only ` +
-        `${bytes.length - 8} after it; the file is truncated (incomplete download?) or its ` +
-        `first 8 bytes are damaged`,
-    );
-  }
-  if (headerLen > MAX_HEADER) {
-    throw new SafetensorsError(
-      `${source}: header length ${headerLen} is over the ${MAX_HEADER}-byte limit ` +
-        `safetensors allows; the file is corrupt`,
-    );
-  }
-  let header: Record<string, unknown>;
-  try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
-  } catch (e) {
-    throw new SafetensorsError(`${source}: header is not valid JSON (${(e as Error).message})`);
-  }
+  const { header, headerLen } = readHeader(bytes, source);
   const dataStart = 8 + headerLen;
   const dataLen = bytes.length - dataStart;
   const tensors = new Map<string, Tensor>();
@@ -103,6 +80,38 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Ten
   }
   checkOverlaps(spans, source);
   return { tensors, dtype: fileDtype ?? "f32" };
+}
+
+/** The JSON header and its length, checked against the file's size and the format's limit. */
+function readHeader(
+  bytes: Uint8Array,
+  source: string,
+): { header: Record<string, unknown>; headerLen: number } {
+  if (bytes.length < 8) {
+    throw new SafetensorsError(`${source}: file is ${bytes.length} bytes, too short for a header`);
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(dv.getBigUint64(0, true));
+  if (headerLen > bytes.length - 8) {
+    throw new SafetensorsError(
+      `${source}: the header length field says ${headerLen} bytes but the file has only ` +
+        `${bytes.length - 8} after it; the file is truncated (incomplete download?) or its ` +
+        `first 8 bytes are damaged`,
+    );
+  }
+  if (headerLen > MAX_HEADER) {
+    throw new SafetensorsError(
+      `${source}: header length ${headerLen} is over the ${MAX_HEADER}-byte limit ` +
+        `safetensors allows; the file is corrupt`,
+    );
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (e) {
+    throw new SafetensorsError(`${source}: header is not valid JSON (${(e as Error).message})`);
+  }
+  return { header, headerLen };
 }
 
 /** Refuse tensors whose byte ranges overlap (the format requires disjoint ranges). */

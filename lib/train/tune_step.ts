@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { shared } from "../gpu/shared.ts";
 import { createStorage, readF32, writeStorage } from "../gpu/buffers.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { AdamKernel } from "../kernels/adam.ts";
@@ -84,7 +85,7 @@ export class StepRunner {
     }
     const weightGrads = parts.some((p) => p.backwardOptions?.weightGrads);
     const bwd = await GpuBackward.create(model, weightGrads ? { weightGrads } : {});
-    const adam = await AdamKernel.create(gpu);
+    const adam = await shared(gpu, "adam", () => AdamKernel.create(gpu)); // one per device
     return new StepRunner(
       model,
       parts,

@@ -10,9 +10,10 @@
  *
  * @module
  */
-import type { Gpu } from "../lib/gpu/device.ts";
-import { type Binding, type Groups, Recorder } from "../lib/gpu/recorder.ts";
-import type { GpuMatrix, MatmulArgs, MatmulKernel } from "../lib/kernels/matmul.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { onBufferCreated, onBufferDestroyed } from "../gpu/tracking.ts";
+import { type Binding, type Groups, Recorder } from "../gpu/recorder.ts";
+import type { GpuMatrix, MatmulArgs, MatmulKernel } from "../kernels/matmul.ts";
 
 /** Which timer produced the per-kernel times. */
 export type TimerKind = "timestamp" | "replay";
@@ -164,6 +165,68 @@ export function tagMatmuls(mm: MatmulKernel): void {
 const PROFILE_CHUNK = 2000;
 const median = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
+/** Summed time, FLOP and bytes of the dispatches of one kernel (labels without `[…]`). */
+type KernelGroups = Map<string, { ms: number; n: number; flop: number; bytes: number }>;
+
+/** Add one dispatch's time to its kernel's group. */
+function addTime(groups: KernelGroups, m: Meta, ms: number): void {
+  const key = m.label.replace(/\[.*?\]/g, "");
+  const g = groups.get(key) ?? { ms: 0, n: 0, flop: 0, bytes: 0 };
+  groups.set(key, { ms: g.ms + ms, n: g.n + 1, flop: g.flop + m.flop, bytes: g.bytes + m.bytes });
+}
+
+/**
+ * After one plain run to warm up, the whole recording in order, each dispatch in its own pass
+ * between GPU timestamps, in submits of ≤ PROFILE_CHUNK dispatches (2 timestamps each; a query
+ * set holds at most 4096).
+ */
+async function timestampTimes(gpu: Gpu, cap: TagRecorder, groups: KernelGroups): Promise<void> {
+  const warm = new Recorder(gpu, "bench.warmup");
+  cap.ops.forEach((_, i) => cap.replay(warm, i));
+  await warm.flush();
+  let rec = new Recorder(gpu, "bench.profile", true), metas: number[] = [];
+  const flush = async () => {
+    rec.submit();
+    (await rec.timings()).forEach((t, i) => addTime(groups, cap.meta[metas[i]], t.ms));
+    rec = new Recorder(gpu, "bench.profile", true);
+    metas = [];
+  };
+  for (const [i, op] of cap.ops.entries()) {
+    cap.replay(rec, i);
+    if (op.kind === "dispatch") metas.push(op.meta);
+    if (metas.length === PROFILE_CHUNK) await flush();
+  }
+  if (metas.length) await flush();
+}
+
+/**
+ * Each kernel's dispatches alone in one submit (copies and clears left out), timed by wall clock
+ * minus the cost of an empty sync.
+ */
+async function replayTimes(gpu: Gpu, cap: TagRecorder, groups: KernelGroups): Promise<void> {
+  const byKey = new Map<string, number[]>();
+  for (const [i, op] of cap.ops.entries()) {
+    if (op.kind !== "dispatch") continue;
+    const key = cap.meta[op.meta].label.replace(/\[.*?\]/g, "");
+    byKey.set(key, [...(byKey.get(key) ?? []), i]);
+  }
+  const syncs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    await gpu.device.queue.onSubmittedWorkDone();
+    syncs.push(performance.now() - t0);
+  }
+  const sync = median(syncs);
+  for (const idx of byKey.values()) {
+    const rec = new Recorder(gpu, "bench.replay");
+    for (const i of idx) cap.replay(rec, i);
+    const t0 = performance.now();
+    await rec.flush();
+    const ms = Math.max(performance.now() - t0 - sync, 1e-3) / idx.length;
+    for (const i of idx) addTime(groups, cap.meta[(cap.ops[i] as { meta: number }).meta], ms);
+  }
+}
+
 /**
  * Per-kernel times of what `record` records (captured once, then replayed). `timestamp`: after
  * one plain run to warm up, the whole recording in order with each dispatch in its own pass
@@ -176,56 +239,11 @@ export async function profileKernels(
   timer: TimerKind,
   peak: Peak,
 ): Promise<KernelTime[]> {
-  const groups = new Map<string, { ms: number; n: number; flop: number; bytes: number }>();
-  const add = (m: Meta, ms: number) => {
-    const key = m.label.replace(/\[.*?\]/g, "");
-    const g = groups.get(key) ?? { ms: 0, n: 0, flop: 0, bytes: 0 };
-    groups.set(key, { ms: g.ms + ms, n: g.n + 1, flop: g.flop + m.flop, bytes: g.bytes + m.bytes });
-  };
+  const groups: KernelGroups = new Map();
   const cap = new TagRecorder(gpu, "bench.capture");
   record(cap);
-  if (timer === "timestamp") {
-    const warm = new Recorder(gpu, "bench.warmup");
-    cap.ops.forEach((_, i) => cap.replay(warm, i));
-    await warm.flush();
-    // in order, in submits of ≤ PROFILE_CHUNK dispatches (2 timestamps each; a query set holds
-    // at most 4096)
-    let rec = new Recorder(gpu, "bench.profile", true), metas: number[] = [];
-    const flush = async () => {
-      rec.submit();
-      (await rec.timings()).forEach((t, i) => add(cap.meta[metas[i]], t.ms));
-      rec = new Recorder(gpu, "bench.profile", true);
-      metas = [];
-    };
-    for (const [i, op] of cap.ops.entries()) {
-      cap.replay(rec, i);
-      if (op.kind === "dispatch") metas.push(op.meta);
-      if (metas.length === PROFILE_CHUNK) await flush();
-    }
-    if (metas.length) await flush();
-  } else {
-    const byKey = new Map<string, number[]>();
-    for (const [i, op] of cap.ops.entries()) {
-      if (op.kind !== "dispatch") continue;
-      const key = cap.meta[op.meta].label.replace(/\[.*?\]/g, "");
-      byKey.set(key, [...(byKey.get(key) ?? []), i]);
-    }
-    const syncs: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const t0 = performance.now();
-      await gpu.device.queue.onSubmittedWorkDone();
-      syncs.push(performance.now() - t0);
-    }
-    const sync = median(syncs);
-    for (const idx of byKey.values()) {
-      const rec = new Recorder(gpu, "bench.replay");
-      for (const i of idx) cap.replay(rec, i);
-      const t0 = performance.now();
-      await rec.flush();
-      const ms = Math.max(performance.now() - t0 - sync, 1e-3) / idx.length;
-      for (const i of idx) add(cap.meta[(cap.ops[i] as { meta: number }).meta], ms);
-    }
-  }
+  if (timer === "timestamp") await timestampTimes(gpu, cap, groups);
+  else await replayTimes(gpu, cap, groups);
   const total = [...groups.values()].reduce((s, g) => s + g.ms, 0);
   const out = [...groups].map(([kernel, g]): KernelTime => {
     const s = Math.max(g.ms, 1e-6) / 1e3;
@@ -296,27 +314,26 @@ export function resolvePeak(
   return { gflops, gbs, source };
 }
 
-/** Live GPU buffers (created through `GPUDevice.createBuffer`, not yet destroyed). */
+/**
+ * Live GPU buffers (created through `GPUDevice.createBuffer`, not yet destroyed), but for the
+ * recorders' parameter buffer.
+ */
 export class BufferTracker {
   static #live = new Map<GPUBuffer, { label: string; seq: number }>();
   static #n = 0;
 
-  /** Patch `createBuffer`/`destroy` once, process-wide. */
+  static #installed = false;
+
+  /** Start tracking (once, process-wide; buffers made before are not seen). */
   static install(): void {
-    const proto = GPUDevice.prototype as unknown as { createBuffer: GPUDevice["createBuffer"] };
-    if ((proto.createBuffer as { tracked?: boolean }).tracked) return;
-    const create = proto.createBuffer;
-    const tracked = function (this: GPUDevice, d: GPUBufferDescriptor): GPUBuffer {
-      const b = create.call(this, d);
+    if (BufferTracker.#installed) return;
+    BufferTracker.#installed = true;
+    onBufferCreated((b, d) => {
+      // the recorders' per-device parameter buffer is a transient, as the memory plan counts it
+      if (d.label === "recorder.params") return;
       BufferTracker.#live.set(b, { label: d.label ?? "", seq: BufferTracker.#n++ });
-      return b;
-    };
-    proto.createBuffer = Object.assign(tracked, { tracked: true });
-    const destroy = GPUBuffer.prototype.destroy;
-    GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
-      BufferTracker.#live.delete(this);
-      return destroy.call(this);
-    };
+    });
+    onBufferDestroyed((b) => BufferTracker.#live.delete(b));
   }
 
   /** A mark: buffers created after it are {@link since} it. */

@@ -1,5 +1,5 @@
 /**
- * The per-model part of `deno task bench` (scripts/bench.ts): prefill, generation and the
+ * The per-model part of `deno task bench` (lib/bench/suite.ts): prefill, generation and the
  * state-tuning step (forward + backward to S0 + clipped Adam on S0) of one model, its GPU
  * memory by part, and its per-kernel times.
  *
@@ -13,15 +13,15 @@
  *
  * @module
  */
-import { getGpu } from "../lib/gpu/device.ts";
-import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
-import { Recorder } from "../lib/gpu/recorder.ts";
-import { AdamKernel } from "../lib/kernels/adam.ts";
-import { GpuModel } from "../lib/model/gpu_model.ts";
-import { memoryPlan } from "../lib/model/memory_plan.ts";
-import { allBuffers, type UploadOptions } from "../lib/model/gpu_weights.ts";
-import type { RwkvWeights } from "../lib/model/types.ts";
-import { GpuBackward, type LossAndGradArgs } from "../lib/model/gpu_backward.ts";
+import { getGpu } from "../gpu/device.ts";
+import { createStorage, readF32, uploadStorage } from "../gpu/buffers.ts";
+import { Recorder } from "../gpu/recorder.ts";
+import { AdamKernel } from "../kernels/adam.ts";
+import { GpuModel } from "../model/gpu_model.ts";
+import { memoryPlan } from "../model/memory_plan.ts";
+import { allBuffers, type UploadOptions } from "../model/gpu_weights.ts";
+import type { RwkvWeights } from "../model/types.ts";
+import { GpuBackward, type LossAndGradArgs } from "../model/gpu_backward.ts";
 import {
   BufferTracker,
   type KernelTime,
@@ -29,7 +29,7 @@ import {
   profileKernels,
   tagMatmuls,
   type TimerKind,
-} from "./_bench_profile.ts";
+} from "./profile.ts";
 
 /** One result line. */
 export interface Row {
