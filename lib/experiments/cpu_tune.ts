@@ -241,11 +241,8 @@ export function cpuTune(
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(o.epochs * train.length / perStep));
   const sched = { lrInit: o.lrInit, lrFinal: o.lrFinal, warmupSteps: o.warmupSteps, totalSteps };
   const order = new BatchOrder(train.length, o.seed);
-  const tensors = parts.flatMap((p) => p.tensors.map((t) => ({ part: p, t })));
   const grads = parts.map((p) => p.tensors.map((t) => new Float64Array(t.param.length)));
-  const mom = tensors.map(({ t }) =>
-    [t.param.length, t.param.length].map((n) => new Float64Array(n))
-  );
+  const mom = grads.flat().map((g) => [new Float64Array(g.length), new Float64Array(g.length)]);
   const history: HistoryRow[] = [];
   const t0 = performance.now();
   let step = 0, stopReason: CpuTuneResult["stopReason"] = "done";

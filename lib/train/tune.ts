@@ -99,6 +99,15 @@ const FIXED_ON_RESUME: [key: string, flag: string, why: string][] = [
   ["seed", "--seed", "the batches are a function of (seed, step, batch)"],
 ];
 
+/** A list of examples as a dataset with no validation split; refuses an empty training set. */
+function asDataset(data: Dataset | Example[]): Dataset {
+  const ds: Dataset = Array.isArray(data)
+    ? { train: data, val: [], bad: [], dropped: 0, source: "examples" }
+    : data;
+  if (ds.train.length === 0) throw new RangeError("tune: the training set is empty");
+  return ds;
+}
+
 /**
  * Prepare the output folder (or load and check the checkpoint when resuming) and create the
  * step runner, holding the checkpoint's tensors when resuming: where the run starts and its
@@ -146,16 +155,12 @@ export async function tune(
 ): Promise<TuneRunResult> {
   const { parts, signal, onStep, ...rest } = options;
   const o = TuneOptionsSchema.parse(rest);
-  const ds: Dataset = Array.isArray(data)
-    ? { train: data, val: [], bad: [], dropped: 0, source: "examples" }
-    : data;
-  if (ds.train.length === 0) throw new RangeError("tune: the training set is empty");
+  const ds = asDataset(data);
   const perStep = o.batch * o.gradAccum;
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(o.epochs * ds.train.length / perStep));
   const sched = { lrInit: o.lrInit, lrFinal: o.lrFinal, warmupSteps: o.warmupSteps, totalSteps };
   const plan = { ...o, totalSteps };
   const order = new BatchOrder(ds.train.length, o.seed);
-
   const { runner, start, history } = await openRun(model, parts, o, plan);
   let lastSaved = o.resume ? start : undefined;
   const save = async (step: number) => {
@@ -164,7 +169,6 @@ export async function tune(
     await saveCheckpoint(o.outDir, { step, tensors, history, config: model.config, options: plan });
     lastSaved = step;
   };
-
   const progress = createProgress({
     total: totalSteps,
     label: "tuning",
