@@ -11,7 +11,8 @@ import type { GeneratedChunk, GenerationResult } from "../generate/generate.ts";
 import type { ChatRequestSchema, CompletionRequestSchema, TokenLogprob } from "./openai.ts";
 import { HttpError } from "./guard.ts";
 
-export const finish = (r: GenerationResult) => (r.stopReason === "max_tokens" ? "length" : "stop");
+/** OpenAI's finish_reason for a result. */
+const finish = (r: GenerationResult) => (r.stopReason === "max_tokens" ? "length" : "stop");
 
 /** One validated request, ready to run. */
 export interface Job {
@@ -30,9 +31,11 @@ export interface Job {
   beat?: () => void;
 }
 
-export type Lp = { e: TokenLogprob; offset: number };
+/** A token's logprob entry and its offset in the text. */
+type Lp = { e: TokenLogprob; offset: number };
 
-export function logprobsOf(job: Job, items: Lp[]) {
+/** `logprobs` of a choice in the chat or completions layout (null unless asked for). */
+function logprobsOf(job: Job, items: Lp[]) {
   if (!job.wantLogprobs) return null;
   if (job.chat) {
     return {
@@ -52,13 +55,15 @@ export function logprobsOf(job: Job, items: Lp[]) {
   };
 }
 
-export const usage = (job: Job, r: GenerationResult) => ({
+const usage = (job: Job, r: GenerationResult) => ({
   prompt_tokens: job.ids.length,
   completion_tokens: r.tokens.length,
   total_tokens: job.ids.length + r.tokens.length,
 });
 
-export const created = () => Math.floor(Date.now() / 1000);
+/** Seconds since the epoch, for `created`. */
+const created = () => Math.floor(Date.now() / 1000);
+/** A random response id suffix (24 hex digits). */
 export const rid = () => crypto.randomUUID().replaceAll("-", "").slice(0, 24);
 
 /** Tokens as they are generated, ending in the result. */
@@ -132,6 +137,7 @@ export async function writeEvents(
   controller.close();
 }
 
+/** Any error as an HttpError: RangeError → 400, others → 500. */
 export function asHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   if (e instanceof RangeError) return new HttpError(400, e.message);
@@ -146,4 +152,5 @@ export function errorBody(e: unknown) {
   };
 }
 
+/** A `/v1/models` entry. */
 export const modelObject = (id: string) => ({ id, object: "model", created: 0, owned_by: "local" });
