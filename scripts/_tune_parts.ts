@@ -106,6 +106,7 @@ const LORA_FLAG: PartFlag<LoraSpec> = {
   },
 };
 
+/** Every part flag, in the order their parts join the run. */
 // deno-lint-ignore no-explicit-any
 export const PART_FLAGS: PartFlag<any>[] = [LIFTED_FLAG, LORA_FLAG];
 
