@@ -9,10 +9,10 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { describeGpu, getGpu } from "../lib/gpu/device.ts";
+import { describeGpu, getGpu, type Gpu } from "../lib/gpu/device.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
-import { zeroState } from "../lib/model/types.ts";
+import { type RwkvConfig, zeroState } from "../lib/model/types.ts";
 import { ByteTokenizer } from "../lib/tokenizer/bytes.ts";
 import { buildDataset } from "../lib/train/data.ts";
 import { skillRows, SKILLS } from "../lib/train/synthetic.ts";
@@ -49,7 +49,10 @@ const Args = z.object({
   out: z.string().default("results/demo"),
 });
 
-await runMain(USAGE, async () => {
+type DemoArgs = z.output<typeof Args>;
+
+/** The command line as typed options, or null for --help. */
+function parseCli(): DemoArgs | null {
   const s = { type: "string" } as const;
   const { values } = parseArgs({
     options: {
@@ -66,9 +69,12 @@ await runMain(USAGE, async () => {
       help: { type: "boolean", short: "h" },
     },
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
-  const t0 = performance.now();
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/** The byte-level model of --model, on the GPU. */
+async function loadDemoModel(a: DemoArgs): Promise<{ model: GpuModel; gpu: Gpu }> {
   const loaded = await loadModel(a.model).catch((e) => {
     throw new Error(
       `${(e as Error).message}\nThe embedded default model is models/default.safetensors; ` +
@@ -81,18 +87,11 @@ await runMain(USAGE, async () => {
   }
   const gpu = await getGpu();
   console.log(`model ${a.model}: L${cfg.nLayer} C${cfg.nEmbd} H${cfg.nHead}; ${describeGpu(gpu)}`);
-  const model = await GpuModel.create(gpu, loaded.weights);
+  return { model: await GpuModel.create(gpu, loaded.weights), gpu };
+}
 
-  const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
-  console.log(`model on the GPU after ${secs()} s`);
-  const testSeed = 1_000_000 + a.seed;
-  const ceiling = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, true);
-  const before = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false);
-  console.log(
-    `skill "${a.skill}", ${a["test-items"]} held-out items: accuracy with the instruction line ` +
-      `${pct(ceiling.accuracy)}; without it, untuned: ${pct(before.accuracy)} (${secs()} s)`,
-  );
-
+/** State-tune on --train-items items of the skill without its instruction line. */
+function tuneSkill(model: GpuModel, a: DemoArgs) {
   const rows = skillRows(a.skill, a["train-items"], a.seed, false);
   const ds = buildDataset(rows.map((r) => JSON.stringify(r)).join("\n"), new ByteTokenizer(), {
     valSplit: 0.1,
@@ -102,7 +101,7 @@ await runMain(USAGE, async () => {
     `state tuning: ${ds.train.length} training / ${ds.val.length} validation items, ` +
       `${a.steps} steps of ${a.batch}, lr ${a["lr-init"]} → ${a["lr-final"]}`,
   );
-  const res = await tuneState(model, ds, {
+  return tuneState(model, ds, {
     steps: a.steps,
     batch: a.batch,
     lrInit: a["lr-init"],
@@ -112,11 +111,20 @@ await runMain(USAGE, async () => {
     outDir: `${a.out}/checkpoint`,
     saveEvery: Math.max(10, Math.floor(a.steps / 3)),
   });
-  console.log(`tuned after ${secs()} s`);
-  const tuned = zeroState(cfg);
-  res.states.forEach((w, l) => tuned[l].wkv.set(w));
-  const after = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false, tuned);
+}
 
+type Tuned = Awaited<ReturnType<typeof tuneState>>;
+type Scored = Awaited<ReturnType<typeof skillAccuracyGpu>>;
+
+/** Accuracy with the instruction, and without it before and after tuning. */
+interface DemoScores {
+  ceiling: Scored;
+  before: Scored;
+  after: Scored;
+}
+
+/** The state in both formats and the loss curve into --out; their paths. */
+async function writeFiles(a: DemoArgs, res: Tuned, cfg: RwkvConfig) {
   await Deno.mkdir(a.out, { recursive: true });
   const statePath = `${a.out}/state.pth`;
   await saveState(statePath, res.states, cfg, "peft", "f32");
@@ -125,6 +133,61 @@ await runMain(USAGE, async () => {
     lossFigure(res.history, `state tuning: ${a.skill} without instruction`),
     `${a.out}/loss`,
   );
+  return { state: statePath, stateWebRwkv: `${a.out}/state.safetensors`, plot };
+}
+
+/** What the run found, on stdout: accuracies, losses, a few samples and the files. */
+function printReport(a: DemoArgs, sc: DemoScores, res: Tuned, files: { plot: object }) {
+  const first = res.history[0], last = res.history[res.history.length - 1];
+  console.log(
+    `\nheld-out accuracy on "${a.skill}" without its instruction line (${a["test-items"]} items):`,
+  );
+  console.log(`  before tuning  ${pct(sc.before.accuracy)}`);
+  console.log(
+    `  after tuning   ${pct(sc.after.accuracy)}   (with the instruction line: ${
+      pct(sc.ceiling.accuracy)
+    })`,
+  );
+  console.log(
+    `training loss ${first.loss.toFixed(3)} → ${last.loss.toFixed(3)}` +
+      (last.valLoss !== undefined ? `, validation loss ${last.valLoss.toFixed(3)}` : ""),
+  );
+  for (const x of sc.after.samples.slice(0, 3)) {
+    console.log(
+      `  ${JSON.stringify(x.prompt)} → ${JSON.stringify(x.got)} (expected ${
+        JSON.stringify(x.expected)
+      })`,
+    );
+  }
+  console.log(
+    `state (RWKV-PEFT .pth): ${a.out}/state.pth\nstate (web-rwkv): ${a.out}/state.safetensors`,
+  );
+  console.log(
+    `loss curve: ${Object.values(files.plot).join(", ")}\nsummary: ${a.out}/summary.json`,
+  );
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
+  const t0 = performance.now();
+  const { model, gpu } = await loadDemoModel(a);
+  const cfg = model.config;
+  const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
+  console.log(`model on the GPU after ${secs()} s`);
+  const testSeed = 1_000_000 + a.seed;
+  const ceiling = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, true);
+  const before = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false);
+  console.log(
+    `skill "${a.skill}", ${a["test-items"]} held-out items: accuracy with the instruction line ` +
+      `${pct(ceiling.accuracy)}; without it, untuned: ${pct(before.accuracy)} (${secs()} s)`,
+  );
+  const res = await tuneSkill(model, a);
+  console.log(`tuned after ${secs()} s`);
+  const tuned = zeroState(cfg);
+  res.states.forEach((w, l) => tuned[l].wkv.set(w));
+  const after = await skillAccuracyGpu(model, a.skill, a["test-items"], testSeed, false, tuned);
+  const files = await writeFiles(a, res, cfg);
   const first = res.history[0], last = res.history[res.history.length - 1];
   const summary = {
     skill: a.skill,
@@ -138,31 +201,10 @@ await runMain(USAGE, async () => {
     steps: res.steps,
     seconds: Number(((performance.now() - t0) / 1000).toFixed(1)),
     adapter: gpu.description,
-    files: { state: statePath, stateWebRwkv: `${a.out}/state.safetensors`, plot },
+    files,
   };
   await Deno.writeTextFile(`${a.out}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
-  console.log(
-    `\nheld-out accuracy on "${a.skill}" without its instruction line (${a["test-items"]} items):`,
-  );
-  console.log(`  before tuning  ${pct(before.accuracy)}`);
-  console.log(
-    `  after tuning   ${pct(after.accuracy)}   (with the instruction line: ${
-      pct(ceiling.accuracy)
-    })`,
-  );
-  console.log(
-    `training loss ${first.loss.toFixed(3)} → ${last.loss.toFixed(3)}` +
-      (last.valLoss !== undefined ? `, validation loss ${last.valLoss.toFixed(3)}` : ""),
-  );
-  for (const x of after.samples.slice(0, 3)) {
-    console.log(
-      `  ${JSON.stringify(x.prompt)} → ${JSON.stringify(x.got)} (expected ${
-        JSON.stringify(x.expected)
-      })`,
-    );
-  }
-  console.log(`state (RWKV-PEFT .pth): ${statePath}\nstate (web-rwkv): ${a.out}/state.safetensors`);
-  console.log(`loss curve: ${Object.values(plot).join(", ")}\nsummary: ${a.out}/summary.json`);
+  printReport(a, { ceiling, before, after }, res, files);
   console.log(`done in ${summary.seconds} s`);
 });
 

@@ -85,7 +85,12 @@ async function stateFor(label: string, model: GpuModel, base: RwkvState): Promis
   return st;
 }
 
-await runMain(USAGE, async () => {
+type EvalArgs = z.output<typeof Args>;
+type Task = Awaited<ReturnType<typeof prepareTask>>;
+type Bundle = Awaited<ReturnType<typeof loadBundle>>;
+
+/** The command line as typed options, or null for --help. */
+function parseCli(): EvalArgs | null {
   const str = { type: "string" } as const;
   const { values } = parseArgs({
     options: {
@@ -106,19 +111,12 @@ await runMain(USAGE, async () => {
     },
     strict: true,
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
-  if (a.tasks.some((t) => t !== "skill_choice" && t !== "skill_answer")) {
-    try {
-      await Deno.stat(a["data-dir"]);
-    } catch {
-      throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
-    }
-  }
-  if (a.out) await prepareOutDir(a.out, "--out"); // before any work, not after it
-  const b = await loadBundle(a.model, a.tokenizer);
-  const gpu = await getGpu();
-  const model = await GpuModel.create(gpu, b.model.weights);
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/** Every --tasks task with its items loaded. */
+async function prepareTasks(a: EvalArgs): Promise<Task[]> {
   const tasks = [];
   for (const t of a.tasks) {
     tasks.push(
@@ -132,6 +130,14 @@ await runMain(USAGE, async () => {
       }),
     );
   }
+  return tasks;
+}
+
+/**
+ * Score every task from every --state; each state after the first is compared, item by item,
+ * with the first.
+ */
+async function scoreAll(model: GpuModel, b: Bundle, tasks: Task[], a: EvalArgs) {
   const results: TaskResult[] = [];
   const comparisons: PairedComparison[] = [];
   for (const label of a.state) {
@@ -154,6 +160,24 @@ await runMain(USAGE, async () => {
     }
     scorer.destroy();
   }
+  return { results, comparisons };
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
+  if (a.tasks.some((t) => t !== "skill_choice" && t !== "skill_answer")) {
+    try {
+      await Deno.stat(a["data-dir"]);
+    } catch {
+      throw new UsageError(`--data-dir ${a["data-dir"]} does not exist`);
+    }
+  }
+  if (a.out) await prepareOutDir(a.out, "--out"); // before any work, not after it
+  const b = await loadBundle(a.model, a.tokenizer);
+  const gpu = await getGpu();
+  const model = await GpuModel.create(gpu, b.model.weights);
+  const { results, comparisons } = await scoreAll(model, b, await prepareTasks(a), a);
   console.log(formatResults(results));
   for (const r of results) if (r.subjects && r.subjects.length > 1) console.log(formatSubjects(r));
   if (comparisons.length) {

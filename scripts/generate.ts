@@ -70,7 +70,8 @@ const Args = z.object({
 const unescape = (s: string) =>
   s.replace(/\\n/g, "\n").replace(/\\t/g, "\t").replace(/\\\\/g, "\\");
 
-await runMain(USAGE, async () => {
+/** The command line as typed options, or null for --help. */
+function parseCli(): z.output<typeof Args> | null {
   const str = { type: "string" } as const;
   const { values } = parseArgs({
     options: {
@@ -95,14 +96,13 @@ await runMain(USAGE, async () => {
     },
     strict: true,
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
-  const b = await loadBundle(a.model, a.tokenizer, a.state);
-  const gpu = await getGpu();
-  const model = await GpuModel.create(gpu, b.model.weights, { weightDtype: a.weights });
-  const soft = isSoftwareAdapter(gpu);
-  const sampler = a.sampler === "auto" ? (soft ? "cpu" : "gpu") : a.sampler;
-  const opts = {
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/** The sampling options of the command line (escapes in --stop undone). */
+function samplingOf(a: z.output<typeof Args>) {
+  return {
     temperature: a.temperature,
     topP: a["top-p"],
     topK: a["top-k"],
@@ -113,6 +113,17 @@ await runMain(USAGE, async () => {
     stop: a.stop.map(unescape),
     seed: a.seed,
   };
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
+  const b = await loadBundle(a.model, a.tokenizer, a.state);
+  const gpu = await getGpu();
+  const model = await GpuModel.create(gpu, b.model.weights, { weightDtype: a.weights });
+  const soft = isSoftwareAdapter(gpu);
+  const sampler = a.sampler === "auto" ? (soft ? "cpu" : "gpu") : a.sampler;
+  const opts = samplingOf(a);
   const prompt = unescape(a.prompt);
   const it = sampler === "gpu"
     ? gpuGenerate(model, b.tokenizer, prompt, { ...opts, initialState: b.state, burst: a.burst })

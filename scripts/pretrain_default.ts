@@ -13,6 +13,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
+import type { RwkvConfig } from "../lib/model/types.ts";
 import { getGpu } from "../lib/gpu/device.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { pretrainGpu } from "../lib/train/pretrain_gpu.ts";
@@ -45,7 +46,10 @@ const Args = z.object({
   engine: z.enum(["cpu", "gpu"]).default("cpu"),
 });
 
-await runMain(USAGE, async () => {
+type PretrainArgs = z.output<typeof Args>;
+
+/** The command line as typed options, or null for --help. */
+function parseCli(): PretrainArgs | null {
   const { values } = parseArgs({
     options: {
       steps: { type: "string" },
@@ -58,8 +62,42 @@ await runMain(USAGE, async () => {
       help: { type: "boolean", short: "h" },
     },
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/** What the run did and how the model does, for the .json beside the weights. */
+function manifestOf(
+  a: PretrainArgs,
+  config: RwkvConfig,
+  history: { loss: number }[],
+  accuracy: Record<string, number>,
+  minutes: number,
+) {
+  const tail = history.slice(-50);
+  return {
+    weights: a.out,
+    config,
+    recipe: {
+      script: "scripts/pretrain_default.ts",
+      corpus: `pretrainCorpus(${a.steps * a.batch}, seed ${a.seed}) from lib/train/synthetic.ts`,
+      engine: a.engine === "cpu"
+        ? "cpu reference backward (lib/ref, float64, weight gradients on)"
+        : "WebGPU backward with weight gradients (lib/train/pretrain_gpu.ts)",
+      optimizer: "Adam β 0.9/0.99, lr 3e-3 → 1e-4 cosine, 50 warmup steps, clip 1",
+      steps: a.steps,
+      batch: a.batch,
+      seed: a.seed,
+    },
+    finalLoss: tail.reduce((s, h) => s + h.loss, 0) / tail.length,
+    instructedAccuracy: accuracy,
+    minutes: Number(minutes.toFixed(1)),
+  };
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
   const config = tinyConfig({
     nLayer: a.layers,
     nEmbd: a.width,
@@ -95,25 +133,7 @@ await runMain(USAGE, async () => {
       recipe: "scripts/pretrain_default.ts",
     }),
   );
-  const tail = history.slice(-50);
-  const manifest = {
-    weights: a.out,
-    config,
-    recipe: {
-      script: "scripts/pretrain_default.ts",
-      corpus: `pretrainCorpus(${a.steps * a.batch}, seed ${a.seed}) from lib/train/synthetic.ts`,
-      engine: a.engine === "cpu"
-        ? "cpu reference backward (lib/ref, float64, weight gradients on)"
-        : "WebGPU backward with weight gradients (lib/train/pretrain_gpu.ts)",
-      optimizer: "Adam β 0.9/0.99, lr 3e-3 → 1e-4 cosine, 50 warmup steps, clip 1",
-      steps: a.steps,
-      batch: a.batch,
-      seed: a.seed,
-    },
-    finalLoss: tail.reduce((s, h) => s + h.loss, 0) / tail.length,
-    instructedAccuracy: accuracy,
-    minutes: Number(minutes.toFixed(1)),
-  };
+  const manifest = manifestOf(a, config, history, accuracy, minutes);
   await Deno.writeTextFile(
     a.out.replace(/\.safetensors$/, ".json"),
     JSON.stringify(manifest, null, 2) + "\n",

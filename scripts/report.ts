@@ -275,11 +275,20 @@ function stem(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1).replace(/\.ipynb$/, "");
 }
 
-async function main(): Promise<number> {
-  let values;
+/** The command line, checked: what to run and where, or the exit code to stop with. */
+interface ReportArgs {
+  books: string[];
+  params: Record<string, unknown>;
+  timeout: number;
+  out: string;
+  quiet: boolean;
+  web: boolean;
+}
+
+function parseCli(args: string[]): ReportArgs | number {
   try {
-    ({ values } = parseArgs({
-      args: Deno.args,
+    const { values } = parseArgs({
+      args,
       options: {
         notebooks: { type: "string" },
         param: { type: "string", short: "p", multiple: true },
@@ -289,72 +298,65 @@ async function main(): Promise<number> {
         "no-web": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
-    }));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  let books: string[];
-  let params: Record<string, unknown>;
-  const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
-  try {
-    params = resolvePathParams(Object.fromEntries((values.param ?? []).map(parseParam)));
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
+    const params = resolvePathParams(Object.fromEntries((values.param ?? []).map(parseParam)));
     const items = (values.notebooks ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-    books = selectNotebooks(items);
+    const books = selectNotebooks(items);
     if (!books.length) throw new RangeError(`no notebooks in ${ROOT}notebooks/`);
     for (const b of books) Deno.statSync(b);
     if (!Number.isFinite(timeout) || timeout <= 0) {
       throw new RangeError(`--timeout must be a positive number of seconds, got ${values.timeout}`);
     }
+    const out = (values.out ?? "results/report").replace(/\/$/, "");
+    return { books, params, timeout, out, quiet: !!values.quiet, web: !values["no-web"] };
   } catch (e) {
     console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
     return 2;
   }
-  const missing = await missingJupyter();
-  if (missing) {
-    console.error(`error: ${missing}`);
-    return 1;
-  }
+}
 
-  const out = (values.out ?? "results/report").replace(/\/$/, "");
-  await Deno.mkdir(out, { recursive: true });
-  const entries: ReportEntry[] = [];
-  for (const book of books) {
-    const name = stem(book);
-    const ipynb = `${out}/${name}.ipynb`, html = `${out}/${name}.html`;
-    console.error(`== ${name}`);
-    const r = await runNotebook(book, {
-      out: ipynb,
-      html,
-      params,
-      timeout,
-      verbose: !values.quiet,
-    });
-    let title = name;
-    try {
-      const nb = JSON.parse(await Deno.readTextFile(ipynb));
-      title = notebookTitle(nb) ?? name;
-      await Deno.writeTextFile(html, interactiveHtml(await Deno.readTextFile(html), title));
-    } catch {
-      // The runner failed before writing: the entry below records the error.
-    }
-    const seconds = Number(r.seconds.toFixed(1));
-    const entry: ReportEntry = { name, title, source: book, ok: r.success, seconds };
-    if (!r.success) {
-      entry.error = r.stderr.split("\n").filter((l) => !l.startsWith("[run_notebook] cell"))
-        .slice(-25).join("\n").trim();
-      if (values.quiet) console.error(entry.error);
-    }
-    entries.push(entry);
-    console.error(`== ${name}: ${r.success ? "ok" : "FAILED"} in ${seconds} s`);
+/** Run one notebook into `a.out` (ipynb and interactive HTML) and say how it went. */
+async function runEntry(book: string, a: ReportArgs): Promise<ReportEntry> {
+  const name = stem(book);
+  const ipynb = `${a.out}/${name}.ipynb`, html = `${a.out}/${name}.html`;
+  console.error(`== ${name}`);
+  const r = await runNotebook(book, {
+    out: ipynb,
+    html,
+    params: a.params,
+    timeout: a.timeout,
+    verbose: !a.quiet,
+  });
+  let title = name;
+  try {
+    const nb = JSON.parse(await Deno.readTextFile(ipynb));
+    title = notebookTitle(nb) ?? name;
+    await Deno.writeTextFile(html, interactiveHtml(await Deno.readTextFile(html), title));
+  } catch {
+    // The runner failed before writing: the entry below records the error.
   }
+  const seconds = Number(r.seconds.toFixed(1));
+  const entry: ReportEntry = { name, title, source: book, ok: r.success, seconds };
+  if (!r.success) {
+    entry.error = r.stderr.split("\n").filter((l) => !l.startsWith("[run_notebook] cell"))
+      .slice(-25).join("\n").trim();
+    if (a.quiet) console.error(entry.error);
+  }
+  console.error(`== ${name}: ${r.success ? "ok" : "FAILED"} in ${seconds} s`);
+  return entry;
+}
+
+/** Write index.html (with the rerun link and web demo unless --no-web) and report.json. */
+async function writeReport(a: ReportArgs, entries: ReportEntry[]): Promise<void> {
+  const { out, params } = a;
   await writePlotlyJs(out);
   let rerun: string | undefined;
-  if (!values["no-web"]) {
+  if (a.web) {
     await buildWeb(`${out}/web`);
     rerun = rerunLink(params, "web");
   }
@@ -366,11 +368,25 @@ async function main(): Promise<number> {
     `${out}/report.json`,
     JSON.stringify({ params, notebooks: entries }, null, 2) + "\n",
   );
+}
+
+async function main(): Promise<number> {
+  const a = parseCli(Deno.args);
+  if (typeof a === "number") return a;
+  const missing = await missingJupyter();
+  if (missing) {
+    console.error(`error: ${missing}`);
+    return 1;
+  }
+  await Deno.mkdir(a.out, { recursive: true });
+  const entries: ReportEntry[] = [];
+  for (const book of a.books) entries.push(await runEntry(book, a));
+  await writeReport(a, entries);
   const failed = entries.filter((e) => !e.ok);
   console.error(
     `${
       entries.length - failed.length
-    } of ${entries.length} notebooks ok; report: ${out}/index.html`,
+    } of ${entries.length} notebooks ok; report: ${a.out}/index.html`,
   );
   if (failed.length) console.error(`failed: ${failed.map((e) => e.name).join(", ")}`);
   return failed.length ? 1 : 0;

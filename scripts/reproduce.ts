@@ -150,7 +150,8 @@ async function runWorkers(W: number, out: string): Promise<string[]> {
   return dirs;
 }
 
-await runMain(USAGE, async () => {
+/** The command line: the typed options, --merge and the shard folders; null for --help. */
+function parseCli(): { a: Args; merge: boolean; positionals: string[] } | null {
   const s = { type: "string" } as const;
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -163,37 +164,31 @@ await runMain(USAGE, async () => {
       help: { type: "boolean", short: "h" },
     },
   });
-  if (values.help) return console.log(USAGE);
+  if (values.help) return null;
   const { merge, help: _h, ...rest } = values;
-  const a = parseWith(Args, rest);
-  const out = a.out ?? `results/${a.testbed}`;
-  if (merge) {
-    if (positionals.length === 0) throw new UsageError("--merge needs the shard folders");
-    const m = await mergeShards(positionals);
-    await writeRows(out, m.rows, m.manifest);
-    return await report(out, m.rows, a);
-  }
-  if (a.testbed === "jsonl" && !a.data) {
-    throw new UsageError('--testbed jsonl needs --data FILE.jsonl ({"prompt","response"} rows)');
-  }
-  const workers = a.workers ?? (a.engine === "cpu" && !a.shard ? 2 : 1);
-  if (workers > 1 && a.shard) throw new UsageError("use --workers or --shard, not both");
-  if (workers > 1) {
-    const t0 = performance.now();
-    const m = await mergeShards(await runWorkers(workers, out));
-    const manifest: Manifest = {
-      ...m.manifest,
-      command: Deno.args,
-      seconds: (performance.now() - t0) / 1000,
-    };
-    await writeRows(out, m.rows, manifest);
-    const compute = m.rows.reduce((t, r) => t + r.seconds, 0);
-    console.log(
-      `${m.rows.length} cells in ${manifest.seconds!.toFixed(0)} s wall (${workers} workers; ` +
-        `${compute.toFixed(0)} s compute)`,
-    );
-    return await report(out, m.rows, a);
-  }
+  return { a: parseWith(Args, rest), merge: !!merge, positionals };
+}
+
+/** `--workers W`: W shards in parallel processes, merged into `out`. */
+async function runWithWorkers(workers: number, out: string, a: Args): Promise<void> {
+  const t0 = performance.now();
+  const m = await mergeShards(await runWorkers(workers, out));
+  const manifest: Manifest = {
+    ...m.manifest,
+    command: Deno.args,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  await writeRows(out, m.rows, manifest);
+  const compute = m.rows.reduce((t, r) => t + r.seconds, 0);
+  console.log(
+    `${m.rows.length} cells in ${manifest.seconds!.toFixed(0)} s wall (${workers} workers; ` +
+      `${compute.toFixed(0)} s compute)`,
+  );
+  await report(out, m.rows, a);
+}
+
+/** Run the grid (or one --shard of it) in this process; the report unless a shard. */
+async function runHere(out: string, a: Args): Promise<void> {
   const { weights } = await loadModel(a.model);
   const tokenizer = await resolveTokenizer(a.model, weights.config.vocabSize, a.tokenizer);
   const dataset = a.data
@@ -244,4 +239,24 @@ await runMain(USAGE, async () => {
   model.destroy();
   console.log(`${rows.length} cells in ${manifest.seconds} s`);
   if (!shard) await report(out, rows, a);
+}
+
+await runMain(USAGE, async () => {
+  const cli = parseCli();
+  if (cli === null) return console.log(USAGE);
+  const { a, merge, positionals } = cli;
+  const out = a.out ?? `results/${a.testbed}`;
+  if (merge) {
+    if (positionals.length === 0) throw new UsageError("--merge needs the shard folders");
+    const m = await mergeShards(positionals);
+    await writeRows(out, m.rows, m.manifest);
+    return await report(out, m.rows, a);
+  }
+  if (a.testbed === "jsonl" && !a.data) {
+    throw new UsageError('--testbed jsonl needs --data FILE.jsonl ({"prompt","response"} rows)');
+  }
+  const workers = a.workers ?? (a.engine === "cpu" && !a.shard ? 2 : 1);
+  if (workers > 1 && a.shard) throw new UsageError("use --workers or --shard, not both");
+  if (workers > 1) return await runWithWorkers(workers, out, a);
+  await runHere(out, a);
 });

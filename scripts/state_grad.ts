@@ -29,7 +29,7 @@ import { createLoraPart } from "../lib/parts/lora.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { GpuBackward } from "../lib/model/gpu_backward.ts";
 import { refLossAndGrad } from "../lib/ref/backward.ts";
-import type { RwkvConfig } from "../lib/model/types.ts";
+import type { RwkvConfig, RwkvState, RwkvWeights } from "../lib/model/types.ts";
 import { DEFAULT_MODEL, loadForInput, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const USAGE =
@@ -135,7 +135,8 @@ async function gpuGrads(
   return out;
 }
 
-await runMain(USAGE, async () => {
+/** The command line as typed options, or null for --help. */
+function parseCli(): z.output<typeof Args> | null {
   const s = { type: "string" } as const;
   const { values } = parseArgs({
     options: {
@@ -152,41 +153,35 @@ await runMain(USAGE, async () => {
       help: { type: "boolean", short: "h" },
     },
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
-  const b = await loadForInput(a);
-  const ids = b.ids;
-  if (ids.length < 2) throw new UsageError("need at least 2 tokens (one prediction)");
-  const cfg = b.model.weights.config;
-  const lifted = a.lifted ? await loadLifted(a.lifted) : undefined;
-  if (lifted && lifted.length !== cfg.nLayer) {
-    throw new Error(
-      `${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`,
-    );
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/** The same gradients from the float64 CPU reference (LoRA merged into the weights). */
+function cpuGrads(
+  weights: RwkvWeights,
+  inputs: number[],
+  targets: number[],
+  state: RwkvState,
+  lifted: LiftedLayers | undefined,
+  adapter: LoraAdapter | undefined,
+): Grads {
+  const w = adapter ? mergeLoraWeights(weights, adapter) : weights;
+  const r = refLossAndGrad(w, inputs, targets, undefined, state, {
+    lifted,
+    weightGrads: adapter !== undefined,
+  });
+  const g: Grads = { loss: r.loss, s0: r.dState.map((d) => d.wkv) };
+  if (lifted) {
+    g.lifted = r.dLifted;
+    g.gate = lifted.map((s, l) => s?.writes ? r.dLiftedGate?.[l] : undefined);
   }
-  const adapter = a.lora
-    ? await loadLora(a.lora, { config: cfg, alpha: a["lora-alpha"] })
-    : undefined;
-  const inputs = ids.slice(0, -1), targets = ids.slice(1);
-  const per = cfg.nHead * cfg.headSize * cfg.headSize;
-  let g: Grads;
-  if (a.engine === "cpu") {
-    const w = adapter ? mergeLoraWeights(b.model.weights, adapter) : b.model.weights;
-    const r = refLossAndGrad(w, inputs, targets, undefined, b.state, {
-      lifted,
-      weightGrads: adapter !== undefined,
-    });
-    g = { loss: r.loss, s0: r.dState.map((d) => d.wkv) };
-    if (lifted) {
-      g.lifted = r.dLifted;
-      g.gate = lifted.map((s, l) => s?.writes ? r.dLiftedGate?.[l] : undefined);
-    }
-    if (adapter) g.lora = loraGradsFromRef(adapter, r.dWeights!);
-  } else {
-    const flat = new Float32Array(cfg.nLayer * per);
-    b.state.forEach((st, l) => flat.set(st.wkv, l * per));
-    g = await gpuGrads(b.model.weights, cfg, inputs, targets, flat, lifted, adapter);
-  }
+  if (adapter) g.lora = loraGradsFromRef(adapter, r.dWeights!);
+  return g;
+}
+
+/** The gradients as one JSON line (--json), or the loss and |dL/dS0| per layer. */
+function printGrads(g: Grads, tokens: number, a: z.output<typeof Args>): void {
   const loss = g.loss, grads = g.s0;
   if (a.json) {
     const lj = liftedJson(g);
@@ -206,10 +201,39 @@ await runMain(USAGE, async () => {
     );
     return;
   }
-  console.log(`${ids.length} tokens, loss ${loss.toFixed(6)} (${a.engine})`);
+  console.log(`${tokens} tokens, loss ${loss.toFixed(6)} (${a.engine})`);
   grads.forEach((d, l) => {
     let sq = 0;
     for (let i = 0; i < d.length; i++) sq += d[i] * d[i];
     console.log(`layer ${String(l).padStart(2)}  |dL/dS0| = ${Math.sqrt(sq).toExponential(4)}`);
   });
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
+  const b = await loadForInput(a);
+  const ids = b.ids;
+  if (ids.length < 2) throw new UsageError("need at least 2 tokens (one prediction)");
+  const cfg = b.model.weights.config;
+  const lifted = a.lifted ? await loadLifted(a.lifted) : undefined;
+  if (lifted && lifted.length !== cfg.nLayer) {
+    throw new Error(
+      `${a.lifted}: lifted state for ${lifted.length} layers, the model has ${cfg.nLayer}`,
+    );
+  }
+  const adapter = a.lora
+    ? await loadLora(a.lora, { config: cfg, alpha: a["lora-alpha"] })
+    : undefined;
+  const inputs = ids.slice(0, -1), targets = ids.slice(1);
+  const per = cfg.nHead * cfg.headSize * cfg.headSize;
+  let g: Grads;
+  if (a.engine === "cpu") {
+    g = cpuGrads(b.model.weights, inputs, targets, b.state, lifted, adapter);
+  } else {
+    const flat = new Float32Array(cfg.nLayer * per);
+    b.state.forEach((st, l) => flat.set(st.wkv, l * per));
+    g = await gpuGrads(b.model.weights, cfg, inputs, targets, flat, lifted, adapter);
+  }
+  printGrads(g, ids.length, a);
 });

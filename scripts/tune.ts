@@ -8,8 +8,9 @@
  *
  * Ctrl-C (SIGINT) or SIGTERM stops after the current step and saves a checkpoint (exit 130 /
  * 143); `--resume` continues it. A checkpoint is also written every `--save-every` steps
- * (default 50), so even kill -9 loses at most that many. Parts beyond S0 (`--lifted`) are built
- * in {@link PART_FLAGS}: adding a part flag is one entry there plus its `parseArgs` option.
+ * (default 50), so even kill -9 loses at most that many. Parts beyond S0 (`--lifted`, `--lora`) are
+ * built in `_tune_parts.ts`: adding a part flag is one entry in its `PART_FLAGS` plus the
+ * `parseArgs` option and `Args` field here.
  *
  * @module
  */
@@ -19,26 +20,13 @@ import { getGpu } from "../lib/gpu/device.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { loadDataset } from "../lib/train/data.ts";
 import type { Dataset } from "../lib/train/data.ts";
+import type { Tokenizer } from "../lib/tokenizer/mod.ts";
 import { type HistoryRow, lossFigure, tune } from "../lib/train/tune.ts";
 import { StatePart } from "../lib/train/state_part.ts";
-import type { TrainablePart } from "../lib/train/parts.ts";
 import { hasCheckpoint, loadCheckpoint, prepareOutDir } from "../lib/train/checkpoint.ts";
 import { saveFigure } from "../lib/plot/figure.ts";
-import { loadLifted } from "../lib/model/gpu_lifted.ts";
-import type { RwkvWeights } from "../lib/model/types.ts";
-import {
-  type DbpConfig,
-  DbpConfigSchema,
-  type LiftedConfig,
-  LiftedConfigSchema,
-} from "../lib/parts/config.ts";
-import { LiftedPart } from "../lib/parts/lifted_part.ts";
-import { createLoraPart } from "../lib/parts/lora.ts";
-import { type LoraConfig, LoraError, parseLoraSpec } from "../lib/model/lora.ts";
-import { loadLora, saveLora } from "../lib/model/lora_file.ts";
-import { initLiftedLayers } from "../lib/parts/support.ts";
-import { Rng } from "../lib/util/rng.ts";
-import { loadBundle, parseKeyValues, parseWith, runMain, UsageError } from "./_cli.ts";
+import { type BuiltPart, PART_FLAGS } from "./_tune_parts.ts";
+import { loadBundle, parseWith, runMain, UsageError } from "./_cli.ts";
 
 const USAGE = `Usage: deno task tune --model M --data D --out DIR [options]
 
@@ -108,136 +96,6 @@ const Args = z.object({
   seed: num.int().default(0),
 });
 
-/** What a part flag builds: the part, and how its result is written into --out. */
-interface BuiltPart {
-  part: TrainablePart;
-  /** write the tuned part into `out`; returns the path */
-  save(out: string): Promise<string>;
-}
-
-/** What a part flag's builder may use. */
-interface PartContext {
-  a: z.output<typeof Args>;
-  model: GpuModel;
-  weights: RwkvWeights;
-  ds: Dataset;
-}
-
-/**
- * A part flag beyond S0: `parse` checks the flag's value before anything is loaded (usage
- * errors come first), `build` makes the part once the model and data are there. The
- * coordinator adds `--lora` as one more entry (and its `parseArgs` option and `Args` field).
- */
-interface PartFlag<Spec> {
-  flag: "lifted" | "lora";
-  parse(value: string, a: z.output<typeof Args>): Spec;
-  build(spec: Spec, c: PartContext): Promise<BuiltPart>;
-}
-
-/** `--lifted` (and its `--dbp`) as parsed. */
-interface LiftedSpec {
-  file?: string;
-  config?: LiftedConfig;
-  lrScale: number;
-  dbp: DbpConfig | false;
-}
-
-const LIFTED_FLAG: PartFlag<LiftedSpec> = {
-  flag: "lifted",
-  parse: parseLifted,
-  build: buildLifted,
-};
-
-/** `--lora` as parsed: an adapter file (α for a .pth) or a fresh adapter's options. */
-interface LoraSpec {
-  file?: string;
-  alpha?: number;
-  config?: LoraConfig;
-}
-
-const LORA_FLAG: PartFlag<LoraSpec> = {
-  flag: "lora",
-  parse(v) {
-    const fileSpec = /^file=([^,]+)(?:,alpha=([^,]+))?$/.exec(v);
-    if (fileSpec) {
-      const alpha = fileSpec[2] === undefined ? undefined : Number(fileSpec[2]);
-      if (alpha !== undefined && !(alpha > 0)) {
-        throw new UsageError(`--lora: alpha must be a positive number, got "${fileSpec[2]}"`);
-      }
-      return { file: fileSpec[1], alpha };
-    }
-    if (!v.includes("=")) return { file: v };
-    try {
-      return { config: parseLoraSpec(v) };
-    } catch (e) {
-      if (e instanceof LoraError) throw new UsageError(`--lora "${v}": ${e.message}`);
-      throw e;
-    }
-  },
-  async build(spec, c) {
-    const source = spec.file !== undefined
-      ? await loadLora(spec.file, { config: c.weights.config, alpha: spec.alpha })
-      : spec.config!;
-    const part = await createLoraPart(c.model, source);
-    return {
-      part,
-      save: async (out) => {
-        await saveLora(`${out}/lora.safetensors`, await part.adapter());
-        return `${out}/lora.safetensors`;
-      },
-    };
-  },
-};
-
-// deno-lint-ignore no-explicit-any
-const PART_FLAGS: PartFlag<any>[] = [LIFTED_FLAG, LORA_FLAG];
-
-/** `--lifted FILE | file=FILE,lrScale=… | on | key=value,…` and `--dbp on | key=value,…`. */
-function parseLifted(v: string, a: z.output<typeof Args>): LiftedSpec {
-  const raw = v.includes("=") || v === "on"
-    ? parseKeyValues("--lifted", v, z.record(z.string(), z.unknown()))
-    : { file: v };
-  const { lrScale: lr, file, ...rest } = raw;
-  const lrScale = parseKeyValues(
-    "--lifted",
-    lr === undefined ? "on" : `lrScale=${lr}`,
-    z.object({ lrScale: z.number().min(0).default(1) }),
-  ).lrScale;
-  const dbp = a.dbp === undefined ? false : parseKeyValues("--dbp", a.dbp, DbpConfigSchema);
-  if (file !== undefined) {
-    if (Object.keys(rest).length) {
-      throw new UsageError(`--lifted: with a file only lrScale may be given, got "${v}"`);
-    }
-    return { file: String(file), lrScale, dbp };
-  }
-  if (typeof rest.layers === "number") rest.layers = [rest.layers];
-  const r = LiftedConfigSchema.safeParse({ ...rest, enabled: true });
-  if (!r.success) {
-    throw new UsageError(`--lifted "${v}": ${r.error.issues.map((i) => i.message).join("; ")}`);
-  }
-  return { config: r.data, lrScale, dbp };
-}
-
-/** The lifted part: from the file, or initialised on calibration rows of the training set. */
-async function buildLifted(spec: LiftedSpec, c: PartContext): Promise<BuiltPart> {
-  let layers;
-  if (spec.file !== undefined) layers = await loadLifted(spec.file);
-  else {
-    const cfg = spec.config!, train = c.ds.train;
-    const order = new Rng(cfg.seed * 7919 + 17).shuffle(train.map((_, i) => i));
-    const calib = order.slice(0, cfg.calibrationSequences).map((i) => train[i].ids);
-    layers = initLiftedLayers(c.weights, calib, cfg);
-  }
-  const part = await LiftedPart.create(c.model, { layers, dbp: spec.dbp, lrScale: spec.lrScale });
-  return {
-    part,
-    save: async (out) => {
-      await part.save(`${out}/lifted.safetensors`);
-      return `${out}/lifted.safetensors`;
-    },
-  };
-}
-
 /** history.json and history.csv (the base columns, then any a part added). */
 async function writeHistory(out: string, history: HistoryRow[]): Promise<void> {
   await Deno.writeTextFile(`${out}/history.json`, JSON.stringify(history, null, 1) + "\n");
@@ -250,7 +108,8 @@ async function writeHistory(out: string, history: HistoryRow[]): Promise<void> {
   );
 }
 
-await runMain(USAGE, async () => {
+/** The command line as typed options, or null for --help. */
+function parseCli(): z.output<typeof Args> | null {
   const s = { type: "string" } as const, f = { type: "boolean" } as const;
   const { values } = parseArgs({
     options: {
@@ -283,29 +142,32 @@ await runMain(USAGE, async () => {
       help: { ...f, short: "h" },
     },
   });
-  if (values.help) return console.log(USAGE);
-  const a = parseWith(Args, values);
-  const ckDir = `${a.out}/checkpoint`;
-  if (a.dbp !== undefined && a.lifted === undefined) {
-    throw new UsageError("--dbp moves the lifted state's R: it needs --lifted");
+  if (values.help) return null;
+  return parseWith(Args, values);
+}
+
+/**
+ * Check --out before anything is loaded: with --resume the checkpoint must load; without it,
+ * --out must not hold an earlier run's checkpoint (nothing is overwritten).
+ */
+async function checkOut(a: z.output<typeof Args>, ckDir: string): Promise<void> {
+  if (a.resume) {
+    await loadCheckpoint(ckDir); // refuse early, naming the path
+    return;
   }
-  const specs = PART_FLAGS.flatMap((pf) => {
-    const v = a[pf.flag];
-    return v === undefined ? [] : [{ pf, spec: pf.parse(v, a) }];
-  });
-  if (a.resume) await loadCheckpoint(ckDir); // refuse early, naming the path
-  else {
-    await prepareOutDir(a.out, "--out");
-    if (await hasCheckpoint(ckDir)) {
-      throw new Error(
-        `--out ${a.out} holds the checkpoint of an earlier run (${ckDir}/checkpoint.json): ` +
-          `pass --resume to continue it, or pick another --out (nothing was overwritten)`,
-      );
-    }
-    await prepareOutDir(ckDir, "--out");
+  await prepareOutDir(a.out, "--out");
+  if (await hasCheckpoint(ckDir)) {
+    throw new Error(
+      `--out ${a.out} holds the checkpoint of an earlier run (${ckDir}/checkpoint.json): ` +
+        `pass --resume to continue it, or pick another --out (nothing was overwritten)`,
+    );
   }
-  const b = await loadBundle(a.model, a.tokenizer);
-  const ds = await loadDataset(a.data, b.tokenizer, {
+  await prepareOutDir(ckDir, "--out");
+}
+
+/** The dataset of --data, with a line on stderr saying what was kept, skipped and dropped. */
+async function loadData(a: z.output<typeof Args>, tokenizer: Tokenizer): Promise<Dataset> {
+  const ds = await loadDataset(a.data, tokenizer, {
     ctx: a.ctx,
     overflow: a.overflow,
     valSplit: a["val-split"],
@@ -321,14 +183,14 @@ await runMain(USAGE, async () => {
         : "") +
       (ds.dropped ? `; dropped ${ds.dropped} (too long or no answer tokens)` : ""),
   );
-  const gpu = await getGpu();
-  console.error(`adapter: ${gpu.description}`);
-  const model = await GpuModel.create(gpu, b.model.weights);
-  const state = await StatePart.create(model);
-  const extra: BuiltPart[] = [];
-  for (const { pf, spec } of specs) {
-    extra.push(await pf.build(spec, { a, model, weights: b.model.weights, ds }));
-  }
+  return ds;
+}
+
+/**
+ * SIGINT and SIGTERM abort the run after the current step (a checkpoint is saved in `ckDir`):
+ * the signal, which signal came (if one did), and `remove()` for the listeners.
+ */
+function stopOnSignal(ckDir: string) {
   const abort = new AbortController();
   let caught: "SIGINT" | "SIGTERM" | undefined;
   const listeners = (["SIGINT", "SIGTERM"] as const).map((sig) => {
@@ -344,6 +206,38 @@ await runMain(USAGE, async () => {
     Deno.addSignalListener(sig, fn);
     return [sig, fn] as const;
   });
+  return {
+    signal: abort.signal,
+    caught: () => caught,
+    remove: () => {
+      for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
+    },
+  };
+}
+
+await runMain(USAGE, async () => {
+  const a = parseCli();
+  if (a === null) return console.log(USAGE);
+  const ckDir = `${a.out}/checkpoint`;
+  if (a.dbp !== undefined && a.lifted === undefined) {
+    throw new UsageError("--dbp moves the lifted state's R: it needs --lifted");
+  }
+  const specs = PART_FLAGS.flatMap((pf) => {
+    const v = a[pf.flag];
+    return v === undefined ? [] : [{ pf, spec: pf.parse(v, a) }];
+  });
+  await checkOut(a, ckDir);
+  const b = await loadBundle(a.model, a.tokenizer);
+  const ds = await loadData(a, b.tokenizer);
+  const gpu = await getGpu();
+  console.error(`adapter: ${gpu.description}`);
+  const model = await GpuModel.create(gpu, b.model.weights);
+  const state = await StatePart.create(model);
+  const extra: BuiltPart[] = [];
+  for (const { pf, spec } of specs) {
+    extra.push(await pf.build(spec, { model, weights: b.model.weights, ds }));
+  }
+  const stop = stopOnSignal(ckDir);
   const res = await tune(model, ds, {
     parts: [state, ...extra.map((x) => x.part)],
     lrInit: a["lr-init"],
@@ -360,7 +254,7 @@ await runMain(USAGE, async () => {
     outDir: ckDir,
     saveEvery: a["save-every"],
     resume: a.resume,
-    signal: abort.signal,
+    signal: stop.signal,
   });
   const statePath = `${a.out}/state.${a.format === "peft" ? "pth" : "safetensors"}`;
   await state.save(statePath, a.format, a["state-dtype"]);
@@ -379,6 +273,7 @@ await runMain(USAGE, async () => {
     valLoss: last?.valLoss,
     plot,
   }));
-  for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
+  stop.remove();
+  const caught = stop.caught();
   if (caught) Deno.exit(caught === "SIGINT" ? 130 : 143);
 });

@@ -16,6 +16,16 @@ export function assertEquals<T>(actual: unknown, expected: T, msg?: string): voi
   nodeAssert.deepStrictEqual(actual, expected, msg);
 }
 
+/** `Object.is(actual, expected)`: the same primitive or the same object. */
+export function assertStrictEquals<T>(actual: unknown, expected: T, msg?: string): void {
+  nodeAssert.strictEqual(actual, expected, msg);
+}
+
+/** `!Object.is(actual, expected)`. */
+export function assertNotStrictEquals(actual: unknown, expected: unknown, msg?: string): void {
+  nodeAssert.notStrictEqual(actual, expected, msg);
+}
+
 /** Deep strict inequality. */
 export function assertNotEquals(actual: unknown, expected: unknown, msg?: string): void {
   nodeAssert.notDeepStrictEqual(actual, expected, msg);
@@ -41,6 +51,16 @@ export function assertAlmostEquals(
 /** The string matches the regular expression. */
 export function assertMatch(actual: string, re: RegExp, msg?: string): void {
   nodeAssert.match(actual, re, msg);
+}
+
+/** The string does not match the regular expression. */
+export function assertNotMatch(actual: string, re: RegExp, msg?: string): void {
+  nodeAssert.doesNotMatch(actual, re, msg);
+}
+
+/** Fail at once with `msg`. */
+export function fail(msg?: string): never {
+  throw new nodeAssert.AssertionError({ message: msg ?? "failed" });
 }
 
 /** The string contains `expected`. */
@@ -99,6 +119,27 @@ export async function assertRejects(
     return check(e, cls, includes);
   }
   throw new nodeAssert.AssertionError({ message: "expected the promise to reject" });
+}
+
+/**
+ * `fn` throws an Error whose message matches `re`, the check `node:assert`'s
+ * `throws(fn, /re/)` makes. Not in JSR's `@std/assert`: a project addition.
+ */
+export function assertThrowsMatch(fn: () => unknown, re: RegExp, msg?: string): Error {
+  const e = assertThrows(fn);
+  assertMatch(e.message, re, msg);
+  return e;
+}
+
+/** `fn` rejects with an Error whose message matches `re`. A project addition, as above. */
+export async function assertRejectsMatch(
+  fn: () => PromiseLike<unknown>,
+  re: RegExp,
+  msg?: string,
+): Promise<Error> {
+  const e = await assertRejects(fn);
+  assertMatch(e.message, re, msg);
+  return e;
 }
 
 /** `actual > expected`. */

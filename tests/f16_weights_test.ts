@@ -7,7 +7,15 @@
  * of the other GPU tests: logits max |Δ| 1e-4, dS0 rms-relative 1e-4. Each test also checks that
  * f16 really differs from f32 by the rounding, so a silent f32 fallback would fail.
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotMatch,
+  assertRejectsMatch,
+  assertStrictEquals,
+  assertThrowsMatch,
+} from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { f16WeightSource, MatmulKernel, tileTemplate } from "../lib/kernels/matmul.ts";
@@ -67,18 +75,18 @@ function roundedWeights(w: RwkvWeights): RwkvWeights {
 
 Deno.test("f16 packing rounds to nearest even, low half first", () => {
   const words = toF16Words(Float32Array.of(1, -2, 1 + 2 ** -11, 65504, 1e-8));
-  assert.equal(words.length, 3); // odd count padded
-  assert.equal(words[0], ((0xc000 << 16) | 0x3c00) >>> 0); // 1 | -2 << 16
-  assert.equal(words[1] & 0xffff, 0x3c00, "1 + 2^-11 is a tie: rounds to even (1)");
-  assert.equal(words[1] >>> 16, 0x7bff, "65504, the largest half");
-  assert.equal(words[2] & 0xffff, 0, "1e-8 underflows to +0");
+  assertEquals(words.length, 3); // odd count padded
+  assertStrictEquals(words[0], ((0xc000 << 16) | 0x3c00) >>> 0); // 1 | -2 << 16
+  assertStrictEquals(words[1] & 0xffff, 0x3c00, "1 + 2^-11 is a tie: rounds to even (1)");
+  assertStrictEquals(words[1] >>> 16, 0x7bff, "65504, the largest half");
+  assertEquals(words[2] & 0xffff, 0, "1e-8 underflows to +0");
 });
 
 Deno.test("f16 shader variants replace every weight read", () => {
   for (const name of ["matmul", "matmul_vec4"] as const) {
     const code = f16WeightSource(name === "matmul" ? shaderSource(name) : tileTemplate(name));
-    assert.doesNotMatch(code, /\bw\[(?!i)/, `${name}: a raw w[...] read is left`);
-    assert.match(code, /unpack2x16float/);
+    assertNotMatch(code, /\bw\[(?!i)/, `${name}: a raw w[...] read is left`);
+    assertMatch(code, /unpack2x16float/);
   }
 });
 
@@ -97,7 +105,7 @@ Deno.test(
       const xb = uploadStorage(g, "x", x);
       const wm = uploadMatrix(g, "W", W, N, K, undefined, "f16");
       const mm16 = uploadMatrix(g, "M", Mx, K, N, undefined, "f16");
-      assert.equal(wm.chunks[0].buffer.size, Math.max(16, Math.ceil(N * K * 2 / 16) * 16));
+      assertStrictEquals(wm.chunks[0].buffer.size, Math.max(16, Math.ceil(N * K * 2 / 16) * 16));
       const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
       const rec = new Recorder(g, "t");
       mm.linearMatrix(rec, wm, { rows: M, x: xb, y: y1 });
@@ -107,7 +115,7 @@ Deno.test(
       const got1 = await readF32(g, y1, M * N), got2 = await readF32(g, y2, M * N);
       assertClose(got1, linear(x, roundF16(W), M, K, N), { rel: 1e-5 }, `linear f16 ${tag}`);
       assertClose(got2, matmul(x, roundF16(Mx), M, K, N), { rel: 1e-5 }, `lowrank f16 ${tag}`);
-      assert.ok(maxAbsDiff(got1, linear(x, W, M, K, N)) > 1e-6, `${tag}: f16 equals f32?`);
+      assert(maxAbsDiff(got1, linear(x, W, M, K, N)) > 1e-6, `${tag}: f16 equals f32?`);
       for (const b of [xb, y1, y2, ...wm.chunks.map((c) => c.buffer)]) b.destroy();
     }
   },
@@ -118,7 +126,7 @@ Deno.test({ name: "f16 products need prepare(): the error says so", ignore }, as
   const mm = await MatmulKernel.create(g, { tune: "off" });
   const wm = uploadMatrix(g, "W", new Float32Array(16), 4, 4, undefined, "f16");
   const xb = uploadStorage(g, "x", new Float32Array(4)), y = createStorage(g, "y", 16);
-  assert.throws(
+  assertThrowsMatch(
     () => mm.linearMatrix(new Recorder(g, "t"), wm, { rows: 1, x: xb, y }),
     /prepare\("f16"\)/,
   );
@@ -134,23 +142,23 @@ Deno.test({ name: "f16 model: logits, memory, and dS0 vs rounded reference", ign
     weightDtype: "f16",
     maxChunkBytes: 100 * 128 * 2,
   });
-  assert.equal(m16.weights.head.dtype, "f16");
-  assert.equal(m16.weights.head.chunks.length, 3, "head split into f16 chunks of 100 rows");
-  assert.equal(m16.weights.emb.dtype, "f32", "the embedding stays f32");
+  assertEquals(m16.weights.head.dtype, "f16");
+  assertEquals(m16.weights.head.chunks.length, 3, "head split into f16 chunks of 100 rows");
+  assertEquals(m16.weights.emb.dtype, "f32", "the embedding stays f32");
   const C = cfg.nEmbd, V = cfg.vocabSize;
   const bytesOf = (m: { chunks: { buffer: GPUBuffer }[] }) =>
     m.chunks.reduce((n, c) => n + c.buffer.size, 0);
-  assert.equal(bytesOf(m16.weights.layers[0].Wr), C * C * 2, "Wr: 2 bytes a value");
+  assertStrictEquals(bytesOf(m16.weights.layers[0].Wr), C * C * 2, "Wr: 2 bytes a value");
   const headBytes = bytesOf(m16.weights.head);
-  assert.ok(headBytes >= V * C * 2 && headBytes < V * C * 2 + 48, `head f16 bytes ${headBytes}`);
-  assert.ok(m16.weights.bytes < m32.weights.bytes, "f16 weights take less memory");
+  assert(headBytes >= V * C * 2 && headBytes < V * C * 2 + 48, `head f16 bytes ${headBytes}`);
+  assert(m16.weights.bytes < m32.weights.bytes, "f16 weights take less memory");
   const tokens = [3, 299, 17, 42, 0, 150, 7];
   const got = await m16.forward([tokens], m16.createState(1), { logits: "all" });
   const ref = refForward(w16, tokens);
   assertClose(got, ref.logits, { maxAbs: 1e-4 }, "f16 logits vs rounded-weight reference");
   const f32 = await m32.forward([tokens], m32.createState(1), { logits: "all" });
   const d = maxAbsDiff(got, f32);
-  assert.ok(d > 1e-6 && d < 0.05, `f16 vs f32 logits differ by the rounding only (${d})`);
+  assert(d > 1e-6 && d < 0.05, `f16 vs f32 logits differ by the rounding only (${d})`);
 
   // state tuning over f16 weights: the loss and dL/dS0 match the rounded reference
   const rng = new Rng(4);
@@ -162,13 +170,16 @@ Deno.test({ name: "f16 model: logits, memory, and dS0 vs rounded reference", ign
   const bwd = await GpuBackward.create(m16);
   const res = await bwd.lossAndGrad(sharedS0Args(g, batch, flat));
   const r = refBatchLossAndGrad(w16, batch.seqs, s0);
-  assert.ok(Math.abs(res.loss - r.loss) / r.loss < 1e-5, `loss ${res.loss} vs ${r.loss}`);
+  assert(Math.abs(res.loss - r.loss) / r.loss < 1e-5, `loss ${res.loss} vs ${r.loss}`);
   const NN = s0[0].wkv.length;
   r.dState.forEach((ds, l) => {
     const e = errRatio(res.dS0Sum.subarray(l * NN, (l + 1) * NN), ds.wkv);
-    assert.ok(e <= 1e-4, `layer ${l} dS0 rel err ${e}`);
+    assert(e <= 1e-4, `layer ${l} dS0 rel err ${e}`);
   });
-  await assert.rejects(() => GpuBackward.create(m16, { weightGrads: true }), /need f32 weights/);
+  await assertRejectsMatch(
+    () => GpuBackward.create(m16, { weightGrads: true }),
+    /need f32 weights/,
+  );
   bwd.destroy();
   m16.destroy();
   m32.destroy();

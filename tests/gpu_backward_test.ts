@@ -4,7 +4,7 @@
  * and on the tiny fixture model. Tolerances: loss relative 1e-5, dS0 rel err (rms(Δ)/rms(ref))
  * 1e-4.
  */
-import assert from "node:assert/strict";
+import { assert, assertStrictEquals } from "@std/assert";
 import { readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { loadModel } from "../lib/model/load.ts";
@@ -50,7 +50,7 @@ async function check(weights: RwkvWeights, lengths: number[], seed: number, l2wr
   const gpuMs = performance.now() - t0;
   const ref = refBatchLossAndGrad(weights, batch.seqs, s0, { l2wrap });
   const lossErr = Math.abs(got.loss - ref.loss) / Math.abs(ref.loss);
-  assert.equal(got.count, ref.count);
+  assertStrictEquals(got.count, ref.count);
   const NN = s0[0].wkv.length;
   const errs = ref.dState.map((d, l) => errRatio(got.dS0Sum.subarray(l * NN, (l + 1) * NN), d.wkv));
   // per-sequence shift-state gradients: att/ffn of sequence b vs a one-sequence reference
@@ -74,15 +74,15 @@ async function check(weights: RwkvWeights, lengths: number[], seed: number, l2wr
       }; ` +
       `GPU ${gpuMs.toFixed(0)} ms`,
   );
-  assert.ok(lossErr <= LOSS_TOL, `loss ${got.loss} vs ${ref.loss}`);
-  for (const e of errs) assert.ok(e <= GRAD_TOL, `dS0 rel err ${e}`);
-  assert.ok(shiftErr <= GRAD_TOL, `dShiftAtt rel err ${shiftErr}`);
+  assert(lossErr <= LOSS_TOL, `loss ${got.loss} vs ${ref.loss}`);
+  for (const e of errs) assert(e <= GRAD_TOL, `dS0 rel err ${e}`);
+  assert(shiftErr <= GRAD_TOL, `dShiftAtt rel err ${shiftErr}`);
   // the same initial state given per sequence (a GpuState) gives the same gradient
   const perSeq = await bwd.lossAndGrad({
     ...args,
     init: { kind: "state", state: model.uploadState(lengths.map(() => s0)) },
   });
-  assert.ok(errRatio(perSeq.dS0Sum, got.dS0Sum) <= 1e-6, "per-sequence vs shared initial state");
+  assert(errRatio(perSeq.dS0Sum, got.dS0Sum) <= 1e-6, "per-sequence vs shared initial state");
   bwd.destroy();
   model.destroy();
 }

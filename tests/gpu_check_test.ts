@@ -4,7 +4,7 @@
  * adapter must fail loudly (exit 2). Plus the pure parts: costs, the software check, the
  * chunked-threshold suggestion and the markdown.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertStrictEquals } from "@std/assert";
 import { softwareReason } from "../lib/bench/adapter.ts";
 import { phaseFractions, shapeCost } from "../lib/bench/cost.ts";
 import type { GpuCheckReport } from "../lib/bench/report.ts";
@@ -28,25 +28,25 @@ Deno.test("shape costs: 0.1B has ~0.15 G matmul weights (with the head), f16 hal
   const c32 = shapeCost(OFFICIAL_SHAPES["0.1B"], "f32"),
     c16 = shapeCost(OFFICIAL_SHAPES["0.1B"], "f16");
   // 12 · (4·768² + 2·768·3072 + 2·768·(64+64+128+32)) − 2·768·32 + 65536·768
-  assert.equal(
+  assertStrictEquals(
     c32.matmulParams,
     12 * (4 * 768 ** 2 + 2 * 768 * 3072 + 2 * 768 * 288) - 2 * 768 * 32 + 65536 * 768,
   );
-  assert.equal(c16.weightBytes * 2, c32.weightBytes);
+  assertStrictEquals(c16.weightBytes * 2, c32.weightBytes);
   const f = phaseFractions(c32, "step", 512, 1000, { gflops: 1e4, gbs: null });
-  assert.ok(Math.abs(f.gflops - 6 * c32.matmulParams * 1000 / 1e9) < 1e-9);
-  assert.equal(f.bandwidthFraction, null);
-  assert.ok(Math.abs(f.flopFraction! - f.gflops / 1e4) < 1e-12);
+  assert(Math.abs(f.gflops - 6 * c32.matmulParams * 1000 / 1e9) < 1e-9);
+  assertEquals(f.bandwidthFraction, null);
+  assert(Math.abs(f.flopFraction! - f.gflops / 1e4) < 1e-12);
 });
 
 Deno.test("software adapters are named; hardware ones pass", () => {
   for (
     const d of ["llvmpipe (LLVM 15.0.6, 256 bits)", "SwiftShader Device (Subzero)", "lavapipe"]
   ) {
-    assert.ok(softwareReason({ isFallback: false, description: d }), d);
+    assert(softwareReason({ isFallback: false, description: d }), d);
   }
-  assert.equal(softwareReason({ isFallback: false, description: "NVIDIA H200" }), null);
-  assert.match(softwareReason({ isFallback: true, description: "x" })!, /isFallbackAdapter/);
+  assertEquals(softwareReason({ isFallback: false, description: "NVIDIA H200" }), null);
+  assertMatch(softwareReason({ isFallback: true, description: "x" })!, /isFallbackAdapter/);
 });
 
 Deno.test("chunked-WKV threshold suggestion: the T from which chunked always won", () => {
@@ -58,9 +58,9 @@ Deno.test("chunked-WKV threshold suggestion: the T from which chunked always won
     chunkedMs: c,
     timer: "wall" as const,
   });
-  assert.deepEqual(suggestMinT([row(16, 1, 2), row(64, 2, 1), row(512, 8, 3)]), { 12: 64 });
-  assert.deepEqual(suggestMinT([row(16, 1, 0.5), row(64, 2, 3), row(512, 8, 3)]), { 12: 512 });
-  assert.deepEqual(suggestMinT([row(16, 1, 2), row(512, 8, null)]), { 12: null });
+  assertEquals(suggestMinT([row(16, 1, 2), row(64, 2, 1), row(512, 8, 3)]), { 12: 64 });
+  assertEquals(suggestMinT([row(16, 1, 0.5), row(64, 2, 3), row(512, 8, 3)]), { 12: 512 });
+  assertEquals(suggestMinT([row(16, 1, 2), row(512, 8, null)]), { 12: null });
 });
 
 Deno.test(
@@ -71,53 +71,53 @@ Deno.test(
     const { code, out } = await gpuCheck([dir, "--dry-run"]);
     const s = (performance.now() - t0) / 1000;
     console.log(`gpu-check --dry-run: ${s.toFixed(1)} s`);
-    assert.equal(code, 0, out.slice(-3000));
-    assert.match(out, /^adapter: /m);
+    assertEquals(code, 0, out.slice(-3000));
+    assertMatch(out, /^adapter: /m);
     const r: GpuCheckReport = JSON.parse(await Deno.readTextFile(`${dir}/gpu_check.json`));
-    assert.equal(r.mode, "dry-run");
-    assert.ok(r.subset?.ok && r.subset.passed >= 3, JSON.stringify(r.subset));
+    assertEquals(r.mode, "dry-run");
+    assert(r.subset?.ok && r.subset.passed >= 3, JSON.stringify(r.subset));
     for (const dtype of ["f32", "f16"]) {
       for (const phase of ["prefill", "generate", "step"]) {
         const rows = r.phases.filter((p) => p.dtype === dtype && p.phase === phase);
-        assert.ok(
+        assert(
           rows.length > 0 && rows.every((p) => p.tokensPerSecond > 0 && p.gflops > 0),
           `${dtype} ${phase}`,
         );
       }
-      assert.deepEqual(
+      assertEquals(
         r.phases.filter((p) => p.dtype === dtype && p.phase === "step").map((p) => p.T),
         [16, 40],
       );
     }
-    assert.ok(r.kernels.length > 0, "per-kernel times");
+    assert(r.kernels.length > 0, "per-kernel times");
     const variants = new Set(r.matmuls.map((m) => m.variant));
-    assert.ok(
+    assert(
       variants.has("register tiles f32") && variants.has("workgroup-tiled f32"),
       [...variants].join(),
     );
-    assert.ok(r.matmuls.every((m) => m.gflops > 0 && Number.isFinite(m.seconds)));
+    assert(r.matmuls.every((m) => m.gflops > 0 && Number.isFinite(m.seconds)));
     if (gpu!.hasTimestamps) {
       const tiled = r.matmuls.filter((m) => m.variant === "workgroup-tiled f32" && m.M > 1);
-      assert.ok(
+      assert(
         tiled.every((m) => m.kernels.some((k) => k.includes("tiled"))),
         JSON.stringify(tiled),
       );
     }
-    assert.equal(r.wkv.length, 2);
+    assertEquals(r.wkv.length, 2);
     if (r.torch.length) {
       const kinds = new Set(r.torch.map((t) => `${t.dtype} ${t.form}`));
-      assert.equal(kinds.size, 4, [...kinds].join());
-      assert.equal(r.ratios.length, 2 * 4 * 2, "2 WebGPU dtypes × 4 PyTorch variants × 2 T");
-      assert.ok(
+      assertEquals(kinds.size, 4, [...kinds].join());
+      assertStrictEquals(r.ratios.length, 2 * 4 * 2, "2 WebGPU dtypes × 4 PyTorch variants × 2 T");
+      assert(
         r.ratios.every((x) => x.ratio > 0 && /eager sequential|pure-PyTorch chunked/.test(x.torch)),
       );
     } else {
-      assert.ok(r.torchStatus.length > 0, "no PyTorch rows and no reason");
+      assert(r.torchStatus.length > 0, "no PyTorch rows and no reason");
       console.warn(`SKIP PyTorch part of the dry run: ${r.torchStatus.join("; ")}`);
     }
     const md = await Deno.readTextFile(`${dir}/gpu_check.md`);
-    assert.match(md, /## Model phases/);
-    assert.match(md, /WebGPU \/ PyTorch/);
+    assertMatch(md, /## Model phases/);
+    assertMatch(md, /WebGPU \/ PyTorch/);
     await Deno.remove(dir, { recursive: true });
   },
 );
@@ -128,9 +128,9 @@ Deno.test({
 }, async () => {
   const dir = await Deno.makeTempDir({ prefix: "gpu_check_" });
   const { code, out } = await gpuCheck([dir, "--quick"]);
-  assert.equal(code, 2, out);
-  assert.match(out, /SOFTWARE FALLBACK/);
+  assertEquals(code, 2, out);
+  assertMatch(out, /SOFTWARE FALLBACK/);
   const r: GpuCheckReport = JSON.parse(await Deno.readTextFile(`${dir}/gpu_check.json`));
-  assert.ok(r.adapter.software && r.skipped[0].reason.includes("software"));
+  assert(r.adapter.software && r.skipped[0].reason.includes("software"));
   await Deno.remove(dir, { recursive: true });
 });

@@ -8,7 +8,13 @@
  * max |Δ| ≤ 1e-6 against the CPU-sampling session (the same forwards in the same order), and
  * bitwise equal between burst sizes.
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertNotEquals,
+  assertRejectsMatch,
+  assertStrictEquals,
+} from "@std/assert";
 import { generate, type GeneratedChunk, type GenerationResult } from "../lib/generate/generate.ts";
 import { gpuGenerate, type GpuGenerateOptions } from "../lib/generate/gpu_generate.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
@@ -76,10 +82,10 @@ function sameRun(
   b: { chunks: GeneratedChunk[]; result: GenerationResult },
   what: string,
 ): void {
-  assert.deepEqual(a.result.tokens, b.result.tokens, `${what}: tokens`);
-  assert.equal(a.result.text, b.result.text, `${what}: text`);
-  assert.equal(a.result.stopReason, b.result.stopReason, `${what}: stop reason`);
-  assert.deepEqual(a.chunks, b.chunks, `${what}: chunks`);
+  assertEquals(a.result.tokens, b.result.tokens, `${what}: tokens`);
+  assertStrictEquals(a.result.text, b.result.text, `${what}: text`);
+  assertStrictEquals(a.result.stopReason, b.result.stopReason, `${what}: stop reason`);
+  assertEquals(a.chunks, b.chunks, `${what}: chunks`);
 }
 
 const greedy = { temperature: 0, presencePenalty: 0, frequencyPenalty: 0 };
@@ -89,7 +95,7 @@ Deno.test({ name: "greedy gpuGenerate equals generate with CPU sampling", ignore
   for (const burst of [1, 16]) {
     const g = await onGpu({ ...greedy, maxTokens: 24, burst });
     sameRun(g, cpu, `burst ${burst}`);
-    assert.equal(g.result.promptTokens, PROMPT.length);
+    assertStrictEquals(g.result.promptTokens, PROMPT.length);
     sameState(g.state, cpu.state, 1e-6, `burst ${burst} state`);
   }
   // With the default penalties (f32 on the GPU, float64 on the CPU): same tokens unless a
@@ -110,12 +116,12 @@ Deno.test(
         if (text.indexOf(text.slice(at, end)) === at) stop = text.slice(at, end);
       }
     }
-    assert.ok(/^[\x20-\x7e]+$/.test(stop), `no usable stop string in ${JSON.stringify(text)}`);
+    assert(/^[\x20-\x7e]+$/.test(stop), `no usable stop string in ${JSON.stringify(text)}`);
     const opts = { ...greedy, maxTokens: 24, stop: [stop] };
     const cpu = await onCpu(opts);
-    assert.equal(cpu.result.stopReason, "stop");
+    assertEquals(cpu.result.stopReason, "stop");
     const n = cpu.result.tokens.length;
-    assert.ok(n > 4 && n < 15, `stop ${JSON.stringify(stop)} ends at token ${n}, not mid-burst`);
+    assert(n > 4 && n < 15, `stop ${JSON.stringify(stop)} ends at token ${n}, not mid-burst`);
     for (const burst of [1, 4, 16]) {
       const g = await onGpu({ ...opts, burst });
       sameRun(g, cpu, `stop, burst ${burst}`);
@@ -134,8 +140,8 @@ Deno.test(
   async () => {
     const opts = { temperature: 1, topP: 0.9, topK: 40, seed: 1234, maxTokens: 20 };
     const a = await onGpu({ ...opts, burst: 16 });
-    assert.equal(a.result.seed, 1234);
-    assert.equal(a.result.tokens.length, 20);
+    assertEquals(a.result.seed, 1234);
+    assertEquals(a.result.tokens.length, 20);
     const again = await onGpu({ ...opts, burst: 16 });
     sameRun(again, a, "same seed");
     for (const burst of [1, 7]) {
@@ -144,7 +150,7 @@ Deno.test(
       sameState(b.state, a.state, 0, `burst ${burst} state`);
     }
     const other = await onGpu({ ...opts, seed: 4321 });
-    assert.notDeepEqual(other.result.tokens, a.result.tokens, "another seed, other tokens");
+    assertNotEquals(other.result.tokens, a.result.tokens, "another seed, other tokens");
   },
 );
 
@@ -155,20 +161,23 @@ Deno.test({ name: "gpuGenerate honours abort and rejects bad options", ignore },
     gpuGenerate(model, tok, PROMPT, { ...greedy, maxTokens: 24, burst: 16, signal: ac.signal }),
     () => ac.abort(),
   );
-  assert.equal(r.result.stopReason, "abort");
-  assert.equal(r.result.tokens.length, r.chunks.length);
-  assert.ok(r.result.tokens.length >= 1 && r.result.tokens.length < 24);
+  assertEquals(r.result.stopReason, "abort");
+  assertStrictEquals(r.result.tokens.length, r.chunks.length);
+  assert(r.result.tokens.length >= 1 && r.result.tokens.length < 24);
   const pre = new AbortController();
   pre.abort();
   const none = await drain(gpuGenerate(model, tok, PROMPT, { signal: pre.signal }));
-  assert.equal(none.result.stopReason, "abort");
-  assert.equal(none.result.promptTokens, 0);
+  assertEquals(none.result.stopReason, "abort");
+  assertEquals(none.result.promptTokens, 0);
   const bad = (o: GpuGenerateOptions, re: RegExp) =>
-    assert.rejects(() => drain(gpuGenerate(model, tok, PROMPT, o)), re);
+    assertRejectsMatch(() => drain(gpuGenerate(model, tok, PROMPT, o)), re);
   await bad({ burst: 0 }, /burst must be an integer in \[1, 1024\], got 0/);
   await bad({ topP: 2 }, /topP must be in \(0, 1\], got 2/);
   const two = model.createState(2);
   await bad({ state: two }, /state holds 2 sequences; gpuGenerate needs B = 1/);
   two.destroy();
-  await assert.rejects(() => drain(gpuGenerate(model, tok, [300])), /prompt token 300 is outside/);
+  await assertRejectsMatch(
+    () => drain(gpuGenerate(model, tok, [300])),
+    /prompt token 300 is outside/,
+  );
 });

@@ -4,7 +4,7 @@
  * random model of the official 0.1B shape whose head and embedding exceed one storage binding.
  * Tolerance: logits max |Δ| ≤ 1e-4, states errRatio ≤ 1e-5.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertStrictEquals } from "@std/assert";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { OFFICIAL_SHAPES, randomWeights, tinyConfig } from "../lib/model/random.ts";
@@ -63,7 +63,7 @@ Deno.test(
     const logits = await model.forward([exp.tokens], model.createState(1));
     const ref = refForward(weights, exp.tokens, undefined, { lastOnly: true });
     assertClose(logits, ref.logits, LOGITS, "bf16 logits vs reference");
-    assert.equal(argmax(logits), argmax(exp.logits), "bf16 argmax");
+    assertStrictEquals(argmax(logits), argmax(exp.logits), "bf16 argmax");
     model.destroy();
   },
 );
@@ -84,7 +84,7 @@ Deno.test({ name: "random L2 C128 H2 V300: B 2 from non-zero states", ignore }, 
   const tokens = [[1, 299, 17, 42, 0], [7, 7, 150, 3, 298]];
   for (const maxChunkBytes of [undefined, 40 * 128 * 4]) {
     const model = await GpuModel.create(gpu!, weights, { maxChunkBytes });
-    if (maxChunkBytes) assert.equal(model.weights.head.chunks.length, 8);
+    if (maxChunkBytes) assertEquals(model.weights.head.chunks.length, 8);
     const st = model.uploadState(init);
     const logits = await model.forward(tokens, st, { logits: "all" });
     const states = await model.readState(st);
@@ -112,9 +112,9 @@ Deno.test({ name: "random 0.1B shape: split head/embedding, 3 tokens", ignore },
   const model = await GpuModel.create(gpu!, weights);
   const headBytes = cfg.vocabSize * cfg.nEmbd * 4;
   const expectChunks = Math.ceil(headBytes / gpu!.limits.maxStorageBufferBindingSize);
-  assert.ok(headBytes > gpu!.limits.maxStorageBufferBindingSize || expectChunks === 1);
-  assert.equal(model.weights.head.chunks.length, expectChunks);
-  assert.equal(model.weights.emb.chunks.length, expectChunks);
+  assert(headBytes > gpu!.limits.maxStorageBufferBindingSize || expectChunks === 1);
+  assertStrictEquals(model.weights.head.chunks.length, expectChunks);
+  assertStrictEquals(model.weights.emb.chunks.length, expectChunks);
   const tokens = [0, 65535, 40000];
   const logits = await model.forward([tokens], model.createState(1));
   const ref = refForward(weights, tokens, undefined, { lastOnly: true });
@@ -126,8 +126,8 @@ Deno.test({ name: "forward rejects bad tokens and shapes", ignore }, async () =>
   const cfg = tinyConfig({ nLayer: 1, nEmbd: 64, headSize: 64, vocabSize: 10 });
   const model = await GpuModel.create(gpu!, randomWeights(cfg, 1));
   const st = model.createState(1);
-  await assert.rejects(() => model.forward([[10]], st), RangeError);
-  await assert.rejects(() => model.forward([[1, 2], [3]], model.createState(2)), RangeError);
-  await assert.rejects(() => model.forward([[1], [2]], st), RangeError);
+  await assertRejects(() => model.forward([[10]], st), RangeError);
+  await assertRejects(() => model.forward([[1, 2], [3]], model.createState(2)), RangeError);
+  await assertRejects(() => model.forward([[1], [2]], st), RangeError);
   model.destroy();
 });

@@ -6,7 +6,7 @@
  * states (x_m gradients read them) and default chunks; a shared S0 with every matrix split into
  * small row chunks. Also: with weight gradients off nothing dW is allocated or dispatched.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejectsMatch, assertStrictEquals } from "@std/assert";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { GpuModel } from "../lib/model/gpu_model.ts";
@@ -90,7 +90,7 @@ async function check(shared: boolean, maxChunkBytes?: number) {
   const t1 = performance.now();
   const ref = refBatchLossAndGrad(weights, batch.seqs, s0, { weightGrads: true });
   const cpuMs = performance.now() - t1;
-  assert.ok(Math.abs(got.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${got.loss} vs ${ref.loss}`);
+  assert(Math.abs(got.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${got.loss} vs ${ref.loss}`);
   const mine = named(dW), theirs = named(ref.dWeights!);
   const errs: string[] = [];
   let worst = 0;
@@ -98,22 +98,22 @@ async function check(shared: boolean, maxChunkBytes?: number) {
     const x = mine.get(name);
     if (!x) {
       // layer 0's v0/v1/v2 are unused: the reference returns zeros
-      assert.ok(Array.from(r).every((e) => e === 0), `${name}: missing on the GPU`);
+      assert(Array.from(r).every((e) => e === 0), `${name}: missing on the GPU`);
       continue;
     }
     const e = errRatio(x, r);
     worst = Math.max(worst, e);
     errs.push(`${name} ${e.toExponential(1)}`);
-    assert.ok(e <= TOL, `${name}: rel err ${e} > ${TOL}`);
+    assert(e <= TOL, `${name}: rel err ${e} > ${TOL}`);
   }
-  assert.equal(mine.size, errs.length, "every GPU gradient has a reference");
+  assertStrictEquals(mine.size, errs.length, "every GPU gradient has a reference");
   if (shared) {
     // accumulateWeightGrads adds a second batch's gradients instead of replacing them
     await bwd.lossAndGrad({ ...args, accumulateWeightGrads: true });
     const twice = await readGpuWeights(g, got.bufs.dWeights!);
     const ref2 = (x: ArrayLike<number>) => Array.from(x, (e) => 2 * e);
-    assert.ok(errRatio(twice.head, ref2(ref.dWeights!.head)) <= TOL, "accumulated head");
-    assert.ok(errRatio(twice.blocks[1].x_r, ref2(ref.dWeights!.blocks[1].x_r)) <= TOL, "x_r");
+    assert(errRatio(twice.head, ref2(ref.dWeights!.head)) <= TOL, "accumulated head");
+    assert(errRatio(twice.blocks[1].x_r, ref2(ref.dWeights!.blocks[1].x_r)) <= TOL, "x_r");
   }
   console.log(
     `  ${shared ? "shared S0, chunked" : "per-sequence state with shifts"}: ${errs.length} ` +
@@ -176,12 +176,12 @@ Deno.test({
       const off = await record(false);
       const offCreated = created.splice(0);
       const on = await record(true);
-      assert.equal(off.out.dWeights, undefined);
-      assert.deepEqual(offCreated.filter((l) => /^dW\.|wScratch/.test(l)), []);
-      assert.ok(created.some((l) => l.startsWith("dW.")), "weight gradients on allocate dW.*");
-      assert.deepEqual(off.seen.filter((l) => DW_LABEL.test(l)), []);
+      assertEquals(off.out.dWeights, undefined);
+      assertEquals(offCreated.filter((l) => /^dW\.|wScratch/.test(l)), []);
+      assert(created.some((l) => l.startsWith("dW.")), "weight gradients on allocate dW.*");
+      assertEquals(off.seen.filter((l) => DW_LABEL.test(l)), []);
       const stateOnly = on.seen.filter((l) => !DW_LABEL.test(l));
-      assert.deepEqual(stateOnly, off.seen, "on minus the dW dispatches = the state-tuning ones");
+      assertEquals(stateOnly, off.seen, "on minus the dW dispatches = the state-tuning ones");
       console.log(
         `  dispatches: ${off.seen.length} state tuning, ${on.seen.length} with weight gradients`,
       );
@@ -231,17 +231,17 @@ Deno.test({
         `  max rel diff ${Math.max(...rel).toExponential(2)}; ${gpuMs.toFixed(0)} ms/step GPU ` +
         `(llvmpipe here), ${cpuMs.toFixed(0)} ms/step CPU reference`,
     );
-    for (const r of rel) assert.ok(r <= 1e-3, `loss rel diff ${r}`);
-    assert.ok(res.history.at(-1)!.loss < res.history[0].loss, "the loss falls");
+    for (const r of rel) assert(r <= 1e-3, `loss rel diff ${r}`);
+    assert(res.history.at(-1)!.loss < res.history[0].loss, "the loss falls");
     // trained weights read back agree with the CPU engine's; the forward uses them
-    assert.ok(errRatio(res.weights.head, cpu.weights.head) < 1e-2, "head after training");
+    assert(errRatio(res.weights.head, cpu.weights.head) < 1e-2, "head after training");
     const logits = await model.forward([[1, 2, 3]], model.createState(1));
     const ref = refForward(cpu.weights, [1, 2, 3]).logits;
-    assert.ok(errRatio(logits, ref.subarray(-config.vocabSize)) < 1e-2, "forward uses new weights");
+    assert(errRatio(logits, ref.subarray(-config.vocabSize)) < 1e-2, "forward uses new weights");
     model.destroy();
     // texture copies would go stale under in-place updates: refused with the fix named
     const tex = await GpuModel.create(gpu!, randomWeights(config, 1), { textures: true });
-    await assert.rejects(() => pretrainGpu(tex, source, opts), /textures: false/);
+    await assertRejectsMatch(() => pretrainGpu(tex, source, opts), /textures: false/);
     tex.destroy();
   },
 });

@@ -2,7 +2,7 @@
  * GPU backward kernels vs the CPU reference backward (lib/ref/), on small seeded shapes:
  * H > 1, T = 1, T not a multiple of the 16-token checkpoint chunk, B = 2.
  */
-import assert from "node:assert/strict";
+import { assert, assertStrictEquals } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
@@ -184,8 +184,8 @@ Deno.test({
       const ref = crossEntropy(linear(x, W, rows, C, V), targets, rows, V, mask, { l2wrap });
       const lb = linearBackward(ref.dLogits, x, W, rows, C, V, true);
       const st = await readF32(g, stats, 4);
-      assert.equal(st[1], ref.count);
-      assert.ok(Math.abs(st[0] - ref.sum / ref.count) <= 1e-5 * Math.abs(ref.sum / ref.count));
+      assertStrictEquals(st[1], ref.count);
+      assert(Math.abs(st[0] - ref.sum / ref.count) <= 1e-5 * Math.abs(ref.sum / ref.count));
       assertClose(await readF32(g, dx, rows * C), lb.dx, TOL, `head_ce dx l2wrap=${l2wrap}`);
       const dW = new Float32Array(V * C);
       for (const ch of dHead.chunks) {
@@ -306,7 +306,7 @@ Deno.test({
         cpu.p[i] -= (lr / (1 - 0.9 ** step)) * cpu.m[i] / denom;
       }
       const nb = await readF32(g, norm, 2);
-      assert.ok(Math.abs(nb[0] - sq) <= 1e-5 * sq, `squared norm ${nb[0]} vs ${sq}`);
+      assert(Math.abs(nb[0] - sq) <= 1e-5 * sq, `squared norm ${nb[0]} vs ${sq}`);
       assertClose(await readF32(g, param, n), cpu.p, { rel: 1e-6 }, `adam step ${step}`);
     }
   },

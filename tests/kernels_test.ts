@@ -3,7 +3,7 @@
  * are not multiples of the tiles: H > 1, T = 19 and T = 1, B = 2. Tolerance: errRatio ≤ 1e-5
  * (f32 on the GPU vs float64 in the reference).
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
@@ -73,7 +73,7 @@ Deno.test({ name: "matmul: linear and lowrank, odd shapes, modes, chunks", ignor
   await rec.flush();
   const ref = linear(x, W, M, K, N).map((s, i) => s + res[i]);
   assertClose(await read(g, y, M * N, 2), ref, { rel: REL }, "chunked linear");
-  assert.throws(
+  assertThrows(
     () => k.matmul.linear(rec, { rows: 4, K, Nc: N, x: xb, w: Wc.chunks[0].buffer, y }),
     RangeError,
   );
@@ -180,7 +180,7 @@ Deno.test({ name: "wkv7: B 2, H 2, T 19 and T 1, non-zero state", ignore }, asyn
     }
     assertClose(sGpu.subarray(0, B * S), s0.subarray(0, B * S), { maxAbs: 0 }, "layer 0 untouched");
   }
-  await assert.rejects(() => Wkv7Kernel.create(g, 128), RangeError);
+  await assertRejects(() => Wkv7Kernel.create(g, 128), RangeError);
 });
 
 /** Random per-sequence states for B sequences. */
@@ -286,7 +286,7 @@ async function checkLayer(g: Gpu, l: number, B: number, T: number): Promise<void
     const other = newStates[b][1 - l];
     assertClose(other.wkv, states[b][1 - l].wkv, { maxAbs: 0 }, `${at}: other layer untouched`);
   }
-  assert.equal(layerVec("ln1_w", C), 0);
+  assertEquals(layerVec("ln1_w", C), 0);
 }
 
 for (const [B, T] of [[2, 19], [1, 1], [2, 1]]) {

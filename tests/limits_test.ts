@@ -4,7 +4,7 @@
  *
  * @module
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertRejectsMatch } from "@std/assert";
 import {
   defaultLimitViolations,
   entryPointBindings,
@@ -55,11 +55,11 @@ Deno.test("entryPointBindings: static use through helpers, per entry point", () 
     @compute @workgroup_size(64) fn two() { c[0] = a[0] + textureLoad(t, vec2(0), 0).x; }
   `;
   const rows = entryPointBindings(src);
-  assert.deepEqual(rows.map((r) => [r.entry, r.storage, r.uniform, r.sampledTextures]), [
+  assertEquals(rows.map((r) => [r.entry, r.storage, r.uniform, r.sampledTextures]), [
     ["one", 2, 1, 0],
     ["two", 2, 0, 1],
   ]);
-  assert.deepEqual(rows[0].storageNames, ["a", "b"]);
+  assertEquals(rows[0].storageNames, ["a", "b"]);
   const over = { ...rows[0], storage: 9, storageNames: ["x"] };
   assert(defaultLimitViolations(over)[0].startsWith("9 storage buffers (default limit 8"));
 });
@@ -78,7 +78,7 @@ Deno.test("every shader entry point fits WebGPU's default binding limits", () =>
   console.log(`${entries} entry points checked; ${entries - bad.length - pending.length} fit`);
   if (pending.length) console.warn(`still over (being rewritten):\n  ${pending.join("\n  ")}`);
   assert(entries > 40, `only ${entries} entry points found under ${SHADERS.pathname}`);
-  assert.deepEqual(bad, [], `entry points over the default limits:\n${bad.join("\n")}`);
+  assertEquals(bad, [], `entry points over the default limits:\n${bad.join("\n")}`);
 });
 
 Deno.test({
@@ -86,16 +86,16 @@ Deno.test({
   ignore: !gpu,
   async fn() {
     const g = await getGpu({ limits: "default" });
-    assert.deepEqual(g.requested.mode, "default");
-    assert.deepEqual(g.requested.limits, {});
+    assertEquals(g.requested.mode, "default");
+    assertEquals(g.requested.limits, {});
     const L = WEBGPU_DEFAULT_LIMITS;
-    assert.deepEqual(g.limits.maxStorageBuffersPerShaderStage, L.maxStorageBuffersPerShaderStage);
-    assert.deepEqual(g.limits.maxComputeWorkgroupStorageSize, L.maxComputeWorkgroupStorageSize);
-    assert.deepEqual(
+    assertEquals(g.limits.maxStorageBuffersPerShaderStage, L.maxStorageBuffersPerShaderStage);
+    assertEquals(g.limits.maxComputeWorkgroupStorageSize, L.maxComputeWorkgroupStorageSize);
+    assertEquals(
       g.limits.maxComputeInvocationsPerWorkgroup,
       L.maxComputeInvocationsPerWorkgroup,
     );
-    assert.deepEqual(g.limits.maxBufferSize, L.maxBufferSize);
+    assertEquals(g.limits.maxBufferSize, L.maxBufferSize);
     const n = 9;
     const decl = Array.from(
       { length: n },
@@ -103,16 +103,19 @@ Deno.test({
     ).join("\n");
     const body = Array.from({ length: n }, (_, i) => `b${i}[0] = 1.0;`).join(" ");
     const code = `${decl}\n@compute @workgroup_size(1) fn main() { ${body} }`;
-    await assert.rejects(
+    await assertRejectsMatch(
       () => getPipeline(g, { shader: "limits_test_nine", code }),
       /StorageBuffers/,
     );
-    await assert.rejects(
+    const e = await assertRejects(
       // deno-lint-ignore no-explicit-any
       () => requestGpu({ limits: "small" as any }),
+    );
+    assertEquals(
+      { name: e.name, message: e.message },
       { name: "TypeError", message: `limits must be "default" or "adapter", not "small"` },
     );
     // deno-lint-ignore no-explicit-any
-    await assert.rejects(() => getGpu({ limit: "default" } as any), /bad GPU options.*limit/);
+    await assertRejectsMatch(() => getGpu({ limit: "default" } as any), /bad GPU options.*limit/);
   },
 });

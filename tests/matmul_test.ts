@@ -3,7 +3,7 @@
  * not tile multiples, few-row products (T = 1 … 9) and offset/strided operands, against the CPU
  * reference. Tolerance: errRatio ≤ 1e-5 (f32 on the GPU vs float64).
  */
-import assert from "node:assert/strict";
+import { assertMatch, assertNotMatch } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { expandTile, MatmulKernel, tileTemplate } from "../lib/kernels/matmul.ts";
@@ -15,10 +15,10 @@ const REL = 1e-5;
 
 Deno.test("expandTile repeats tagged lines and keeps one entry", () => {
   const code = expandTile(tileTemplate("matmul_vec4"), "lowrank", 2, 3);
-  assert.match(code, /var a1_2 = vec4<f32>\(0\.0\);/);
-  assert.doesNotMatch(code, /fn linear/);
+  assertMatch(code, /var a1_2 = vec4<f32>\(0\.0\);/);
+  assertNotMatch(code, /fn linear/);
   const lines = code.split("\n").filter((l) => !l.trim().startsWith("//"));
-  for (const l of lines) assert.doesNotMatch(l, /\$i|\$j|TRu|TCu|\/\/@/, l);
+  for (const l of lines) assertNotMatch(l, /\$i|\$j|TRu|TCu|\/\/@/, l);
 });
 
 Deno.test(

@@ -6,7 +6,7 @@
  * ran (by dispatch label), so a silent fallback fails. Tolerance: errRatio ≤ 1e-5 (f32 sums on
  * the GPU vs float64, f16 references on the rounded weights).
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertStrictEquals, assertThrowsMatch } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { type Binding, type Groups, Recorder } from "../lib/gpu/recorder.ts";
 import { MatmulKernel } from "../lib/kernels/matmul.ts";
@@ -51,13 +51,13 @@ Deno.test({ name: "texture matmul: layouts, dtypes, parts, few rows", ignore }, 
       Wm.tex = uploadMatrixTextures(g, "W", W, N, K, dtype, parts);
       const Mm = uploadMatrix(g, "M", Mx, K, N, undefined, dtype);
       Mm.tex = uploadMatrixTextures(g, "M", Mx, K, N, dtype, parts);
-      assert.equal(Wm.tex!.parts.length, Math.ceil(N / (parts & ~3)));
+      assertStrictEquals(Wm.tex!.parts.length, Math.ceil(N / (parts & ~3)));
       const [xb, rb] = [x, res].map((d, i) => uploadStorage(g, `t${i}`, d));
       const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
       const rec = new LabelRecorder(g, "t");
       mm.linearMatrix(rec, Wm, { rows: M, x: xb, y: y1, res: rb, act: "tanh" });
       mm.lowrankMatrix(rec, Mm, { rows: M, x: xb, y: y2, res: rb, act: "sigmoid" });
-      assert.ok(rec.labels.every((l) => l.includes(".tex.")), `texture path: ${rec.labels}`);
+      assert(rec.labels.every((l) => l.includes(".tex.")), `texture path: ${rec.labels}`);
       await rec.flush();
       const w = dtype === "f16" ? roundF16(W) : W, m = dtype === "f16" ? roundF16(Mx) : Mx;
       const ref1 = linear(x, w, M, K, N).map((s, i) => Math.tanh(s + res[i]));
@@ -85,8 +85,8 @@ Deno.test(
       const xb = uploadStorage(g, "x", x), y = uploadStorage(g, "y", y0);
       const rec = new LabelRecorder(g, "t");
       mm.linearMatrix(rec, Wm, { rows: M, x: xb, xOff, xStride, y, yOff: 8, yStride: 40 });
-      assert.ok(rec.labels.every((l) => l.includes(path)), `${path}: ${rec.labels}`);
-      if (path !== ".tex.") assert.ok(rec.labels.every((l) => !l.includes(".tex.")));
+      assert(rec.labels.every((l) => l.includes(path)), `${path}: ${rec.labels}`);
+      if (path !== ".tex.") assert(rec.labels.every((l) => !l.includes(".tex.")));
       await rec.flush();
       const xr = new Float64Array(M * K);
       for (let r = 0; r < M; r++) {
@@ -101,27 +101,27 @@ Deno.test(
         (_, i) => got[8 + Math.floor(i / N) * 40 + i % N],
       );
       assertClose(pick, ref, { rel: REL }, `xOff ${xOff} xStride ${xStride}`);
-      assert.equal(got[7], y0[7], "values before yOff untouched");
+      assertStrictEquals(got[7], y0[7], "values before yOff untouched");
     }
   },
 );
 
 Deno.test({ name: "texture uploads: unsupported widths get none", ignore }, () => {
   const g = gpu!;
-  assert.equal(uploadMatrixTextures(g, "odd", new Float32Array(6), 2, 3, "f32"), undefined);
+  assertEquals(uploadMatrixTextures(g, "odd", new Float32Array(6), 2, 3, "f32"), undefined);
   const t = uploadMatrixTextures(g, "ok", new Float32Array(40 * 8), 40, 8, "f16", 16)!;
-  assert.deepEqual(t.parts.map((p) => [p.rowStart, p.rows]), [[0, 16], [16, 16], [32, 8]]);
-  assert.equal(t.format, "rgba16float");
+  assertEquals(t.parts.map((p) => [p.rowStart, p.rows]), [[0, 16], [16, 16], [32, 8]]);
+  assertEquals(t.format, "rgba16float");
   // allocated at non-power-of-two sizes: 2 texels → 3 wide; 16 rows → 17, 8 → 9
-  assert.deepEqual(t.parts.map((p) => [p.texture.width, p.texture.height]), [[3, 17], [3, 17], [
+  assertEquals(t.parts.map((p) => [p.texture.width, p.texture.height]), [[3, 17], [3, 17], [
     3,
     9,
   ]]);
-  assert.equal(t.bytes, 3 * (17 + 17 + 9) * 8);
-  assert.equal(npot(1), 3);
-  assert.equal(npot(64), 65);
-  assert.equal(npot(65), 65);
-  assert.throws(
+  assertStrictEquals(t.bytes, 3 * (17 + 17 + 9) * 8);
+  assertEquals(npot(1), 3);
+  assertEquals(npot(64), 65);
+  assertEquals(npot(65), 65);
+  assertThrowsMatch(
     () => uploadMatrixTextures(g, "bad", new Float32Array(8), 2, 4, "f32", 2),
     /4 rows/,
   );

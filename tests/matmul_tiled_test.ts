@@ -11,7 +11,7 @@
  * - subgroup GEMV: the subgroup-size-1 check variant everywhere (errRatio ≤ 1e-5), the real
  *   `subgroups` kernel where offered, else skipped with a message.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows, assertThrowsMatch } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { describeGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
@@ -52,7 +52,7 @@ async function check(
     await rec.flush();
     if (g.hasTimestamps) {
       const ran = (await rec.timings()).map((t) => t.label).join(" ");
-      assert.match(ran, expect, `kernels that ran: ${ran}`);
+      assertMatch(ran, expect, `kernels that ran: ${ran}`);
     }
     const Wr = dtype === "f16" ? roundF16(W) : W, Mr = dtype === "f16" ? roundF16(Mx) : Mx;
     const ref1 = linear(x, Wr, M, K, N).map((s, i) => s + res[i]);
@@ -63,7 +63,7 @@ async function check(
     assertClose(got2, ref2, { rel }, `lowrank ${tag}`);
     worst = Math.max(worst, errRatio(got1, ref1), errRatio(got2, ref2));
     if (dtype === "f16") {
-      assert.ok(maxAbsDiff(got1, linear(x, W, M, K, N)) > 1e-6, `${tag}: f16 equals f32?`);
+      assert(maxAbsDiff(got1, linear(x, W, M, K, N)) > 1e-6, `${tag}: f16 equals f32?`);
     }
     for (const b of [xb, rb, y1, y2, ...wm.chunks.map((c) => c.buffer)]) b.destroy();
     for (const c of mx.chunks) c.buffer.destroy();
@@ -75,16 +75,16 @@ Deno.test("hardware matmul choice: off on software adapters, forced kernels need
   const sw = { isFallback: true, description: "llvmpipe", hasF16: false, hasSubgroups: false };
   const hw = { isFallback: false, description: "NVIDIA H200", hasF16: true, hasSubgroups: true };
   const auto = resolveHardwareMatmul(sw as Gpu);
-  assert.deepEqual(auto, { tiled: false, tiledMinRows: 16, gemv: "off", f16Math: false });
-  assert.deepEqual(resolveHardwareMatmul(hw as Gpu), {
+  assertEquals(auto, { tiled: false, tiledMinRows: 16, gemv: "off", f16Math: false });
+  assertEquals(resolveHardwareMatmul(hw as Gpu), {
     tiled: true,
     tiledMinRows: 16,
     gemv: "subgroups",
     f16Math: true,
   });
-  assert.throws(() => resolveHardwareMatmul(sw as Gpu, { gemv: "on" }), /"subgroups" feature/);
-  assert.throws(() => resolveHardwareMatmul(sw as Gpu, { f16Math: "on" }), /"shader-f16"/);
-  assert.throws(() => resolveHardwareMatmul(sw as Gpu, { tiled: "yes" as "on" }));
+  assertThrowsMatch(() => resolveHardwareMatmul(sw as Gpu, { gemv: "on" }), /"subgroups" feature/);
+  assertThrowsMatch(() => resolveHardwareMatmul(sw as Gpu, { f16Math: "on" }), /"shader-f16"/);
+  assertThrows(() => resolveHardwareMatmul(sw as Gpu, { tiled: "yes" as "on" }));
 });
 
 Deno.test({ name: "tiled matmul f32 vs reference (odd shapes)", ignore: !gpu }, async () => {
@@ -198,17 +198,17 @@ Deno.test("chunked WKV threshold: an explicit rule, default today's (T ≥ 64, B
     limits: { maxStorageBufferBindingSize: 2 ** 30, maxComputeWorkgroupsPerDimension: 65535 },
   } as unknown as Gpu;
   const s = { B: 1, T: 512, H: 12, N: 64 };
-  assert.equal(chooseWkvForm(hw, s), "chunked");
-  assert.equal(chooseWkvForm(hw, { ...s, T: 32 }), "sequential");
-  assert.equal(resolveWkvForm(hw, { auto: { minT: 1024 } }, s), "sequential");
-  assert.equal(
+  assertEquals(chooseWkvForm(hw, s), "chunked");
+  assertEquals(chooseWkvForm(hw, { ...s, T: 32 }), "sequential");
+  assertEquals(resolveWkvForm(hw, { auto: { minT: 1024 } }, s), "sequential");
+  assertEquals(
     resolveWkvForm(hw, { auto: { minT: 16, maxBHN: 1 << 20 } }, { ...s, B: 16 }),
     "chunked",
   );
-  assert.equal(chooseWkvForm(hw, { ...s, B: 16 }), "sequential");
-  assert.equal(mayChooseChunked(hw, { auto: {} }, 64), true);
+  assertEquals(chooseWkvForm(hw, { ...s, B: 16 }), "sequential");
+  assertEquals(mayChooseChunked(hw, { auto: {} }, 64), true);
   const sw = { ...hw, isFallback: true, description: "llvmpipe" } as Gpu;
-  assert.equal(resolveWkvForm(sw, { auto: { minT: 1 } }, s), "sequential");
-  assert.equal(mayChooseChunked(sw, "auto", 64), false);
-  assert.throws(() => resolveWkvForm(hw, { auto: { minT: 0 } }, s));
+  assertEquals(resolveWkvForm(sw, { auto: { minT: 1 } }, s), "sequential");
+  assertEquals(mayChooseChunked(sw, "auto", 64), false);
+  assertThrows(() => resolveWkvForm(hw, { auto: { minT: 0 } }, s));
 });

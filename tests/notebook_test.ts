@@ -4,7 +4,7 @@
  * throwing cell must fail the run with its index, and every `notebooks/*.ipynb` must pass the
  * same checks. Skipped (with a message) when python3-nbclient or the Deno binary is missing.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import {
   assertNotebookHasFigures,
   findPython,
@@ -50,20 +50,20 @@ Deno.test({
         params: { n: 12 },
         timeout: 120,
       });
-      assert.ok(r.success, `runner failed (exit ${r.code}):\n${r.stderr}`);
+      assert(r.success, `runner failed (exit ${r.code}):\n${r.stderr}`);
       console.log(`plot_smoke.ipynb ran in ${r.seconds.toFixed(1)} s`);
       assertNotebookHasFigures(out);
       const report = inspectNotebook(out);
-      assert.ok(report.mimeCounts["image/png"] >= 3, "line, heatmap and live plot PNGs");
+      assert(report.mimeCounts["image/png"] >= 3, "line, heatmap and live plot PNGs");
       const nb = JSON.parse(await Deno.readTextFile(out));
       const text = nb.cells.flatMap((c: { outputs?: { text?: string | string[] }[] }) =>
         (c.outputs ?? []).map((o) => [o.text ?? ""].flat().join(""))
       ).join("");
-      assert.match(text, /n = 12/, "the injected parameter reached the notebook");
+      assertMatch(text, /n = 12/, "the injected parameter reached the notebook");
       const htmls = JSON.stringify(nb.cells.map((c: { outputs?: unknown[] }) => c.outputs ?? []));
-      assert.match(htmls, /<progress value=\\"12\\" max=\\"12\\"/, "final progress frame");
+      assertMatch(htmls, /<progress value=\\"12\\" max=\\"12\\"/, "final progress frame");
       const html = await Deno.readTextFile(`${dir}/smoke.html`);
-      assert.ok(html.includes("<svg") && html.includes("data:image/png;base64"), "HTML export");
+      assert(html.includes("<svg") && html.includes("data:image/png;base64"), "HTML export");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -99,12 +99,12 @@ Deno.test({
       };
       await Deno.writeTextFile(`${dir}/bad.ipynb`, JSON.stringify(nb));
       const r = await runNotebook(`${dir}/bad.ipynb`, { out: `${dir}/bad.out.ipynb`, timeout: 60 });
-      assert.equal(r.success, false);
-      assert.match(r.stderr, /FAILED: cell 2 of/);
-      assert.match(r.stderr, /deliberate failure 42/);
+      assertEquals(r.success, false);
+      assertMatch(r.stderr, /FAILED: cell 2 of/);
+      assertMatch(r.stderr, /deliberate failure 42/);
       const done = JSON.parse(await Deno.readTextFile(`${dir}/bad.out.ipynb`));
-      assert.equal(done.cells[2].outputs.at(-1).output_type, "error", "error kept in the output");
-      assert.deepEqual(done.cells[3].outputs, [], "later cells are not run");
+      assertEquals(done.cells[2].outputs.at(-1).output_type, "error", "error kept in the output");
+      assertEquals(done.cells[3].outputs, [], "later cells are not run");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -129,7 +129,7 @@ Deno.test({
           async fn() {
             const out = `${dir}/${name}`;
             const r = await runNotebook(book, { out, timeout: 600 });
-            assert.ok(r.success, `${name} failed (exit ${r.code}):\n${r.stderr}`);
+            assert(r.success, `${name} failed (exit ${r.code}):\n${r.stderr}`);
             console.log(`${name} ran in ${r.seconds.toFixed(1)} s`);
             assertNotebookHasFigures(out);
           },

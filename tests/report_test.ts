@@ -5,7 +5,7 @@
 /// <reference lib="dom" />
 /// <reference lib="deno.webgpu" />
 /// <reference lib="deno.ns" />
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrowsMatch } from "@std/assert";
 import {
   indexHtml,
   interactiveHtml,
@@ -26,13 +26,13 @@ import { lineFigure } from "../lib/plot/figure.ts";
 const ROOT = new URL("../", import.meta.url).pathname;
 
 Deno.test("parseParam: JSON values, raw strings, bad input", () => {
-  assert.deepEqual(parseParam("steps=10"), ["steps", 10]);
-  assert.deepEqual(parseParam("lrs=[0.1,1]"), ["lrs", [0.1, 1]]);
-  assert.deepEqual(parseParam('skill="sort"'), ["skill", "sort"]);
-  assert.deepEqual(parseParam("skill=sort"), ["skill", "sort"]);
-  assert.deepEqual(parseParam("expr=a=b"), ["expr", "a=b"]);
-  assert.throws(() => parseParam("steps"), /name=value/);
-  assert.throws(() => parseParam("2x=1"), /not an identifier/);
+  assertEquals(parseParam("steps=10"), ["steps", 10]);
+  assertEquals(parseParam("lrs=[0.1,1]"), ["lrs", [0.1, 1]]);
+  assertEquals(parseParam('skill="sort"'), ["skill", "sort"]);
+  assertEquals(parseParam("skill=sort"), ["skill", "sort"]);
+  assertEquals(parseParam("expr=a=b"), ["expr", "a=b"]);
+  assertThrowsMatch(() => parseParam("steps"), /name=value/);
+  assertThrowsMatch(() => parseParam("2x=1"), /not an identifier/);
 });
 
 Deno.test("resolvePathParams: only *Path / *Dir strings, relative ones", () => {
@@ -40,7 +40,7 @@ Deno.test("resolvePathParams: only *Path / *Dir strings, relative ones", () => {
     { modelPath: "./models/m.st", outDir: "out", absPath: "/x", steps: 3, skill: "a/b" },
     "/work",
   );
-  assert.deepEqual(r, {
+  assertEquals(r, {
     modelPath: "/work/models/m.st",
     outDir: "/work/out",
     absPath: "/x",
@@ -51,11 +51,11 @@ Deno.test("resolvePathParams: only *Path / *Dir strings, relative ones", () => {
 
 Deno.test("selectNotebooks: prefixes, substrings, paths, errors", () => {
   const all = ["/n/01_quickstart.ipynb", "/n/02_state_tuning.ipynb", "/n/10_extra.ipynb"];
-  assert.deepEqual(selectNotebooks([], all), all);
-  assert.deepEqual(selectNotebooks(["01", "02"], all), all.slice(0, 2));
-  assert.deepEqual(selectNotebooks(["tuning"], all), [all[1]]);
-  assert.deepEqual(selectNotebooks(["x/y.ipynb"], all), ["x/y.ipynb"]);
-  assert.throws(() => selectNotebooks(["99"], all), /"99" matches none of 01_quickstart/);
+  assertEquals(selectNotebooks([], all), all);
+  assertEquals(selectNotebooks(["01", "02"], all), all.slice(0, 2));
+  assertEquals(selectNotebooks(["tuning"], all), [all[1]]);
+  assertEquals(selectNotebooks(["x/y.ipynb"], all), ["x/y.ipynb"]);
+  assertThrowsMatch(() => selectNotebooks(["99"], all), /"99" matches none of 01_quickstart/);
 });
 
 Deno.test("notebookTitle, selfContainedHtml, indexHtml", () => {
@@ -65,16 +65,16 @@ Deno.test("notebookTitle, selfContainedHtml, indexHtml", () => {
       { cell_type: "markdown", source: ["intro\n", "# Quickstart: a <state>\n"] },
     ],
   };
-  assert.equal(notebookTitle(nb), "Quickstart: a <state>");
-  assert.equal(notebookTitle({ cells: [] }), null);
+  assertEquals(notebookTitle(nb), "Quickstart: a <state>");
+  assertEquals(notebookTitle({ cells: [] }), null);
   const html = selfContainedHtml(
     `<head><title>Notebook</title><script src="file:///usr/share/javascript/r.js"></script>` +
       `</head><body><img src="data:image/png;base64,AA"></body>`,
     "A & B",
   );
-  assert.ok(!html.includes("file://"), html);
-  assert.match(html, /<title>A &amp; B<\/title>/);
-  assert.match(html, /data:image\/png/);
+  assert(!html.includes("file://"), html);
+  assertMatch(html, /<title>A &amp; B<\/title>/);
+  assertMatch(html, /data:image\/png/);
   const index = indexHtml(
     [
       { name: "01_q", title: "Quick <1>", source: "n/01_q.ipynb", ok: true, seconds: 12.34 },
@@ -83,28 +83,28 @@ Deno.test("notebookTitle, selfContainedHtml, indexHtml", () => {
     { steps: 5 },
     new Date("2026-01-02T03:04:05Z"),
   );
-  assert.match(index, /href="01_q\.html">Quick &lt;1&gt;/);
-  assert.match(index, /href="02_s\.ipynb"/);
-  assert.match(index, /12\.3 s/);
-  assert.match(index, /FAILED/);
-  assert.match(index, /boom/);
-  assert.match(index, /steps = 5/);
-  assert.match(index, /1 of 2 notebooks ran without errors/);
+  assertMatch(index, /href="01_q\.html">Quick &lt;1&gt;/);
+  assertMatch(index, /href="02_s\.ipynb"/);
+  assertMatch(index, /12\.3 s/);
+  assertMatch(index, /FAILED/);
+  assertMatch(index, /boom/);
+  assertMatch(index, /steps = 5/);
+  assertMatch(index, /1 of 2 notebooks ran without errors/);
 });
 
 Deno.test("rerunLink keeps the page's parameters; interactiveHtml adds plotly only to figure pages", () => {
-  assert.equal(
+  assertEquals(
     rerunLink({ steps: 10, skill: "sort", learningRates: [1], modelPath: "/x", outDir: "/o" }),
     "web/index.html?skill=sort&steps=10",
   );
-  assert.equal(rerunLink({}, "../web/"), "../web/index.html");
+  assertEquals(rerunLink({}, "../web/"), "../web/index.html");
   const plain = interactiveHtml("<html><head><title>x</title></head><body>text</body></html>", "T");
-  assert.ok(!plain.includes("plotly.min.js"));
+  assert(!plain.includes("plotly.min.js"));
   const fig = interactiveHtml(
     `<html><body>${lineFigure({ a: [1, 2] }).toHTML()}</body></html>`,
     "T",
   );
-  assert.match(fig, /<script src="plotly\.min\.js"/);
+  assertMatch(fig, /<script src="plotly\.min\.js"/);
 });
 
 /**
@@ -116,27 +116,27 @@ async function checkOffline(browser: Browser, file: string, shot?: string): Prom
   await page.setViewport({ width: 1000, height: 900 });
   await page.goto(`file://${file}`, { waitUntil: "load" });
   const figures = await page.$$eval(".rwkv-figure", (e) => e.length);
-  assert.ok(figures > 0, `${file}: no figures`);
+  assert(figures > 0, `${file}: no figures`);
   await page.waitForFunction(
     (n: number) => document.querySelectorAll('.rwkv-figure[data-rendered="plotly"]').length === n,
     { timeout: 60_000, polling: 200 },
     figures,
   );
   const rendered = await page.$$eval(".rwkv-figure .rwkv-plotly .main-svg", (e) => e.length);
-  assert.ok(rendered >= figures, `${file}: ${rendered} plotly SVGs for ${figures} figures`);
+  assert(rendered >= figures, `${file}: ${rendered} plotly SVGs for ${figures} figures`);
   const hidden = await page.$$eval(
     ".rwkv-figure .rwkv-static",
     (e) => e.every((x) => (x as HTMLElement).style.display === "none"),
   );
-  assert.ok(hidden, "the static images give way to the interactive charts");
+  assert(hidden, "the static images give way to the interactive charts");
   if (shot) {
     const png = await page.screenshot({ path: shot, fullPage: true });
     const st = imageStats(await decodePng(new Uint8Array(png)));
-    assert.ok(st.variance > 200, `blank screenshot ${shot}: ${JSON.stringify(st)}`);
+    assert(st.variance > 200, `blank screenshot ${shot}: ${JSON.stringify(st)}`);
   }
   await page.close();
-  assert.deepEqual(log.errors, [], `${file}: console errors`);
-  assert.deepEqual(log.blocked, [], `${file}: requests outside the folder`);
+  assertEquals(log.errors, [], `${file}: console errors`);
+  assertEquals(log.blocked, [], `${file}: requests outside the folder`);
   return log;
 }
 
@@ -169,9 +169,9 @@ Deno.test({
         stderr: "piped",
       }).output();
       const err = new TextDecoder().decode(run.stderr);
-      assert.ok(run.success, `report failed (exit ${run.code}):\n${err}`);
+      assert(run.success, `report failed (exit ${run.code}):\n${err}`);
       const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-      assert.deepEqual(files, [
+      assertEquals(files, [
         "index.html",
         "plot_smoke.html",
         "plot_smoke.ipynb",
@@ -180,17 +180,17 @@ Deno.test({
         "web",
       ]);
       for (const f of ["index.html", "main.js", "plotly.min.js", "shaders/index.json"]) {
-        assert.ok(Deno.statSync(`${dir}/web/${f}`).isFile, `web/${f} in the report`);
+        assert(Deno.statSync(`${dir}/web/${f}`).isFile, `web/${f} in the report`);
       }
       const html = await Deno.readTextFile(`${dir}/plot_smoke.html`);
-      assert.ok(html.includes("<svg") && html.includes("data:image/png;base64"), "figures inline");
-      assert.ok(!html.includes('src="file://'), "no local script references");
-      assert.match(html, /<title>Plot smoke test<\/title>/);
+      assert(html.includes("<svg") && html.includes("data:image/png;base64"), "figures inline");
+      assert(!html.includes('src="file://'), "no local script references");
+      assertMatch(html, /<title>Plot smoke test<\/title>/);
       const nb = await Deno.readTextFile(`${dir}/plot_smoke.ipynb`);
-      assert.match(nb, /n = 7/, "the parameter reached the notebook");
+      assertMatch(nb, /n = 7/, "the parameter reached the notebook");
       const index = await Deno.readTextFile(`${dir}/index.html`);
-      assert.match(index, /href="plot_smoke\.html"/);
-      assert.match(index, /href="web\/index\.html"[^>]*>.*Rerun this here/, "rerun link");
+      assertMatch(index, /href="plot_smoke\.html"/);
+      assertMatch(index, /href="web\/index\.html"[^>]*>.*Rerun this here/, "rerun link");
       if (!hasChromium) console.warn(`SKIP the offline Chromium check: ${chromiumSkip}`);
       else {
         const browser = await launch();
@@ -207,8 +207,8 @@ Deno.test({
         }
       }
       const summary = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
-      assert.equal(summary.notebooks[0].ok, true);
-      assert.deepEqual(summary.params, { n: 7 });
+      assertEquals(summary.notebooks[0].ok, true);
+      assertEquals(summary.params, { n: 7 });
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -223,9 +223,9 @@ Deno.test("report --help and bad arguments", async () => {
       stderr: "piped",
     }).output();
   const help = await run(["--help"]);
-  assert.ok(help.success);
-  assert.match(new TextDecoder().decode(help.stdout), /deno task report/);
+  assert(help.success);
+  assertMatch(new TextDecoder().decode(help.stdout), /deno task report/);
   const bad = await run(["--notebooks", "no_such_notebook"]);
-  assert.equal(bad.code, 2);
-  assert.match(new TextDecoder().decode(bad.stderr), /matches none of/);
+  assertEquals(bad.code, 2);
+  assertMatch(new TextDecoder().decode(bad.stderr), /matches none of/);
 });

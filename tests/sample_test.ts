@@ -8,7 +8,13 @@
  * further after one. Counts: max |Δ| ≤ 1e-6 (they are ≤ 1/(1 − decay) and updated by one
  * multiply and one add per step). Chi-square: p-value ≥ 1e-3 with a fixed seed.
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertNotStrictEquals,
+  assertStrictEquals,
+  assertThrowsMatch,
+} from "@std/assert";
 import { createStorage, readF32, readU32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import {
@@ -127,12 +133,16 @@ Deno.test("reference: the radix cutoffs keep exactly the float64 filtered set", 
      }
     const r = sampleRowRef(logits, undefined, s, { step: c, row: 0 });
     const want = filtered(logits, new Float32Array(V), s);
-    assert.ok(want.has(r.token) || r.margin < MARGIN, `case ${c}: token ${r.token} filtered out`);
+    assert(want.has(r.token) || r.margin < MARGIN, `case ${c}: token ${r.token} filtered out`);
     if (r.margin < MARGIN) continue;
-    assert.equal(r.kept, want.size, `case ${c}: kept ${r.kept}, float64 filter keeps ${want.size}`);
+    assertStrictEquals(
+      r.kept,
+      want.size,
+      `case ${c}: kept ${r.kept}, float64 filter keeps ${want.size}`,
+    );
     checked++;
   }
-  assert.ok(checked > 250, `only ${checked} cases away from a near-tie`);
+  assert(checked > 250, `only ${checked} cases away from a near-tie`);
 });
 
 Deno.test(
@@ -183,7 +193,7 @@ async function drawsMatch(
         const r = sampleRowRef(row, cnt, s, { step: 100 * si + t, row: b, limit, wg: k.wg });
         const g = got.tokens[t * B + b];
         if (g !== r.token) {
-          assert.ok(
+          assert(
             r.margin < MARGIN,
             `settings ${si} row ${b} step ${t}: GPU ${g} vs ref ${r.token} (margin ${r.margin})`,
           );
@@ -193,12 +203,12 @@ async function drawsMatch(
       }
       if (!diverged) {
         const d = maxAbsDiff(got.counts.subarray(b * V, (b + 1) * V), cnt);
-        assert.ok(d <= 1e-6, `settings ${si} row ${b}: counts max|Δ| ${d}`);
+        assert(d <= 1e-6, `settings ${si} row ${b}: counts max|Δ| ${d}`);
       }
     }
   }
   console.log(`WG ${k.wg}: compared ${compared} draws, ${nearTies} near-tie flips`);
-  assert.ok(compared >= size.minCompared, `only ${compared} draws compared`);
+  assert(compared >= size.minCompared, `only ${compared} draws compared`);
 }
 
 Deno.test({ name: "GPU sampling at V = 65536 equals the reference", ignore }, async () => {
@@ -224,7 +234,7 @@ Deno.test({ name: "GPU sampling at V = 65536 equals the reference", ignore }, as
     for (let t = 0; t < 2; t++) {
       const r = sampleRowRef(logits, cnt, s, { step: t, row: 0, limit, wg: k.wg });
       if (got.tokens[t] !== r.token) {
-        assert.ok(
+        assert(
           r.margin < MARGIN,
           `${JSON.stringify(o)} step ${t}: GPU ${got.tokens[t]} vs ref ${r.token}`,
         );
@@ -248,9 +258,9 @@ Deno.test({ name: "greedy GPU sampling is the argmax (first id on ties)", ignore
     const row = logits.subarray(b * V, (b + 1) * V);
     let best = 0;
     for (let i = 1; i < V; i++) if (row[i] > row[best]) best = i;
-    assert.equal(got.tokens[b], best, `row ${b}`);
+    assertStrictEquals(got.tokens[b], best, `row ${b}`);
   }
-  assert.equal(got.tokens[1], 10);
+  assertEquals(got.tokens[1], 10);
 });
 
 /** Upper tail of the chi-square distribution (Wilson–Hilferty normal approximation). */
@@ -278,11 +288,11 @@ Deno.test({ name: "GPU draws follow the filtered softmax (chi-square)", ignore }
   for (let b = 0; b < B; b++) logits.set(row, b * V);
   const s = { ...base, temperature: 0.8, topK: 25, topP: 0.9, seed: 777 };
   const want = filtered(row, new Float32Array(V), s);
-  assert.ok(want.size > 5 && want.size < 25, `the filters should bite: ${want.size} kept`);
+  assert(want.size > 5 && want.size < 25, `the filters should bite: ${want.size} kept`);
   const got = await gpuDraws(k, { B, V, logits, counts: new Float32Array(B * V) }, s, 1);
   const hist = new Map<number, number>();
   for (const t of got.tokens) {
-    assert.ok(want.has(t), `token ${t} is outside the filtered set`);
+    assert(want.has(t), `token ${t} is outside the filtered set`);
     hist.set(t, (hist.get(t) ?? 0) + 1);
   }
   let chi = 0, bins = 0, restE = 0, restO = 0;
@@ -294,18 +304,18 @@ Deno.test({ name: "GPU draws follow the filtered softmax (chi-square)", ignore }
   if (restE > 0) chi += (restO - restE) ** 2 / restE, bins++;
   const pv = chiSquarePValue(chi, bins - 1);
   console.log(`chi-square ${chi.toFixed(2)} on ${bins - 1} dof, p = ${pv.toFixed(3)}`);
-  assert.ok(pv >= 1e-3, `chi-square ${chi} on ${bins - 1} dof: p = ${pv}`);
+  assert(pv >= 1e-3, `chi-square ${chi} on ${bins - 1} dof: p = ${pv}`);
 });
 
 Deno.test("the draw's uniforms are uniform and depend on seed, step and row", () => {
   const n = 20000, bins = new Array(10).fill(0);
   for (let t = 0; t < n; t++) bins[Math.floor(drawUniform(9, t, 0) * 10)]++;
   const chi = bins.reduce((c, o) => c + (o - n / 10) ** 2 / (n / 10), 0);
-  assert.ok(chiSquarePValue(chi, 9) >= 1e-3, `uniform chi-square ${chi}`);
+  assert(chiSquarePValue(chi, 9) >= 1e-3, `uniform chi-square ${chi}`);
   const u = drawUniform(9, 5, 0);
-  assert.notEqual(u, drawUniform(10, 5, 0));
-  assert.notEqual(u, drawUniform(9, 6, 0));
-  assert.notEqual(u, drawUniform(9, 5, 1));
+  assertNotStrictEquals(u, drawUniform(10, 5, 0));
+  assertNotStrictEquals(u, drawUniform(9, 6, 0));
+  assertNotStrictEquals(u, drawUniform(9, 5, 1));
 });
 
 Deno.test({ name: "GPU sampling flags broken rows and rejects bad settings", ignore }, async () => {
@@ -315,10 +325,10 @@ Deno.test({ name: "GPU sampling flags broken rows and rejects bad settings", ign
   logits[7] = NaN; // row 0
   logits.fill(-Infinity, V, 2 * V); // row 1: everything banned
   const got = await gpuDraws(k, { B: 3, V, logits, counts: new Float32Array(3 * V) }, base, 1);
-  assert.equal(got.tokens[0], SAMPLE_ERR_NONFINITE);
-  assert.equal(got.tokens[1], SAMPLE_ERR_ALL_BANNED);
-  assert.ok(got.tokens[2] < V);
-  assert.equal(
+  assertStrictEquals(got.tokens[0], SAMPLE_ERR_NONFINITE);
+  assertStrictEquals(got.tokens[1], SAMPLE_ERR_ALL_BANNED);
+  assert(got.tokens[2] < V);
+  assertStrictEquals(
     sampleRowRef(logits.subarray(0, V), undefined, base, { step: 0, row: 0 }).token,
     SAMPLE_ERR_NONFINITE,
   );
@@ -334,11 +344,11 @@ Deno.test({ name: "GPU sampling flags broken rows and rejects bad settings", ign
     tokOff: 0,
     step: 0,
   };
-  assert.throws(
+  assertThrowsMatch(
     () => k.record(rec, { ...args, settings: { ...base, topP: 0 } }),
     /topP = 0; expected a number in \(0, 1\]/,
   );
-  assert.throws(() => k.record(rec, { ...args, limit: 5, settings: base }), /limit = 5/);
-  assert.throws(() => k.record(rec, { ...args, V: 8, settings: base }), /logits \(B, V\)/);
+  assertThrowsMatch(() => k.record(rec, { ...args, limit: 5, settings: base }), /limit = 5/);
+  assertThrowsMatch(() => k.record(rec, { ...args, V: 8, settings: base }), /logits \(B, V\)/);
   buf.destroy();
 });

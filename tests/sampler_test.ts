@@ -1,4 +1,13 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertNotStrictEquals,
+  assertRejectsMatch,
+  assertThrows,
+  assertThrowsMatch,
+} from "@std/assert";
 import {
   DEFAULT_SAMPLING,
   parseSamplingOptions,
@@ -15,10 +24,6 @@ import {
 } from "../lib/generate/generate.ts";
 import { ByteTokenizer, type Tokenizer, WorldTokenizer } from "../lib/tokenizer/mod.ts";
 import { Rng } from "../lib/util/rng.ts";
-
-function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
-  assert.deepEqual(actual, expected, msg);
-}
 
 const opts = (o: Partial<SamplingOptions> = {}): SamplingOptions => ({
   ...DEFAULT_SAMPLING,
@@ -44,8 +49,8 @@ Deno.test("Rng: state checkpoints resume the stream exactly", () => {
   const b = Rng.fromState(a.state);
   assertEquals([a.next(), a.normal(), a.int(7)], [b.next(), b.normal(), b.int(7)]);
   assertEquals(new Rng(5).shuffle([1, 2, 3, 4, 5]).sort(), [1, 2, 3, 4, 5]);
-  assert.throws(() => new Rng(NaN), /finite number, got NaN/);
-  assert.throws(() => new Rng(1).int(0), /positive integer n, got 0/);
+  assertThrowsMatch(() => new Rng(NaN), /finite number, got NaN/);
+  assertThrowsMatch(() => new Rng(1).int(0), /positive integer n, got 0/);
 });
 
 Deno.test("sampleToken: greedy is argmax (lowest id on ties) and draws nothing", () => {
@@ -76,7 +81,7 @@ Deno.test("sampleToken: topK = 1 is argmax; a seed makes draws reproducible", ()
     return Array.from({ length: 20 }, () => sampleToken(logits, opts({ topP: 1 }), r));
   };
   assertEquals(draw(7), draw(7));
-  assert.notDeepEqual(draw(7), draw(8));
+  assertNotEquals(draw(7), draw(8));
 });
 
 Deno.test("sampleToken: temperature sharpens and flattens the distribution", () => {
@@ -148,17 +153,17 @@ Deno.test("sampleToken: presence and frequency penalties change the choice", () 
 });
 
 Deno.test("sampleToken: NaN logits and all-banned logits are errors", () => {
-  assert.throws(
+  assertThrowsMatch(
     () => sampleToken(new Float32Array([0, NaN]), opts(), new Rng(1)),
     /logits\[1\] is NaN/,
   );
-  assert.throws(
+  assertThrowsMatch(
     () => sampleToken(new Float32Array([-Infinity, -Infinity]), opts(), new Rng(1)),
     /every one of the 2 logits is -Infinity/,
   );
   const banned = new Float32Array([5, -Infinity, 0]);
   for (let i = 0; i < 100; i++) {
-    assert.notEqual(sampleToken(banned, opts({ topP: 1 }), new Rng(i)), 1);
+    assertNotStrictEquals(sampleToken(banned, opts({ topP: 1 }), new Rng(i)), 1);
   }
 });
 
@@ -183,11 +188,9 @@ Deno.test("parseSamplingOptions: defaults and range errors that quote the value"
     [{ top_p: 0.5 }, /unknown sampling option\(s\) top_p/],
   ];
   for (const [input, re] of bad) {
-    assert.throws(() => parseSamplingOptions(input as never), (e: Error) => {
-      assert(e instanceof RangeError, `not a RangeError: ${e}`);
-      assert.match(e.message, re);
-      return true;
-    });
+    const e = assertThrows(() => parseSamplingOptions(input as never));
+    assert(e instanceof RangeError, `not a RangeError: ${e}`);
+    assertMatch(e.message, re);
   }
 });
 
@@ -311,12 +314,12 @@ Deno.test("generate: seeded sampling is reproducible; bad prompts are errors", a
     generateText(noisy, bytes, "hi", { seed, temperature: 1, topP: 0.9, maxTokens: 30 });
   const [a, b, c] = await Promise.all([run(3), run(3), run(4)]);
   assertEquals([a.tokens, a.seed], [b.tokens, 3]);
-  assert.notDeepEqual(a.tokens, c.tokens);
+  assertNotEquals(a.tokens, c.tokens);
   assert(Number.isInteger((await generateText(noisy, bytes, "x", { maxTokens: 1 })).seed));
-  await assert.rejects(() => generateText(noisy, bytes, ""), /prompt encodes to no tokens/);
-  await assert.rejects(
+  await assertRejectsMatch(() => generateText(noisy, bytes, ""), /prompt encodes to no tokens/);
+  await assertRejectsMatch(
     () => generateText({ vocabSize: 100, feed: noisy.feed }, bytes, "é"),
     /prompt token 195 is outside the model's vocabulary \[0, 100\)/,
   );
-  await assert.rejects(() => generateText(noisy, bytes, "x", { topP: 2 }), /topP must be in/);
+  await assertRejectsMatch(() => generateText(noisy, bytes, "x", { topP: 2 }), /topP must be in/);
 });

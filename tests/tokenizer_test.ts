@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertThrows, assertThrowsMatch } from "@std/assert";
 import {
   ByteTokenizer,
   loadTokenizer,
@@ -10,20 +10,6 @@ import {
 } from "../lib/tokenizer/mod.ts";
 import { Rng } from "../lib/util/rng.ts";
 import { fixture, hasFixtures } from "./_helpers.ts";
-
-function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
-  assert.deepEqual(actual, expected, msg);
-}
-function assertThrows(fn: () => unknown, expected: RegExp | (new (...a: never[]) => Error)): void {
-  assert.throws(fn, expected);
-}
-async function assertRejects(
-  fn: () => Promise<unknown>,
-  cls: new (...a: never[]) => Error,
-  includes: string,
-): Promise<void> {
-  await assert.rejects(fn, (e) => e instanceof cls && e.message.includes(includes));
-}
 
 const VOCAB = fixture("tokenizer/rwkv_vocab_v20230424.txt");
 let world: WorldTokenizer | null = null;
@@ -98,7 +84,7 @@ Deno.test({
     assertEquals(tok.decode([b(0xed), b(0xa0), b(0x80)]), "\uFFFD\uFFFD\uFFFD");
     assertEquals(tok.decode([b(0xf0), b(0x9f), b(0x98), b(0x80), b(0xff)]), "😀\uFFFD");
     assertEquals(tok.decode([0]), "", "end-of-text decodes to nothing");
-    assertThrows(() => tok.decode([65530]), /outside the vocabulary \[0, 65530\)/);
+    assertThrowsMatch(() => tok.decode([65530]), /outside the vocabulary \[0, 65530\)/);
   },
 });
 
@@ -136,20 +122,23 @@ Deno.test("parsePythonLiteral: escapes and quote styles", () => {
   assertThrows(() => parsePythonLiteral(String.raw`'\q'`), SyntaxError);
   assertThrows(() => parsePythonLiteral(String.raw`'\x8'`), SyntaxError);
   assertThrows(() => parsePythonLiteral(String.raw`b'\u2002'`), SyntaxError);
-  assertThrows(() => parsePythonLiteral("abc"), /quoted Python str or bytes literal/);
+  assertThrowsMatch(() => parsePythonLiteral("abc"), /quoted Python str or bytes literal/);
 });
 
 Deno.test("world: malformed vocabulary lines are reported with their line number", () => {
-  assertThrows(
+  assertThrowsMatch(
     () => WorldTokenizer.fromVocab("1 'a' 1\n2 'bc' 3\n", "v.txt"),
     /v\.txt:2: token 2 has 2 bytes but the line declares 3/,
   );
-  assertThrows(() => WorldTokenizer.fromVocab("1 'a' 1\nx 'b' 1\n", "v.txt"), /v\.txt:2:/);
-  assertThrows(() => WorldTokenizer.fromVocab("1 'a' 1\n1 'b' 1\n", "v.txt"), /id 1 repeats/);
-  assertThrows(() => WorldTokenizer.fromVocab("1 '\\q' 2\n", "v.txt"), /v\.txt:1: unsupported/);
+  assertThrowsMatch(() => WorldTokenizer.fromVocab("1 'a' 1\nx 'b' 1\n", "v.txt"), /v\.txt:2:/);
+  assertThrowsMatch(() => WorldTokenizer.fromVocab("1 'a' 1\n1 'b' 1\n", "v.txt"), /id 1 repeats/);
+  assertThrowsMatch(
+    () => WorldTokenizer.fromVocab("1 '\\q' 2\n", "v.txt"),
+    /v\.txt:1: unsupported/,
+  );
   const tok = WorldTokenizer.fromVocab("1 'a' 1\r\n2 'ab' 2\r\n\r\n3 'b' 1\r\n");
   assertEquals(tok.encode("abab"), [2, 2]);
-  assertThrows(() => tok.encode(" "), /byte 0x20 at offset 0 has no token/);
+  assertThrowsMatch(() => tok.encode(" "), /byte 0x20 at offset 0 has no token/);
   assertEquals(tok.encode("aabb"), [1, 2, 3]);
 });
 
@@ -201,7 +190,7 @@ Deno.test("byte tokenizer", async () => {
   assertEquals(tok.decode([104, 195, 169, 0]), "hé\0");
   assertEquals(tok.decode([0xff, 0x41]), "\uFFFDA");
   assertEquals([...tok.decodeBytes([1, 255])], [1, 255]);
-  assertThrows(() => tok.decode([256]), /token id 256 at position 0 is not in \[0, 256\)/);
+  assertThrowsMatch(() => tok.decode([256]), /token id 256 at position 0 is not in \[0, 256\)/);
   assertThrows(() => tok.decode([1.5]), RangeError);
 });
 

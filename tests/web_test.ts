@@ -13,7 +13,14 @@
  * fails in the browser for that reason only; the test then prints the reason, checks
  * everything up to training, and passes.
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStrictEquals,
+  assertThrowsMatch,
+  fail,
+} from "@std/assert";
 import { buildWeb, serveDir } from "../scripts/web.ts";
 import { chromiumSkip, hasChromium, launch, offlinePage } from "./_browser.ts";
 import { decodePng, imageStats } from "../lib/plot/png_decode.ts";
@@ -43,15 +50,15 @@ const LIMIT_RE = /storage buffers?|maxStorageBuffersPerShaderStage/i;
 
 Deno.test("web params: defaults, URL values, errors naming the parameter", () => {
   const d = parseDemoParams("");
-  assert.equal(d.steps, 60);
-  assert.equal(d.skill, "reverse");
-  assert.equal(d.autorun, false);
+  assertEquals(d.steps, 60);
+  assertEquals(d.skill, "reverse");
+  assertEquals(d.autorun, false);
   const p = parseDemoParams(demoQuery(TEST_PARAMS));
-  assert.equal(p.steps, 15);
-  assert.equal(p.autorun, true);
-  assert.throws(() => parseDemoParams("?steps=-3"), /steps="-3"/);
-  assert.throws(() => parseDemoParams("?stpes=3"), /unknown URL parameter "stpes"/);
-  assert.throws(() => parseDemoParams("?skill=fly"), /skill="fly"/);
+  assertEquals(p.steps, 15);
+  assertEquals(p.autorun, true);
+  assertThrowsMatch(() => parseDemoParams("?steps=-3"), /steps="-3"/);
+  assertThrowsMatch(() => parseDemoParams("?stpes=3"), /unknown URL parameter "stpes"/);
+  assertThrowsMatch(() => parseDemoParams("?skill=fly"), /skill="fly"/);
 });
 
 Deno.test({
@@ -65,26 +72,26 @@ Deno.test({
       log: () => {},
       step: (done, _t, _h, fig) => {
         steps.push(done);
-        assert.ok(fig.data.length >= 1);
+        assert(fig.data.length >= 1);
       },
       accuracy: (w, v) => (acc[w] = v),
     }, gpu!);
-    assert.deepEqual(steps, Array.from({ length: TEST_PARAMS.steps }, (_, i) => i + 1));
-    assert.equal(acc.before, r.accuracyBefore);
-    assert.ok(
+    assertEquals(steps, Array.from({ length: TEST_PARAMS.steps }, (_, i) => i + 1));
+    assertStrictEquals(acc.before, r.accuracyBefore);
+    assert(
       r.accuracyAfter > r.accuracyBefore,
       `after ${r.accuracyAfter} ≤ before ${r.accuracyBefore}`,
     );
     const cfg = (await loadModel(`${ROOT}models/default.safetensors`)).weights.config;
     const peft = parseState(r.peft, cfg), web = parseState(r.webRwkv, cfg);
-    assert.equal(peft.format, "peft");
-    assert.equal(web.format, "web-rwkv");
+    assertEquals(peft.format, "peft");
+    assertEquals(web.format, "web-rwkv");
     let maxDiff = 0;
     peft.states.forEach((s, l) =>
       s.forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - web.states[l][i]))))
     );
     const scale = Math.max(...peft.states.map((s) => Math.max(...s.map(Math.abs))));
-    assert.ok(maxDiff <= scale * 1e-3, `PEFT vs web-rwkv (f16) differ by ${maxDiff}`);
+    assert(maxDiff <= scale * 1e-3, `PEFT vs web-rwkv (f16) differ by ${maxDiff}`);
     console.log(
       `Deno run of the page logic: ${r.accuracyBefore} → ${r.accuracyAfter} in ${r.seconds} s`,
     );
@@ -98,7 +105,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const build = await buildWeb(`${OUT}/site`);
-    assert.ok(build.files.includes("shaders/index.json"));
+    assert(build.files.includes("shaders/index.json"));
     const server = serveDir(build.dir, { port: 0, quiet: true });
     const origin = `http://127.0.0.1:${server.addr.port}/`;
     const browser = await launch();
@@ -121,13 +128,13 @@ Deno.test({
         `screenshot ${OUT}/web.png: variance ${stats.variance.toFixed(0)}, ` +
           `inked ${(100 * stats.inked).toFixed(1)}%`,
       );
-      assert.ok(
+      assert(
         stats.variance > 200 && stats.inked > 0.02,
         `blank screenshot: ${JSON.stringify(stats)}`,
       );
-      assert.deepEqual(log.blocked, [], "the page must not reach outside its folder");
+      assertEquals(log.blocked, [], "the page must not reach outside its folder");
       const before = await page.$eval("#acc-before", (e) => e.textContent);
-      assert.match(before ?? "", /%$/, "accuracy before tuning shown");
+      assertMatch(before ?? "", /%$/, "accuracy before tuning shown");
       if (state === "error") {
         const msg = await page.evaluate(() =>
           (globalThis as unknown as { demoError: string }).demoError
@@ -141,12 +148,12 @@ Deno.test({
           const others = log.errors.filter((e) =>
             !LIMIT_RE.test(e) && !e.startsWith("demo failed")
           );
-          assert.deepEqual(others, [], "no console errors besides the known limit");
+          assertEquals(others, [], "no console errors besides the known limit");
           return;
         }
-        assert.fail(`the page failed: ${msg}\n${text}`);
+        fail(`the page failed: ${msg}\n${text}`);
       }
-      assert.deepEqual(log.errors, [], "no console errors");
+      assertEquals(log.errors, [], "no console errors");
       const r = await page.evaluate(() =>
         (globalThis as unknown as { demoResult: Record<string, number> }).demoResult
       );
@@ -156,22 +163,22 @@ Deno.test({
             r.lossLast.toFixed(3)
           }, ${r.seconds} s`,
       );
-      assert.ok(
+      assert(
         r.accuracyAfter > r.accuracyBefore,
         `accuracy after ${r.accuracyAfter} ≤ before ${r.accuracyBefore}`,
       );
-      assert.equal(r.steps, TEST_PARAMS.steps);
+      assertStrictEquals(r.steps, TEST_PARAMS.steps);
       const plotted = await page.$$eval("#plot .main-svg", (e) => e.length);
-      assert.ok(plotted > 0, "the live plotly loss curve rendered");
+      assert(plotted > 0, "the live plotly loss curve rendered");
       for (const id of ["dl-peft", "dl-webrwkv"]) {
         const href = await page.$eval(`#${id}`, (a) => (a as HTMLAnchorElement).href);
-        assert.match(href, /^blob:/, `${id} offers a download`);
+        assertMatch(href, /^blob:/, `${id} offers a download`);
       }
       const peftSize = await page.$eval(
         "#dl-peft",
         async (a) => (await (await fetch((a as HTMLAnchorElement).href)).arrayBuffer()).byteLength,
       );
-      assert.ok(peftSize > 2 * 64 * 64 * 4, `PEFT state is ${peftSize} bytes`);
+      assert(peftSize > 2 * 64 * 64 * 4, `PEFT state is ${peftSize} bytes`);
     } finally {
       await browser.close();
       await server.shutdown();

@@ -5,7 +5,7 @@
  * (c) GPU chunked vs GPU sequential and vs the reference, forward and backward, for T not a
  * multiple of 16, B = 2, H = 2, N = 64 and N = 8, with realistic decays d = exp(−e^{−½}σ(z)).
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertThrows, assertThrowsMatch } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
@@ -62,14 +62,14 @@ Deno.test("wkvChunked reference == sequential reference (float64; T = 1, 16, 37,
     const c = refCase(rng, T, H, N);
     const fs = wkvForward(c.inp, c.s0, T, H, N), fc = wkvChunkedForward(c.inp, c.s0, T, H, N);
     const at = `T${T} H${H} N${N}`;
-    assert.ok(relMax(fc.y, fs.y) < 1e-12, `${at} y: ${relMax(fc.y, fs.y)}`);
-    assert.ok(relMax(fc.state, fs.state) < 1e-12, `${at} state`);
+    assert(relMax(fc.y, fs.y) < 1e-12, `${at} y: ${relMax(fc.y, fs.y)}`);
+    assert(relMax(fc.state, fs.state) < 1e-12, `${at} state`);
     for (const dSF of [undefined, c.dSF]) {
       const gs = wkvBackward(c.inp, c.s0, c.dy, T, H, N, dSF);
       const gc = wkvChunkedBackward(c.inp, c.s0, c.dy, T, H, N, dSF);
       for (const key of GRAD_KEYS) {
         const e = relMax(gc[key], gs[key]);
-        assert.ok(e < 1e-11, `${at} ${key}${dSF ? " (dS_final)" : ""}: rel max ${e}`);
+        assert(e < 1e-11, `${at} ${key}${dSF ? " (dS_final)" : ""}: rel max ${e}`);
       }
     }
   }
@@ -144,7 +144,7 @@ function gpuCase(B: number, T: number, H: number, N: number, seed: number, zLo =
 /** max |got − want| relative to max(1, max |want|), asserted ≤ tol. */
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string) {
   const e = relMax(got, want);
-  assert.ok(e <= tol, `${what}: max |Δ| / scale = ${e.toExponential(3)} > ${tol}`);
+  assert(e <= tol, `${what}: max |Δ| / scale = ${e.toExponential(3)} > ${tol}`);
   return e;
 }
 
@@ -323,14 +323,14 @@ Deno.test({
     return { ff, bf, y: await read(y, n), dd: await read(o.dd, n), ds0: await read(ds0, NN) };
   };
   const seq = await run("sequential"), ch = await run("chunked"), auto = await run("auto");
-  assert.deepEqual([seq.ff, seq.bf, ch.ff, ch.bf], [
+  assertEquals([seq.ff, seq.bf, ch.ff, ch.bf], [
     "sequential",
     "sequential",
     "chunked",
     "chunked",
   ]);
   const chosen = chooseWkvForm(g, { B, T, H, N });
-  assert.deepEqual([auto.ff, auto.bf], [chosen, chosen]);
+  assertEquals([auto.ff, auto.bf], [chosen, chosen]);
   for (const key of ["y", "dd", "ds0"] as const) {
     expectClose(ch[key], seq[key], GPU_TOL, `forced chunked ${key}`);
   }
@@ -344,11 +344,11 @@ Deno.test({
     stateOff: 0,
     y: createStorage(g, "y", n * 4),
   };
-  assert.throws(
+  assertThrowsMatch(
     () => recordWkvForward(rec, { wkv: fwd.wkv, wkvForm: "chunked" }, args),
     /needs the chunked/,
   );
-  assert.equal(recordWkvForward(rec, { wkv: fwd.wkv }, args), "sequential");
+  assertEquals(recordWkvForward(rec, { wkv: fwd.wkv }, args), "sequential");
 });
 
 Deno.test(
@@ -356,11 +356,11 @@ Deno.test(
   () => {
     const s = { B: 1, T: 512, H: 12, N: 64 };
     const soft = { ...gpu!, isFallback: true };
-    assert.equal(chooseWkvForm(soft, s), "sequential");
+    assertEquals(chooseWkvForm(soft, s), "sequential");
     const hw = { ...gpu!, isFallback: false, description: "NVIDIA H100" };
-    assert.equal(chooseWkvForm(hw, s), "chunked");
-    assert.equal(chooseWkvForm(hw, { ...s, B: 16, T: 16 }), "sequential");
-    assert.equal(resolveWkvForm(soft, "chunked", s), "chunked");
-    assert.throws(() => resolveWkvForm(soft, "fast" as "auto", s));
+    assertEquals(chooseWkvForm(hw, s), "chunked");
+    assertEquals(chooseWkvForm(hw, { ...s, B: 16, T: 16 }), "sequential");
+    assertEquals(resolveWkvForm(soft, "chunked", s), "chunked");
+    assertThrows(() => resolveWkvForm(soft, "fast" as "auto", s));
   },
 );

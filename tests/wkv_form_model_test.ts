@@ -4,7 +4,7 @@
  * (rms-relative 1e-4) with the chunked and the sequential form, on a seeded random model with T
  * crossing a 16-token chunk and B = 2, right-padded.
  */
-import assert from "node:assert/strict";
+import { assert, assertStrictEquals } from "@std/assert";
 import { GpuModel } from "../lib/model/gpu_model.ts";
 import { randomWeights, tinyConfig } from "../lib/model/random.ts";
 import { GpuBackward } from "../lib/model/gpu_backward.ts";
@@ -24,7 +24,7 @@ Deno.test({
     const out: { logits: Float32Array; loss: number; dS0: Float32Array }[] = [];
     for (const wkvForm of ["sequential", "chunked"] as const) {
       const model = await GpuModel.create(g, weights, { wkvForm });
-      assert.equal(model.wkvChunked !== undefined, wkvForm === "chunked");
+      assertStrictEquals(model.wkvChunked !== undefined, wkvForm === "chunked");
       const logits = await model.forward(
         batch.seqs.map((s) => s.tokens.slice(0, 13)),
         model.createState(2),
@@ -40,8 +40,8 @@ Deno.test({
     }
     const [seq, chk] = out;
     assertClose(chk.logits, seq.logits, { maxAbs: 1e-4 }, "logits chunked vs sequential");
-    assert.ok(Math.abs(chk.loss - seq.loss) / seq.loss < 1e-5, `loss ${chk.loss} vs ${seq.loss}`);
+    assert(Math.abs(chk.loss - seq.loss) / seq.loss < 1e-5, `loss ${chk.loss} vs ${seq.loss}`);
     const e = errRatio(chk.dS0, seq.dS0);
-    assert.ok(e < 1e-4, `dS0 rel err ${e}`);
+    assert(e < 1e-4, `dS0 rel err ${e}`);
   },
 });

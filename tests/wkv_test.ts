@@ -5,7 +5,7 @@
  * checkpoint stride, H > 1, N < 64, a shared S0, accumulation, and decays near their minimum
  * 0.545 (where inverting the state is least accurate).
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
@@ -171,16 +171,16 @@ async function checkBackward(g: Gpu, s: Shape, shared: boolean, accumulate: bool
 
 Deno.test("planWkvWindows: whole sequences per window, or K-aligned token ranges", () => {
   const w1 = planWkvWindows(16, 16, 64);
-  assert.deepEqual(w1.map((w) => [w.b0, w.nb, w.t0, w.t1]), [[0, 16, 0, 16]]);
+  assertEquals(w1.map((w) => [w.b0, w.nb, w.t0, w.t1]), [[0, 16, 0, 16]]);
   const w2 = planWkvWindows(2, 300, 64, 4); // 256 rows fit
-  assert.deepEqual(w2.map((w) => [w.b0, w.t0, w.t1]), [[0, 0, 256], [0, 256, 300], [
+  assertEquals(w2.map((w) => [w.b0, w.t0, w.t1]), [[0, 0, 256], [0, 256, 300], [
     1,
     0,
     256,
   ], [1, 256, 300]]);
-  assert.deepEqual(planWkvWindows(20, 5, 192).map((w) => w.rows), [85, 15]); // 17 + 3 sequences
-  assert.ok(planWkvWindows(1, 100, 768, 4).every((w) => w.t0 % 4 === 0 && w.rows <= 21));
-  assert.throws(() => planWkvWindows(1, 8, 8192, 4), RangeError);
+  assertEquals(planWkvWindows(20, 5, 192).map((w) => w.rows), [85, 15]); // 17 + 3 sequences
+  assert(planWkvWindows(1, 100, 768, 4).every((w) => w.t0 % 4 === 0 && w.rows <= 21));
+  assertThrows(() => planWkvWindows(1, 8, 8192, 4), RangeError);
 });
 
 const FWD_SHAPES: Shape[] = [
@@ -196,8 +196,8 @@ Deno.test(
   { name: "wkv7 forward vs wkvForward (windows, T = 1, H > 1, N = 16)", ignore: !gpu },
   async () => {
     for (const s of FWD_SHAPES) await checkForward(gpu!, s);
-    await assert.rejects(() => Wkv7Kernel.create(gpu!, 128), RangeError);
-    await assert.rejects(() => Wkv7Kernel.create(gpu!, 30), RangeError);
+    await assertRejects(() => Wkv7Kernel.create(gpu!, 128), RangeError);
+    await assertRejects(() => Wkv7Kernel.create(gpu!, 30), RangeError);
   },
 );
 

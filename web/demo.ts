@@ -80,6 +80,59 @@ async function fetchText(url: URL): Promise<string> {
   return await (await fetchOk(url)).text();
 }
 
+/** Fetch the shaders and the byte-level model named by `p`, and put the model on `gpu`. */
+async function loadDemoModel(
+  p: DemoParams,
+  base: URL | string,
+  ev: DemoEvents,
+  gpu?: Gpu,
+): Promise<{ model: GpuModel; gpu: Gpu }> {
+  const n = await fetchShaders(base);
+  const modelUrl = new URL(p.model, base);
+  const bytes = new Uint8Array(await (await fetchOk(modelUrl)).arrayBuffer());
+  const loaded = await loadModelFromBytes(bytes, modelUrl.pathname.split("/").pop() ?? p.model);
+  const cfg = loaded.weights.config;
+  if (cfg.vocabSize !== 256) {
+    throw new Error(`the demo needs a byte-level model (V = 256), got V = ${cfg.vocabSize}`);
+  }
+  gpu ??= await requestGpu();
+  ev.log(
+    `${n} shaders; model ${p.model} (${(bytes.length / 1024).toFixed(0)} KiB): L${cfg.nLayer} ` +
+      `C${cfg.nEmbd} H${cfg.nHead}; adapter ${gpu.description || "(unnamed)"}, ` +
+      `${gpu.limits.maxStorageBuffersPerShaderStage} storage buffers per stage`,
+  );
+  return { model: await GpuModel.create(gpu, loaded.weights), gpu };
+}
+
+/** State-tune `model` on `p.trainItems` uninstructed items, reporting each step's loss curve. */
+function tuneDemoState(model: GpuModel, p: DemoParams, ev: DemoEvents) {
+  const rows = skillRows(p.skill, p.trainItems, p.seed, false);
+  const ds = buildDataset(rows.map((r) => JSON.stringify(r)).join("\n"), new ByteTokenizer(), {
+    valSplit: 0.1,
+    seed: p.seed,
+  });
+  ev.log(
+    `state tuning: ${ds.train.length} training items, ${p.steps} steps of ${p.batch}, ` +
+      `lr ${p.lrInit} → ${p.lrFinal}`,
+  );
+  const history: HistoryRow[] = [];
+  const title = `state tuning: ${p.skill} without instruction`;
+  return tuneState(model, ds, {
+    steps: p.steps,
+    batch: p.batch,
+    lrInit: p.lrInit,
+    lrFinal: p.lrFinal,
+    seed: p.seed,
+    valEvery: Math.max(1, Math.floor(p.steps / 4)),
+    progress: false,
+    livePlot: false,
+    onStep: (row) => {
+      history.push(row);
+      ev.step(history.length, p.steps, history, lossFigure(history, title).toPlotly());
+    },
+  });
+}
+
 /**
  * Run the demo.
  *
@@ -96,21 +149,8 @@ export async function runDemo(
 ): Promise<DemoResult> {
   const t0 = performance.now();
   const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
-  const n = await fetchShaders(base);
-  const modelUrl = new URL(p.model, base);
-  const bytes = new Uint8Array(await (await fetchOk(modelUrl)).arrayBuffer());
-  const loaded = await loadModelFromBytes(bytes, modelUrl.pathname.split("/").pop() ?? p.model);
-  const cfg = loaded.weights.config;
-  if (cfg.vocabSize !== 256) {
-    throw new Error(`the demo needs a byte-level model (V = 256), got V = ${cfg.vocabSize}`);
-  }
-  gpu ??= await requestGpu();
-  ev.log(
-    `${n} shaders; model ${p.model} (${(bytes.length / 1024).toFixed(0)} KiB): L${cfg.nLayer} ` +
-      `C${cfg.nEmbd} H${cfg.nHead}; adapter ${gpu.description || "(unnamed)"}, ` +
-      `${gpu.limits.maxStorageBuffersPerShaderStage} storage buffers per stage`,
-  );
-  const model = await GpuModel.create(gpu, loaded.weights);
+  const { model, gpu: g } = await loadDemoModel(p, base, ev, gpu);
+  const cfg = model.config;
   try {
     ev.log(`model on the GPU after ${secs()} s`);
     const testSeed = 1_000_000 + p.seed;
@@ -119,31 +159,7 @@ export async function runDemo(
     const before = await skillAccuracyGpu(model, p.skill, p.testItems, testSeed, false);
     ev.accuracy("before", before.accuracy);
     ev.log(`scored ${p.testItems} held-out items with and without the instruction (${secs()} s)`);
-    const rows = skillRows(p.skill, p.trainItems, p.seed, false);
-    const ds = buildDataset(rows.map((r) => JSON.stringify(r)).join("\n"), new ByteTokenizer(), {
-      valSplit: 0.1,
-      seed: p.seed,
-    });
-    ev.log(
-      `state tuning: ${ds.train.length} training items, ${p.steps} steps of ${p.batch}, ` +
-        `lr ${p.lrInit} → ${p.lrFinal}`,
-    );
-    const history: HistoryRow[] = [];
-    const title = `state tuning: ${p.skill} without instruction`;
-    const res = await tuneState(model, ds, {
-      steps: p.steps,
-      batch: p.batch,
-      lrInit: p.lrInit,
-      lrFinal: p.lrFinal,
-      seed: p.seed,
-      valEvery: Math.max(1, Math.floor(p.steps / 4)),
-      progress: false,
-      livePlot: false,
-      onStep: (row) => {
-        history.push(row);
-        ev.step(history.length, p.steps, history, lossFigure(history, title).toPlotly());
-      },
-    });
+    const res = await tuneDemoState(model, p, ev);
     ev.log(`tuned after ${secs()} s`);
     const tuned = zeroState(cfg);
     res.states.forEach((w, l) => tuned[l].wkv.set(w));
@@ -160,7 +176,7 @@ export async function runDemo(
       lossLast: last.loss,
       steps: res.steps,
       seconds: Number(secs()),
-      adapter: gpu.description,
+      adapter: g.description,
       peft: serializeState(res.states, cfg, "peft", "f32"),
       webRwkv: serializeState(res.states, cfg, "web-rwkv"),
       samples: after.samples,

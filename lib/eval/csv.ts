@@ -59,38 +59,11 @@ export function parseCsv(text: string, source = "<csv>"): CsvRow[] {
   while (i < text.length) {
     const ch = text[i];
     if (ch === '"' && field === "" && !inFieldText(text, i)) {
-      // quoted field
       rowHasContent = true;
-      const startLine = line;
-      i++;
-      while (true) {
-        if (i >= text.length) {
-          throw new CsvError(
-            `${source}:${startLine}: quoted field never closed (a '"' is missing; ` +
-              `quotes inside a quoted field are written "")`,
-          );
-        }
-        const c = text[i];
-        if (c === '"') {
-          if (text[i + 1] === '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        if (c === "\n") line++;
-        field += c;
-        i++;
-      }
-      const next = text[i];
-      if (next !== undefined && next !== "," && next !== "\n" && next !== "\r") {
-        throw new CsvError(
-          `${source}:${line}: unexpected ${JSON.stringify(next)} after a closing quote ` +
-            `(expected a comma or the end of the row)`,
-        );
-      }
+      const q = readQuoted(text, i, line, source);
+      field = q.value;
+      i = q.end;
+      line = q.line;
       continue;
     }
     if (ch === ",") {
@@ -112,6 +85,50 @@ export function parseCsv(text: string, source = "<csv>"): CsvRow[] {
   }
   if (rowHasContent || field !== "") endRow();
   return rows;
+}
+
+/**
+ * The quoted field opening at `text[i]`: its unquoted value, the index after the closing quote
+ * and the line reached (a quoted field may hold newlines).
+ */
+function readQuoted(
+  text: string,
+  i: number,
+  line: number,
+  source: string,
+): { value: string; end: number; line: number } {
+  const startLine = line;
+  let value = "";
+  i++;
+  while (true) {
+    if (i >= text.length) {
+      throw new CsvError(
+        `${source}:${startLine}: quoted field never closed (a '"' is missing; ` +
+          `quotes inside a quoted field are written "")`,
+      );
+    }
+    const c = text[i];
+    if (c === '"') {
+      if (text[i + 1] === '"') {
+        value += '"';
+        i += 2;
+        continue;
+      }
+      i++;
+      break;
+    }
+    if (c === "\n") line++;
+    value += c;
+    i++;
+  }
+  const next = text[i];
+  if (next !== undefined && next !== "," && next !== "\n" && next !== "\r") {
+    throw new CsvError(
+      `${source}:${line}: unexpected ${JSON.stringify(next)} after a closing quote ` +
+        `(expected a comma or the end of the row)`,
+    );
+  }
+  return { value, end: i, line };
 }
 
 /** True when position i is inside an unquoted field's text (a quote there is literal). */

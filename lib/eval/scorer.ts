@@ -203,10 +203,35 @@ export class Scorer {
           `(${limit} bytes); shorten the choices or evaluate a smaller batch`,
       );
     }
+    const out = this.#buffer("out", count * 4);
+    const data = await this.#forwardRows(base, tail, seqs, T, out, count);
+    return rowScores(seqs, cont, {
+      data,
+      last: tail.length ? data.subarray(0, V) : base.logits,
+      head,
+      T,
+      V,
+    });
+  }
+
+  /**
+   * The logits of `seqs` (padded to `T` tokens) after `base` plus `tail`, in `out`: the last
+   * logits of the tail first (when there is a tail), then every row's (R, T, V).
+   */
+  async #forwardRows(
+    base: PrefixState,
+    tail: number[],
+    seqs: number[][],
+    T: number,
+    out: GPUBuffer,
+    count: number,
+  ): Promise<Float32Array> {
+    const { gpu } = this.model;
+    const V = this.model.config.vocabSize, R = seqs.length;
+    const head = tail.length ? V : 0;
     const flat = [...tail];
     for (const s of seqs) for (let t = 0; t < T; t++) flat.push(s[t] ?? 0);
     const rec = new Recorder(gpu, "eval.score");
-    const out = this.#buffer("out", count * 4);
     let data: Float32Array = new Float32Array(0);
     const temp: GpuState[] = [];
     try {
@@ -248,18 +273,7 @@ export class Scorer {
     } finally {
       for (const s of temp) s.destroy();
     }
-    const last = tail.length ? data.subarray(0, V) : base.logits;
-    return seqs.map((s, r) => {
-      let loglik = 0, greedy = true;
-      for (let j = s.length - cont[r].length; j < s.length; j++) {
-        const lp = j === 0
-          ? tokenLogprob(last, 0, V, s[j])
-          : tokenLogprob(data, head + (r * T + j - 1) * V, V, s[j]);
-        loglik += lp.logprob;
-        greedy &&= lp.greedy;
-      }
-      return { loglik, greedy, tokens: cont[r].length };
-    });
+    return data;
   }
 
   /**
@@ -312,4 +326,31 @@ export class Scorer {
     this.#tokens?.destroy();
     this.#out?.destroy();
   }
+}
+
+/** What {@linkcode rowScores} reads: the logits, where each row's start, and the shapes. */
+interface RowLogits {
+  data: Float32Array;
+  /** Logits after the context (before each row's first token). */
+  last: Float32Array;
+  /** Offset of the rows' logits in `data`. */
+  head: number;
+  T: number;
+  V: number;
+}
+
+/** Each row's log-likelihood of its continuation, and whether greedy decoding picks it. */
+function rowScores(seqs: number[][], cont: number[][], l: RowLogits): RowScore[] {
+  const { data, last, head, T, V } = l;
+  return seqs.map((s, r) => {
+    let loglik = 0, greedy = true;
+    for (let j = s.length - cont[r].length; j < s.length; j++) {
+      const lp = j === 0
+        ? tokenLogprob(last, 0, V, s[j])
+        : tokenLogprob(data, head + (r * T + j - 1) * V, V, s[j]);
+      loglik += lp.logprob;
+      greedy &&= lp.greedy;
+    }
+    return { loglik, greedy, tokens: cont[r].length };
+  });
 }

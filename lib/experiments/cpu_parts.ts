@@ -26,16 +26,10 @@ export interface CpuLiftedPart extends CpuPart {
 }
 
 /**
- * Ŝ0 of every lifted layer (and the gate in writes mode), trained at `lrScale` of the
- * schedule; with `dbp`, R moves after each step on the step's kk, r (and k) vectors, read from
- * the reference forward of that step (as the GPU reads them from its forward).
+ * Every lifted layer's Ŝ0 (and gate) packed into one flat tensor each, in layer order, with
+ * per-layer views into them (R copied) and each layer's offset into the Ŝ0 tensor.
  */
-export function cpuLiftedPart(
-  weights: RwkvWeights,
-  layers: LiftedLayers,
-  o: { lrScale?: number; dbp?: DbpConfigInput | false } = {},
-): CpuLiftedPart {
-  const { nHead: H, headSize: N } = weights.config;
+function packLifted(layers: LiftedLayers, H: number) {
   const idx = layers.flatMap((s, l) => (s ? [l] : []));
   if (idx.length === 0) throw new RangeError("cpuLiftedPart: no layer has a lifted branch");
   const size = idx.reduce((n, l) => n + layers[l]!.s0.length, 0);
@@ -58,6 +52,21 @@ export function cpuLiftedPart(
     };
     off += n;
   });
+  return { idx, s0, gate, views, offsets, writes };
+}
+
+/**
+ * Ŝ0 of every lifted layer (and the gate in writes mode), trained at `lrScale` of the
+ * schedule; with `dbp`, R moves after each step on the step's kk, r (and k) vectors, read from
+ * the reference forward of that step (as the GPU reads them from its forward).
+ */
+export function cpuLiftedPart(
+  weights: RwkvWeights,
+  layers: LiftedLayers,
+  o: { lrScale?: number; dbp?: DbpConfigInput | false } = {},
+): CpuLiftedPart {
+  const { nHead: H, headSize: N } = weights.config;
+  const { idx, s0, gate, views, offsets, writes } = packLifted(layers, H);
   const dbp: DbpConfig | undefined = o.dbp === undefined || o.dbp === false
     ? undefined
     : DbpConfigSchema.parse(o.dbp);

@@ -170,6 +170,54 @@ function mergeArgs(weights: RwkvWeights, parts: CpuPart[], step: number) {
 }
 
 /**
+ * One step's gradients, summed over the micro-batches into `grads` (each part's own layout):
+ * the mean loss and the tokens scored.
+ */
+function accumulate(
+  weights: RwkvWeights,
+  parts: CpuPart[],
+  batches: Example[][],
+  grads: Float64Array[][],
+  step: number,
+  l2wrap: boolean,
+): { loss: number; tokens: number } {
+  const { w, init, opts } = mergeArgs(weights, parts, step);
+  let loss = 0, tokens = 0;
+  batches.forEach((ex, a) => {
+    const res = refBatchLossAndGrad(w, batchSequences(ex), init, { ...opts, l2wrap });
+    loss += res.loss / batches.length;
+    tokens += ex.reduce((s, e) => s + e.ids.length - 1, 0);
+    parts.forEach((p, i) => p.grads(res, grads[i], a > 0));
+  });
+  return { loss, tokens };
+}
+
+/** Σ g² over every gradient. */
+function sumOfSquares(grads: Float64Array[][]): number {
+  let sq = 0;
+  for (const gs of grads) {
+    for (const g of gs) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+  }
+  return sq;
+}
+
+/** One Adam update of every part's tensors (moments in `mom`, in the parts' tensor order). */
+function applyAdam(
+  parts: CpuPart[],
+  grads: Float64Array[][],
+  mom: Float64Array[][],
+  at: { lr: number; t: number; scale: number },
+): void {
+  let k = 0;
+  parts.forEach((p, i) =>
+    p.tensors.forEach((t, j) => {
+      const [m, v] = mom[k++];
+      adamStep(t.param, grads[i][j], m, v, at.lr * p.lrScale * (t.lrScale ?? 1), at.t, at.scale);
+    })
+  );
+}
+
+/**
  * Train `parts` of a frozen model on `data` with the CPU reference (see the module doc).
  *
  * @example
@@ -193,11 +241,8 @@ export function cpuTune(
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(o.epochs * train.length / perStep));
   const sched = { lrInit: o.lrInit, lrFinal: o.lrFinal, warmupSteps: o.warmupSteps, totalSteps };
   const order = new BatchOrder(train.length, o.seed);
-  const tensors = parts.flatMap((p) => p.tensors.map((t) => ({ part: p, t })));
   const grads = parts.map((p) => p.tensors.map((t) => new Float64Array(t.param.length)));
-  const mom = tensors.map(({ t }) =>
-    [t.param.length, t.param.length].map((n) => new Float64Array(n))
-  );
+  const mom = grads.flat().map((g) => [new Float64Array(g.length), new Float64Array(g.length)]);
   const history: HistoryRow[] = [];
   const t0 = performance.now();
   let step = 0, stopReason: CpuTuneResult["stopReason"] = "done";
@@ -207,21 +252,12 @@ export function cpuTune(
       break;
     }
     const ts = performance.now();
-    const { w, init, opts } = mergeArgs(weights, parts, step);
-    let loss = 0, tokens = 0;
-    const examples: Example[][] = [];
-    for (let a = 0; a < o.gradAccum; a++) {
-      const ex = order.batch(step * o.gradAccum + a, o.batch).map((i) => train[i]);
-      examples.push(ex);
-      const res = refBatchLossAndGrad(w, batchSequences(ex), init, { ...opts, l2wrap: o.l2wrap });
-      loss += res.loss / o.gradAccum;
-      tokens += ex.reduce((s, e) => s + e.ids.length - 1, 0);
-      parts.forEach((p, i) => p.grads(res, grads[i], a > 0));
-    }
-    let sq = 0;
-    for (const gs of grads) {
-      for (const g of gs) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
-    }
+    const batches = Array.from(
+      { length: o.gradAccum },
+      (_, a) => order.batch(step * o.gradAccum + a, o.batch).map((i) => train[i]),
+    );
+    const { loss, tokens } = accumulate(weights, parts, batches, grads, step, o.l2wrap);
+    const sq = sumOfSquares(grads);
     const gradNorm = Math.sqrt(sq) / o.gradAccum;
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       throw new RangeError(
@@ -232,14 +268,8 @@ export function cpuTune(
     const maxNorm = o.clip * o.gradAccum;
     const scale = maxNorm > 0 ? Math.min(1, maxNorm / (Math.sqrt(sq) + 1e-6)) : 1;
     const lr = learningRate(sched, step);
-    let k = 0;
-    parts.forEach((p, i) =>
-      p.tensors.forEach((t, j) => {
-        const [m, v] = mom[k++];
-        adamStep(t.param, grads[i][j], m, v, lr * p.lrScale * (t.lrScale ?? 1), step + 1, scale);
-      })
-    );
-    for (const p of parts) p.afterUpdate?.(step, examples);
+    applyAdam(parts, grads, mom, { lr, t: step + 1, scale });
+    for (const p of parts) p.afterUpdate?.(step, batches);
     const now = performance.now();
     const row: HistoryRow = {
       step: step + 1,

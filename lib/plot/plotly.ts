@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { FigureSpec, Series } from "./types.ts";
+import type { FigureSpec, HeatmapSeries, LineSeries, Series } from "./types.ts";
 import { bandOf, PALETTE, validateSpec, xsOf } from "./types.ts";
 import { plotlyColorscale, withAlpha } from "./scale.ts";
 import { MAX_CELLS, poolMatrix } from "./heatmap_svg.ts";
@@ -23,42 +23,73 @@ function arr(a: ArrayLike<number | string>): (number | string | null)[] {
   return Array.from(a, (v) => (typeof v === "number" && !Number.isFinite(v) ? null : v));
 }
 
-function traces(s: Series, color: string): Record<string, unknown>[] {
+type Trace = Record<string, unknown>;
+
+/** A line series: its band as two edge traces (the upper filled to the lower), then the line. */
+function lineTraces(s: LineSeries, color: string, legend: Trace): Trace[] {
   const name = s.name ?? "";
-  const legend = { name, showlegend: !!s.name };
+  const x = arr(xsOf(s));
+  const out: Trace[] = [];
+  const b = bandOf(s);
+  if (b) {
+    const edge = {
+      type: "scatter",
+      mode: "lines",
+      x,
+      line: { width: 0 },
+      hoverinfo: "skip",
+      showlegend: false,
+    };
+    out.push({ ...edge, y: arr(b.lo), name: `${name} lo` });
+    out.push({
+      ...edge,
+      y: arr(b.hi),
+      name: `${name} hi`,
+      fill: "tonexty",
+      fillcolor: withAlpha(color, 0.2),
+    });
+  }
+  out.push({
+    type: "scatter",
+    mode: "lines",
+    x,
+    y: arr(s.y),
+    ...legend,
+    line: { color, width: s.width ?? 2, ...(s.dash ? { dash: "dash" } : {}) },
+  });
+  return out;
+}
+
+/** A heatmap; very large matrices are block-averaged like the SVG (labels: a block's first index). */
+function heatmapTrace(s: HeatmapSeries): Trace {
+  const rows0 = s.z.length, cols0 = rows0 ? s.z[0].length : 0;
+  const pooled = rows0 * cols0 > MAX_CELLS ? poolMatrix(s.z) : null;
+  const rows = pooled
+    ? Array.from(
+      { length: pooled.rows },
+      (_, i) => arr(pooled.v.subarray(i * pooled.cols, (i + 1) * pooled.cols)),
+    )
+    : Array.from({ length: rows0 }, (_, i) => arr(s.z[i]));
+  const x = pooled ? pooled.colAt.map((j) => s.x?.[j] ?? j) : s.x;
+  const y = pooled ? pooled.rowAt.map((i) => s.y?.[i] ?? i) : s.y;
+  return {
+    type: "heatmap",
+    z: rows,
+    ...(x ? { x: arr(x) } : {}),
+    ...(y ? { y: arr(y) } : {}),
+    colorscale: plotlyColorscale(s.colorscale ?? "viridis"),
+    ...(s.zmin !== undefined ? { zmin: s.zmin } : {}),
+    ...(s.zmax !== undefined ? { zmax: s.zmax } : {}),
+    ...(s.colorscale === "rdbu" && s.zmin === undefined ? { zmid: 0 } : {}),
+    name: s.name ?? "",
+  };
+}
+
+function traces(s: Series, color: string): Trace[] {
+  const legend = { name: s.name ?? "", showlegend: !!s.name };
   switch (s.type) {
-    case "line": {
-      const x = arr(xsOf(s));
-      const out: Record<string, unknown>[] = [];
-      const b = bandOf(s);
-      if (b) {
-        const edge = {
-          type: "scatter",
-          mode: "lines",
-          x,
-          line: { width: 0 },
-          hoverinfo: "skip",
-          showlegend: false,
-        };
-        out.push({ ...edge, y: arr(b.lo), name: `${name} lo` });
-        out.push({
-          ...edge,
-          y: arr(b.hi),
-          name: `${name} hi`,
-          fill: "tonexty",
-          fillcolor: withAlpha(color, 0.2),
-        });
-      }
-      out.push({
-        type: "scatter",
-        mode: "lines",
-        x,
-        y: arr(s.y),
-        ...legend,
-        line: { color, width: s.width ?? 2, ...(s.dash ? { dash: "dash" } : {}) },
-      });
-      return out;
-    }
+    case "line":
+      return lineTraces(s, color, legend);
     case "scatter":
       return [{
         type: "scatter",
@@ -76,30 +107,8 @@ function traces(s: Series, color: string): Record<string, unknown>[] {
         ...legend,
         marker: { color },
       }];
-    case "heatmap": {
-      // Very large matrices are block-averaged like the SVG (labels: first index of a block).
-      const rows0 = s.z.length, cols0 = rows0 ? s.z[0].length : 0;
-      const pooled = rows0 * cols0 > MAX_CELLS ? poolMatrix(s.z) : null;
-      const rows = pooled
-        ? Array.from(
-          { length: pooled.rows },
-          (_, i) => arr(pooled.v.subarray(i * pooled.cols, (i + 1) * pooled.cols)),
-        )
-        : Array.from({ length: rows0 }, (_, i) => arr(s.z[i]));
-      const x = pooled ? pooled.colAt.map((j) => s.x?.[j] ?? j) : s.x;
-      const y = pooled ? pooled.rowAt.map((i) => s.y?.[i] ?? i) : s.y;
-      return [{
-        type: "heatmap",
-        z: rows,
-        ...(x ? { x: arr(x) } : {}),
-        ...(y ? { y: arr(y) } : {}),
-        colorscale: plotlyColorscale(s.colorscale ?? "viridis"),
-        ...(s.zmin !== undefined ? { zmin: s.zmin } : {}),
-        ...(s.zmax !== undefined ? { zmax: s.zmax } : {}),
-        ...(s.colorscale === "rdbu" && s.zmin === undefined ? { zmid: 0 } : {}),
-        name,
-      }];
-    }
+    case "heatmap":
+      return [heatmapTrace(s)];
   }
 }
 

@@ -236,8 +236,68 @@ function layout(
   };
 }
 
-function renderXySvg(spec: FigureSpec): string {
-  const width = spec.width ?? DEFAULT_SIZE.width, height = spec.height ?? DEFAULT_SIZE.height;
+/** A line series (with its band, when it has one) as SVG paths. */
+function lineSvg(s: LineSeries, c: string, sx: Scale, sy: Scale, maxPts: number): string[] {
+  const out: string[] = [];
+  const xs = xsOf(s), b = bandOf(s);
+  if (b) {
+    out.push(
+      `<path d="${
+        bandPath(xs, b.lo, b.hi, sx, sy)
+      }" fill="${c}" fill-opacity="0.2" stroke="none"/>`,
+    );
+  }
+  const dash = s.dash ? ` stroke-dasharray="6 4"` : "";
+  out.push(
+    `<path d="${linePath(xs, s.y, sx, sy, maxPts)}" fill="none" stroke="${c}" stroke-width="${
+      s.width ?? 2
+    }" stroke-linejoin="round" stroke-linecap="round"${dash}/>`,
+  );
+  return out;
+}
+
+/** A scatter series as a group of circles (points off the scale are left out). */
+function scatterSvg(s: ScatterSeries, c: string, sx: Scale, sy: Scale): string {
+  const xs = xsOf(s), rad = s.size ?? 3;
+  const dots: string[] = [];
+  for (let k = 0; k < s.y.length; k++) {
+    const px = sx.map(xs[k]), py = sy.map(s.y[k]);
+    if (Number.isFinite(px) && Number.isFinite(py)) {
+      dots.push(`<circle cx="${r(px)}" cy="${r(py)}" r="${rad}"/>`);
+    }
+  }
+  return `<g fill="${c}" fill-opacity="0.8">${dots.join("")}</g>`;
+}
+
+/** Bar series number `index` of `bars`, side by side within each x slot. */
+function barSvg(
+  s: BarSeries,
+  c: string,
+  at: { xd: XDomain; sy: Scale; box: Box },
+  index: number,
+  bars: number,
+): string {
+  const { xd, sy, box } = at, sx = xd.scale;
+  const group = 0.8 * xd.slot, bw = group / bars;
+  const xs = barXs(s, xd.cats);
+  const base = sy.log ? box.y + box.h : sy.map(0);
+  const rects: string[] = [];
+  for (let k = 0; k < s.y.length; k++) {
+    const x0 = sx.map(xs[k] - group / 2 + index * bw),
+      x1 = sx.map(xs[k] - group / 2 + (index + 1) * bw);
+    const y = sy.map(s.y[k]);
+    if (![x0, x1, y].every(Number.isFinite)) continue;
+    rects.push(
+      `<rect x="${r(x0)}" y="${r(Math.min(y, base))}" width="${
+        r(Math.max(0.5, x1 - x0 - 1))
+      }" height="${r(Math.abs(base - y))}"/>`,
+    );
+  }
+  return `<g fill="${c}">${rects.join("")}</g>`;
+}
+
+/** The series' colours and the legend entries (names fitted to 30% of the width) and width. */
+function legendOf(spec: FigureSpec, width: number) {
   const colors = spec.series.map((s, i) =>
     ("color" in s && s.color) || PALETTE[i % PALETTE.length]
   );
@@ -248,6 +308,12 @@ function renderXySvg(spec: FigureSpec): string {
   const legendW = named.length
     ? Math.min(maxLegend, 34 + Math.max(...named.map((e) => textWidth(e.name, TICK_PX))))
     : 0;
+  return { colors, named, legendW };
+}
+
+function renderXySvg(spec: FigureSpec): string {
+  const width = spec.width ?? DEFAULT_SIZE.width, height = spec.height ?? DEFAULT_SIZE.height;
+  const { colors, named, legendW } = legendOf(spec, width);
   // The y scale depends only on the vertical layout: compute it first to size the left margin.
   const probe = yDomain(spec, layout(spec, width, height, legendW, 0));
   const yLabelW = Math.max(0, ...probe.ticks.map((t) => textWidth(formatNumber(t), TICK_PX)));
@@ -274,50 +340,9 @@ function renderXySvg(spec: FigureSpec): string {
   const maxPts = Math.max(100, Math.round(box.w * 2));
   spec.series.forEach((s, i) => {
     const c = colors[i];
-    if (s.type === "line") {
-      const xs = xsOf(s), b = bandOf(s);
-      if (b) {
-        body.push(
-          `<path d="${
-            bandPath(xs, b.lo, b.hi, sx, sy)
-          }" fill="${c}" fill-opacity="0.2" stroke="none"/>`,
-        );
-      }
-      const dash = s.dash ? ` stroke-dasharray="6 4"` : "";
-      body.push(
-        `<path d="${linePath(xs, s.y, sx, sy, maxPts)}" fill="none" stroke="${c}" stroke-width="${
-          s.width ?? 2
-        }" stroke-linejoin="round" stroke-linecap="round"${dash}/>`,
-      );
-    } else if (s.type === "scatter") {
-      const xs = xsOf(s), rad = s.size ?? 3;
-      const dots: string[] = [];
-      for (let k = 0; k < s.y.length; k++) {
-        const px = sx.map(xs[k]), py = sy.map(s.y[k]);
-        if (Number.isFinite(px) && Number.isFinite(py)) {
-          dots.push(`<circle cx="${r(px)}" cy="${r(py)}" r="${rad}"/>`);
-        }
-      }
-      body.push(`<g fill="${c}" fill-opacity="0.8">${dots.join("")}</g>`);
-    } else if (s.type === "bar") {
-      const group = 0.8 * xd.slot, bw = group / bars;
-      const xs = barXs(s, xd.cats);
-      const base = sy.log ? box.y + box.h : sy.map(0);
-      const rects: string[] = [];
-      for (let k = 0; k < s.y.length; k++) {
-        const x0 = sx.map(xs[k] - group / 2 + barIndex * bw),
-          x1 = sx.map(xs[k] - group / 2 + (barIndex + 1) * bw);
-        const y = sy.map(s.y[k]);
-        if (![x0, x1, y].every(Number.isFinite)) continue;
-        rects.push(
-          `<rect x="${r(x0)}" y="${r(Math.min(y, base))}" width="${
-            r(Math.max(0.5, x1 - x0 - 1))
-          }" height="${r(Math.abs(base - y))}"/>`,
-        );
-      }
-      body.push(`<g fill="${c}">${rects.join("")}</g>`);
-      barIndex++;
-    }
+    if (s.type === "line") body.push(...lineSvg(s, c, sx, sy, maxPts));
+    else if (s.type === "scatter") body.push(scatterSvg(s, c, sx, sy));
+    else if (s.type === "bar") body.push(barSvg(s, c, { xd, sy, box }, barIndex++, bars));
   });
   body.push(`</g>`, axisLines(box));
   if (named.length) body.push(...legend(named, box.x + box.w + 12, box.y + 8));

@@ -13,13 +13,8 @@
 import { z } from "zod";
 import type { RwkvState } from "../model/types.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
-import { generate, type GenerationResult, type LanguageModel } from "../generate/generate.ts";
-import {
-  chatPrompt,
-  ChatRequestSchema,
-  CompletionRequestSchema,
-  type TokenLogprob,
-} from "./openai.ts";
+import { generate, type LanguageModel } from "../generate/generate.ts";
+import { chatPrompt, ChatRequestSchema, CompletionRequestSchema } from "./openai.ts";
 import { ClientGone, slicedFeed, tracked } from "./session.ts";
 import {
   checkApiKey,
@@ -30,6 +25,15 @@ import {
   json,
   readJsonBody,
 } from "./guard.ts";
+import {
+  asHttpError,
+  completionBody,
+  errorBody,
+  type Job,
+  modelObject,
+  rid,
+  writeEvents,
+} from "./respond.ts";
 
 /** A session the server drives (a `GpuSession` is one). */
 export interface ServedSession extends LanguageModel {
@@ -101,56 +105,6 @@ export function bindWarning(hostname: string, hasApiKey: boolean): string | null
       ? " with the API key; the key travels in clear text over plain HTTP"
       : "; no --api-key is set, so anyone can");
 }
-
-const finish = (r: GenerationResult) => (r.stopReason === "max_tokens" ? "length" : "stop");
-
-/** One validated request, ready to run. */
-interface Job {
-  chat: boolean;
-  id: string;
-  model: string;
-  state: RwkvState | undefined;
-  ids: number[];
-  k: number;
-  wantLogprobs: boolean;
-  body: z.output<typeof ChatRequestSchema> | z.output<typeof CompletionRequestSchema>;
-  maxTokens: number;
-  stops: string[];
-  abort: AbortController;
-  /** Called now and then during work (writes keep-alive bytes to notice a gone client). */
-  beat?: () => void;
-}
-
-type Lp = { e: TokenLogprob; offset: number };
-
-function logprobsOf(job: Job, items: Lp[]) {
-  if (!job.wantLogprobs) return null;
-  if (job.chat) {
-    return {
-      content: items.map(({ e }) => ({
-        token: e.token,
-        logprob: e.logprob,
-        bytes: e.bytes,
-        top_logprobs: e.top.map((x) => ({ token: x.token, logprob: x.logprob, bytes: x.bytes })),
-      })),
-    };
-  }
-  return {
-    tokens: items.map(({ e }) => e.token),
-    token_logprobs: items.map(({ e }) => e.logprob),
-    top_logprobs: items.map(({ e }) => Object.fromEntries(e.top.map((x) => [x.token, x.logprob]))),
-    text_offset: items.map(({ offset }) => offset),
-  };
-}
-
-const usage = (job: Job, r: GenerationResult) => ({
-  prompt_tokens: job.ids.length,
-  completion_tokens: r.tokens.length,
-  total_tokens: job.ids.length + r.tokens.length,
-});
-
-const created = () => Math.floor(Date.now() / 1000);
-const rid = () => crypto.randomUUID().replaceAll("-", "").slice(0, 24);
 
 /** The server's request handling over one model, tokenizer and set of named states. */
 class Handler {
@@ -285,27 +239,7 @@ class Handler {
     return this.enqueue(async () => {
       const { session, it, entry } = this.start(job);
       try {
-        let text = "", n = 0;
-        const lp: Lp[] = [];
-        let r = await it.next();
-        while (!r.done) {
-          if (job.wantLogprobs) lp.push({ e: entry(n, r.value.token), offset: text.length });
-          text += r.value.text;
-          n++;
-          r = await it.next();
-        }
-        const message = { role: "assistant", content: text };
-        const choice = job.chat
-          ? { index: 0, message, logprobs: logprobsOf(job, lp) }
-          : { index: 0, text, logprobs: logprobsOf(job, lp) };
-        return {
-          id: job.id,
-          object: job.chat ? "chat.completion" : "text_completion",
-          created: created(),
-          model: job.model,
-          choices: [{ ...choice, finish_reason: finish(r.value) }],
-          usage: usage(job, r.value),
-        };
+        return await completionBody(job, it, entry);
       } finally {
         session.destroy();
       }
@@ -354,40 +288,11 @@ class Handler {
   }
 
   stream(job: Job): Response {
-    const enc = new TextEncoder();
-    const sse = (data: unknown) => enc.encode(`data: ${JSON.stringify(data)}\n\n`);
-    const frame = (piece: Record<string, unknown>, finishReason: string | null) => ({
-      id: job.id,
-      object: job.chat ? "chat.completion.chunk" : "text_completion",
-      created: created(),
-      model: job.model,
-      choices: [{ index: 0, ...piece, finish_reason: finishReason }],
-    });
     const run = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
-      job.beat = () => controller.enqueue(enc.encode(": keep-alive\n\n"));
+      job.beat = () => controller.enqueue(new TextEncoder().encode(": keep-alive\n\n"));
       const { session, it, entry } = this.start(job);
       try {
-        if (job.chat) {
-          controller.enqueue(sse(frame({ delta: { role: "assistant" }, logprobs: null }, null)));
-        }
-        let n = 0, offset = 0;
-        let r = await it.next();
-        while (!r.done) {
-          const lp = job.wantLogprobs
-            ? logprobsOf(job, [{ e: entry(n, r.value.token), offset }])
-            : null;
-          const piece = job.chat
-            ? { delta: { content: r.value.text }, logprobs: lp }
-            : { text: r.value.text, logprobs: lp };
-          controller.enqueue(sse(frame(piece, null)));
-          offset += r.value.text.length;
-          n++;
-          r = await it.next();
-        }
-        const last = job.chat ? { delta: {}, logprobs: null } : { text: "", logprobs: null };
-        controller.enqueue(sse({ ...frame(last, finish(r.value)), usage: usage(job, r.value) }));
-        controller.enqueue(enc.encode("data: [DONE]\n\n"));
-        controller.close();
+        await writeEvents(job, it, entry, controller);
       } finally {
         session.destroy();
       }
@@ -405,22 +310,6 @@ class Handler {
     });
   }
 }
-
-function asHttpError(e: unknown): HttpError {
-  if (e instanceof HttpError) return e;
-  if (e instanceof RangeError) return new HttpError(400, e.message);
-  return new HttpError(500, (e as Error).message ?? String(e));
-}
-
-/** The OpenAI-shaped error object, for an error after the status was sent. */
-function errorBody(e: unknown) {
-  const h = asHttpError(e);
-  return {
-    error: { message: h.message, type: "server_error", param: h.param, code: h.code },
-  };
-}
-
-const modelObject = (id: string) => ({ id, object: "model", created: 0, owned_by: "local" });
 
 /**
  * Start the server.

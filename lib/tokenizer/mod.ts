@@ -10,7 +10,8 @@ import type { Tokenizer } from "./types.ts";
 
 export { ByteTokenizer } from "./bytes.ts";
 export type { Tokenizer } from "./types.ts";
-export { END_OF_TEXT, loadWorldTokenizer, parsePythonLiteral, WorldTokenizer } from "./world.ts";
+export { END_OF_TEXT, loadWorldTokenizer, WorldTokenizer } from "./world.ts";
+export { parsePythonLiteral } from "./vocab_line.ts";
 
 /** The World vocabulary's file name, looked for beside a model first. */
 export const WORLD_VOCAB_FILE = "rwkv_vocab_v20230424.txt";

@@ -109,6 +109,37 @@ function packBatch(seqs: number[][]) {
   return { B, T, tokens, targets, mask };
 }
 
+/** The batch's token, target and mask buffers, grown when a batch needs more, reused across steps. */
+class BatchInputs {
+  readonly #io: Partial<Record<"tokens" | "targets" | "mask", GPUBuffer>> = {};
+  constructor(readonly gpu: Gpu) {}
+
+  /** Write `data` into the `k` buffer (a larger one when it does not fit); returns it. */
+  upload(k: "tokens" | "targets" | "mask", data: Uint32Array | Float32Array): GPUBuffer {
+    const io = this.#io;
+    if (!io[k] || io[k]!.size < data.byteLength) {
+      io[k]?.destroy();
+      io[k] = createStorage(this.gpu, `pretrain.${k}`, data.byteLength);
+    }
+    writeStorage(this.gpu, io[k]!, data);
+    return io[k]!;
+  }
+
+  destroy(): void {
+    for (const b of Object.values(this.#io)) b?.destroy();
+  }
+}
+
+/** Stop before an update that would make the weights non-finite. */
+function checkFinite(loss: number, gradNorm: number, step: number): void {
+  if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+    throw new Error(
+      `pretrainGpu: loss ${loss}, gradient norm ${gradNorm} at step ${step} (not applied); ` +
+        `lower lrInit`,
+    );
+  }
+}
+
 /**
  * Train every weight of `model` in place with Adam on sequences from `source`, on the GPU.
  * Same options, schedule, clipping, data order and loss as the CPU `pretrain`: a model created
@@ -147,15 +178,7 @@ export async function pretrainGpu(
   const report = createStorage(gpu, "pretrain.report", 32);
   const { nLayer: L, nHead: H, headSize: N } = model.config;
   const s0 = createStorage(gpu, "pretrain.S0", L * H * N * N * 4); // zero initial state
-  const io: Partial<Record<"tokens" | "targets" | "mask", GPUBuffer>> = {};
-  const upload = (k: keyof typeof io, data: Uint32Array | Float32Array) => {
-    if (!io[k] || io[k]!.size < data.byteLength) {
-      io[k]?.destroy();
-      io[k] = createStorage(gpu, `pretrain.${k}`, data.byteLength);
-    }
-    writeStorage(gpu, io[k]!, data);
-    return io[k]!;
-  };
+  const io = new BatchInputs(gpu);
   const { rng, sched, history, progress } = pretrainLoop(o, "pretrain (GPU)");
   try {
     for (let step = 0; step < o.steps; step++) {
@@ -164,9 +187,9 @@ export async function pretrainGpu(
       const out = bwd.record(rec, {
         B: b.B,
         T: b.T,
-        tokens: upload("tokens", b.tokens),
-        targets: upload("targets", b.targets),
-        mask: upload("mask", b.mask),
+        tokens: io.upload("tokens", b.tokens),
+        targets: io.upload("targets", b.targets),
+        mask: io.upload("mask", b.mask),
         init: { kind: "shared", wkv: s0 },
       });
       adam.gradNorm(rec, grads, partials, norm, o.clip);
@@ -175,12 +198,7 @@ export async function pretrainGpu(
       rec.submit();
       const r = await readF32(gpu, report, 6);
       const loss = r[0], gradNorm = Math.sqrt(r[4]);
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        throw new Error(
-          `pretrainGpu: loss ${loss}, gradient norm ${gradNorm} at step ${step} (not applied); ` +
-            `lower lrInit`,
-        );
-      }
+      checkFinite(loss, gradNorm, step);
       const lr = learningRate(sched, step);
       const upd = new Recorder(gpu, "pretrain.adam");
       const clip = o.clip > 0 ? norm : undefined;
@@ -193,7 +211,8 @@ export async function pretrainGpu(
     }
   } finally {
     await progress.finish();
-    for (const x of [...m, ...v, partials, norm, report, s0, ...Object.values(io)]) x?.destroy();
+    for (const x of [...m, ...v, partials, norm, report, s0]) x.destroy();
+    io.destroy();
     bwd.destroy();
   }
   return { weights: await readGpuWeights(gpu, model.weights), history };

@@ -99,6 +99,43 @@ const FIXED_ON_RESUME: [key: string, flag: string, why: string][] = [
   ["seed", "--seed", "the batches are a function of (seed, step, batch)"],
 ];
 
+/** A list of examples as a dataset with no validation split; refuses an empty training set. */
+function asDataset(data: Dataset | Example[]): Dataset {
+  const ds: Dataset = Array.isArray(data)
+    ? { train: data, val: [], bad: [], dropped: 0, source: "examples" }
+    : data;
+  if (ds.train.length === 0) throw new RangeError("tune: the training set is empty");
+  return ds;
+}
+
+/**
+ * Prepare the output folder (or load and check the checkpoint when resuming) and create the
+ * step runner, holding the checkpoint's tensors when resuming: where the run starts and its
+ * history so far.
+ */
+async function openRun(
+  model: GpuModel,
+  parts: TrainablePart[],
+  o: z.output<typeof TuneOptionsSchema>,
+  plan: Record<string, unknown>,
+): Promise<{ runner: StepRunner; start: number; history: HistoryRow[] }> {
+  let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
+  if (o.resume) {
+    if (!o.outDir) throw new RangeError("tune: resume needs outDir (where the checkpoint is)");
+    resumed = await loadCheckpoint(o.outDir);
+    checkSamePlan(`${o.outDir}/checkpoint.json`, resumed.options, plan);
+  } else if (o.outDir) await prepareOutDir(o.outDir, "the checkpoint folder");
+  const runner = await StepRunner.create(model, parts, o);
+  if (!resumed) return { runner, start: 0, history: [] };
+  try {
+    runner.writeAll(resumed.tensors, `${o.outDir}/checkpoint.json`);
+  } catch (e) {
+    runner.destroy();
+    throw e;
+  }
+  return { runner, start: resumed.step, history: resumed.history };
+}
+
 /**
  * Tune `options.parts` of `model` on `data`. The parts stay the caller's (read and destroy
  * them afterwards).
@@ -118,43 +155,20 @@ export async function tune(
 ): Promise<TuneRunResult> {
   const { parts, signal, onStep, ...rest } = options;
   const o = TuneOptionsSchema.parse(rest);
-  const ds: Dataset = Array.isArray(data)
-    ? { train: data, val: [], bad: [], dropped: 0, source: "examples" }
-    : data;
-  if (ds.train.length === 0) throw new RangeError("tune: the training set is empty");
+  const ds = asDataset(data);
   const perStep = o.batch * o.gradAccum;
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(o.epochs * ds.train.length / perStep));
   const sched = { lrInit: o.lrInit, lrFinal: o.lrFinal, warmupSteps: o.warmupSteps, totalSteps };
   const plan = { ...o, totalSteps };
   const order = new BatchOrder(ds.train.length, o.seed);
-
-  let start = 0;
-  let history: HistoryRow[] = [];
-  let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
-  if (o.resume) {
-    if (!o.outDir) throw new RangeError("tune: resume needs outDir (where the checkpoint is)");
-    resumed = await loadCheckpoint(o.outDir);
-    checkSamePlan(`${o.outDir}/checkpoint.json`, resumed.options, plan);
-  } else if (o.outDir) await prepareOutDir(o.outDir, "the checkpoint folder");
-  const runner = await StepRunner.create(model, parts, o);
-  let lastSaved: number | undefined;
-  if (resumed) {
-    try {
-      runner.writeAll(resumed.tensors, `${o.outDir}/checkpoint.json`);
-    } catch (e) {
-      runner.destroy();
-      throw e;
-    }
-    start = lastSaved = resumed.step;
-    history = resumed.history;
-  }
+  const { runner, start, history } = await openRun(model, parts, o, plan);
+  let lastSaved = o.resume ? start : undefined;
   const save = async (step: number) => {
     if (!o.outDir) return;
     const tensors = await runner.readAll();
     await saveCheckpoint(o.outDir, { step, tensors, history, config: model.config, options: plan });
     lastSaved = step;
   };
-
   const progress = createProgress({
     total: totalSteps,
     label: "tuning",
