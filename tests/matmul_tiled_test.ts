@@ -12,21 +12,23 @@
  *   `subgroups` kernel where offered, else skipped with a message.
  */
 import { assert, assertEquals, assertMatch, assertThrows, assertThrowsMatch } from "@std/assert";
-import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
+import { readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { describeGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "../lib/kernels/matmul.ts";
+import { checkHardwareMatmul } from "./_matmul_check.ts";
 import { resolveHardwareMatmul } from "../lib/kernels/matmul_tiled.ts";
 import { chooseWkvForm, mayChooseChunked, resolveWkvForm } from "../lib/kernels/wkv_form.ts";
-import { uploadMatrix } from "../lib/model/gpu_weights.ts";
-import { linear, matmul } from "../lib/ref/linear.ts";
-import { assertClose, errRatio, gpu, maxAbsDiff, Rng } from "./_helpers.ts";
+import { linear } from "../lib/ref/linear.ts";
+import { assertClose, gpu, Rng } from "./_helpers.ts";
 
 if (gpu) console.log(describeGpu(gpu));
-const roundF16 = (a: Float32Array) => Float32Array.from(new Float16Array(a));
 const SHAPES = [[16, 16, 16], [17, 36, 20], [65, 40, 130], [130, 33, 70], [64, 64, 64]];
 
-/** Run linearMatrix + lowrankMatrix (with res, act) and compare against the reference. */
+/**
+ * Run linearMatrix + lowrankMatrix (with res, act) through `tests/_matmul_check.ts` and assert
+ * errRatio ≤ `rel` for every product, the kernels that ran, and that f16 weights were rounded.
+ */
 async function check(
   g: Gpu,
   hardware: HardwareMatmulOptions,
@@ -36,39 +38,13 @@ async function check(
   seed: number,
   expect: RegExp,
 ): Promise<number> {
-  const mm = await MatmulKernel.create(g, { tune: "off", hardware });
-  await mm.prepare(dtype);
-  const rng = new Rng(seed);
-  let worst = 0;
-  for (const [M, K, N] of shapes) {
-    const x = rng.f32(M * K), W = rng.f32(N * K), Mx = rng.f32(K * N), res = rng.f32(M * N);
-    const xb = uploadStorage(g, "x", x), rb = uploadStorage(g, "res", res);
-    const wm = uploadMatrix(g, "W", W, N, K, undefined, dtype);
-    const mx = uploadMatrix(g, "M", Mx, K, N, undefined, dtype);
-    const y1 = createStorage(g, "y1", M * N * 4), y2 = createStorage(g, "y2", M * N * 4);
-    const rec = new Recorder(g, "t", g.hasTimestamps);
-    mm.linearMatrix(rec, wm, { rows: M, x: xb, y: y1, res: rb });
-    mm.lowrankMatrix(rec, mx, { rows: M, x: xb, y: y2, act: "tanh" });
-    await rec.flush();
-    if (g.hasTimestamps) {
-      const ran = (await rec.timings()).map((t) => t.label).join(" ");
-      assertMatch(ran, expect, `kernels that ran: ${ran}`);
-    }
-    const Wr = dtype === "f16" ? roundF16(W) : W, Mr = dtype === "f16" ? roundF16(Mx) : Mx;
-    const ref1 = linear(x, Wr, M, K, N).map((s, i) => s + res[i]);
-    const ref2 = matmul(x, Mr, M, K, N).map(Math.tanh);
-    const got1 = await readF32(g, y1, M * N), got2 = await readF32(g, y2, M * N);
-    const tag = `${M}x${K}x${N} ${dtype} ${JSON.stringify(hardware)}`;
-    assertClose(got1, ref1, { rel }, `linear ${tag}`);
-    assertClose(got2, ref2, { rel }, `lowrank ${tag}`);
-    worst = Math.max(worst, errRatio(got1, ref1), errRatio(got2, ref2));
-    if (dtype === "f16") {
-      assert(maxAbsDiff(got1, linear(x, W, M, K, N)) > 1e-6, `${tag}: f16 equals f32?`);
-    }
-    for (const b of [xb, rb, y1, y2, ...wm.chunks.map((c) => c.buffer)]) b.destroy();
-    for (const c of mx.chunks) c.buffer.destroy();
+  const r = await checkHardwareMatmul(g, hardware, dtype, shapes, seed);
+  for (const ran of r.ran) assertMatch(ran, expect, `kernels that ran: ${ran}`);
+  for (const p of r.products) {
+    assert(p.errRatio <= rel, `${p.tag}: errRatio ${p.errRatio.toExponential(3)} (tol ${rel})`);
+    if (p.f16Gap !== undefined) assert(p.f16Gap > 1e-6, `${p.tag}: f16 equals f32?`);
   }
-  return worst;
+  return r.worst;
 }
 
 Deno.test("hardware matmul choice: off on software adapters, forced kernels need features", () => {
@@ -183,7 +159,8 @@ const noSg = !gpu?.hasSubgroups;
 if (gpu && noSg) {
   console.warn(
     `SKIP subgroup GEMV: ${gpu.description} offers no "subgroups" feature (neither llvmpipe nor ` +
-      `lavapipe here do); its check variant ran instead`,
+      `lavapipe here do); its check variant ran instead, and the real kernel runs in headless ` +
+      `Chromium (tests/browser_kernels_test.ts)`,
   );
 }
 Deno.test({ name: "GEMV with subgroups vs reference", ignore: noSg }, async () => {
