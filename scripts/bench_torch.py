@@ -9,7 +9,7 @@ gradient-norm clipping to 1 and one Adam update of S0: what `deno task bench` ti
 "state-tuning step" and `lib/train/tune.ts` runs per step. Tokens are (i·7919 + 13) mod V, the
 targets the same sequence shifted by one, as in scripts/bench.ts.
 
-The maths is lib/ref/'s (SPEC §1–2): LayerNorm eps 1e-5 with affine weights, the six token-shift
+The maths is lib/ref/'s (docs/MATH.md §2–3): LayerNorm eps 1e-5 with affine weights, the six token-shift
 mixes, decay d = exp(-e^-1/2 σ(z)), value residual from layer 1, kk from k before its k_a update,
 the WKV-7 recurrence S = S·diag(d) + (S·α)βᵀ + v kᵀ with y = S r written as a loop over T,
 GroupNorm eps N·1e-5 with affine ln_x, the r_k bonus, gate, channel mix relu², ln_out and head.
@@ -173,7 +173,7 @@ CHUNK = 16  # tokens per chunk, as lib/ref/wkv_chunked.ts (decay factors stay be
 
 
 def wkv_chunked(t, S, logd, alpha, beta, k, v, r):
-    """The chunked form of lib/ref/wkv_chunked.ts (SPEC §2, WY form) in plain PyTorch ops:
+    """The chunked form of lib/ref/wkv_chunked.ts (docs/MATH.md §3, WY form) in plain PyTorch ops:
     per chunk, decays relative to its start, the intra-chunk matrices P, Q, Pr, Qr, a unit
     triangular solve for W and U, then SA, Y and the chunk-end state. Autograd differentiates
     it; no custom kernel. Same inputs and output as wkv_sequential."""
@@ -241,7 +241,7 @@ class Model:
                 v = v + (v_first - v) * t.sigmoid(p["v0"] + (xv @ p["v1"]) @ p["v2"])
             kk = F.normalize((k * p["k_k"]).view(T, H, N).float(), dim=-1, eps=1e-12)
             k = k * (1 + (a - 1) * p["k_a"])
-            # WKV-7 (SPEC §2), fp32: S = S·diag(d) + (S·α) βᵀ + v kᵀ, y = S r; α = -kk, β = kk⊙a
+            # WKV-7 (docs/MATH.md §3), fp32: S = S·diag(d) + (S·α) βᵀ + v kᵀ, y = S r; α = -kk, β = kk⊙a
             logd = (-math.exp(-0.5) * t.sigmoid(z.float())).view(T, H, N)
             kf, vf, rf = (q.float().view(T, H, N) for q in (k, v, r))
             beta = kk * a.float().view(T, H, N)

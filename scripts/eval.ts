@@ -1,6 +1,6 @@
 /**
  * Evaluate a model (and tuned states) on ARC, WinoGrande, MMLU, GSM8K and LAMBADA, scored as
- * lm-evaluation-harness does (SPEC §7).
+ * lm-evaluation-harness does (docs/MATH.md §9).
  *
  *     deno task eval --model M [--state S ...] --tasks arc_challenge,mmlu [--limit N]
  *                    [--out DIR] [--data-dir D] [--seed N]

@@ -1,5 +1,5 @@
 /**
- * The decisive ablation (SPEC §9; docs/EXPERIMENTS.md): a grid of testbed × variant × seed
+ * The decisive ablation (docs/MATH.md §10; docs/EXPERIMENTS.md): a grid of testbed × variant × seed
  * cells — untuned, plain state, lifted memory (M sweep), lifted writes, + DBP, LoRA at equal
  * numbers — run whole, as one shard, in W local worker processes, or merged from shard folders.
  * Writes `rows.jsonl`, `manifest.json`, `table.md`, `summary.json` and figures into --out.

@@ -41,7 +41,7 @@ const USAGE =
   --text       text to encode; or --tokens with comma-separated ids (at least 2 tokens; no
                tokenizer needed)
   --state      start from a tuned state instead of zeros (its wkv part; shifts stay zero)
-  --lifted     a lifted.safetensors (SPEC §6): add its branches and report dL/dŜ0 (and dL/dg
+  --lifted     a lifted.safetensors (docs/MATH.md §5): add its branches and report dL/dŜ0 (and dL/dg
                for writes-mode layers) at its values
   --lora       a LoRA adapter (safetensors, or .pth with --lora-alpha): run through W + (α/r)BA
                and report dL/dA, dL/dB at its values

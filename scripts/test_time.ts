@@ -1,5 +1,5 @@
 /**
- * Guided test-time scaling (SPEC §6): per test item a guide continues the prompt, the
+ * Guided test-time scaling (docs/MATH.md §5): per test item a guide continues the prompt, the
  * student's state takes K steps on it, and the student answers from the tuned state; accuracy
  * before and after is printed beside the guide's cost.
  *

@@ -49,14 +49,14 @@ const USAGE = `Usage: deno task tune --model M --data D --out DIR [options]
   --save-every    checkpoint every N steps (default 50; 0 = only on a signal and at the end)
   --resume        continue from DIR/checkpoint (refused when there is none, or when --steps,
                   --epochs, --lr-*, --warmup, --batch, --grad-accum or --seed differ)
-  --lifted        also train a kernel-upscaled state (SPEC §6), written to DIR/lifted.safetensors:
+  --lifted        also train a kernel-upscaled state (docs/MATH.md §5), written to DIR/lifted.safetensors:
                   FILE (a lifted.safetensors to start from), "on" (the defaults), or key=value
                   pairs: featureRatio=4, layers=all|1|0+1, featureMap=gaussian|identity,
                   headMeans=true, support=kmeans|random, rInit=identity|nystrom,
                   calibrationSequences=8, read=normalised|raw, writes=false (true: the writes
                   mode with a trained per-head gate), seed=0, lrScale=1 (Ŝ0's learning rate
                   relative to S0's); with FILE: file=FILE,lrScale=…
-  --lora          also train LoRA adapters (SPEC §6), written to DIR/lora.safetensors: FILE (an
+  --lora          also train LoRA adapters (docs/MATH.md §7), written to DIR/lora.safetensors: FILE (an
                   adapter to start from; .pth needs alpha=… too: file=F,alpha=A) or key=value
                   pairs: r=8,alpha=16,targets=att.receptance+att.key+att.value+att.output+
                   ffn.key+ffn.value,layers=all|0+1,seed=0,lrScale=1e-2

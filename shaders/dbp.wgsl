@@ -1,4 +1,4 @@
-// Decorrelated backpropagation of the lifted branch's mixing matrices R (SPEC §6; reference
+// Decorrelated backpropagation of the lifted branch's mixing matrices R (docs/MATH.md §6; reference
 // lib/parts/dbp.ts). Per lifted layer and head:
 //   covariance  cov[h] (+)= Σ_k z_k z_kᵀ over the listed vectors, z = R φ(û) read back from the
 //               forward's features: z = e·‖z‖ for a kk row, q / ρ_r for an r row and

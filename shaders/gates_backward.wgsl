@@ -1,4 +1,4 @@
-// Elementwise backward pieces of `shaders/gates.wgsl` and of the low-rank activations (SPEC §1).
+// Elementwise backward pieces of `shaders/gates.wgsl` and of the low-rank activations (docs/MATH.md §2).
 // Every buffer is (B, T, C) unless noted.
 //
 //   decay (per element):         d = exp(−e^−½ σ(z)): dz = −e^−½ dd ⊙ d σ(z)(1 − σ(z)) (over dd)

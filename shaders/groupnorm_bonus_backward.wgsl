@@ -1,4 +1,4 @@
-// Backward of `shaders/groupnorm_bonus.wgsl`'s output gate and bonus term (SPEC §1), without the
+// Backward of `shaders/groupnorm_bonus.wgsl`'s output gate and bonus term (docs/MATH.md §2), without the
 // GroupNorm itself (`norm_backward.wgsl`). Every buffer is (B, T, C); `vecs` is the layer's
 // packed vector buffer.
 //

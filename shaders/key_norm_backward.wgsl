@@ -1,4 +1,4 @@
-// Backward of `shaders/key_norm.wgsl` (SPEC §1) and of the `a` sigmoid of `gates.wgsl`, which
+// Backward of `shaders/key_norm.wgsl` (docs/MATH.md §2) and of the `a` sigmoid of `gates.wgsl`, which
 // arrive together from the WKV backward. Every buffer is (B, T, C); `vecs` is the layer's packed
 // vector buffer.
 //

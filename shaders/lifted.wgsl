@@ -1,4 +1,4 @@
-// Kernel-upscaled ("lifted") state branch, forward (SPEC §6 v2; reference lib/ref/lifted.ts).
+// Kernel-upscaled ("lifted") state branch, forward (docs/MATH.md §5; reference lib/ref/lifted.ts).
 //
 // Two entry points per layer:
 //   features  one workgroup per (row, head), row = b·T + t: the token-parallel part

@@ -1,4 +1,4 @@
-// Backward of the lifted branch (SPEC §6 v2; reference liftedBackward in lib/ref/lifted.ts).
+// Backward of the lifted branch (docs/MATH.md §5; reference liftedBackward in lib/ref/lifted.ts).
 //
 // scan_backward  one workgroup per (b, head), N invocations. Ŝ_{t−1} is rebuilt from
 //   checkpoints every CHUNK tokens and an exact recompute of each chunk forward (exact

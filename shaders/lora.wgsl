@@ -1,4 +1,4 @@
-// LoRA (SPEC §6) on one row chunk of a Linear W (out, in): rows [rowStart, rowStart + rows) of
+// LoRA (docs/MATH.md §7) on one row chunk of a Linear W (out, in): rows [rowStart, rowStart + rows) of
 // the whole matrix, s = α / r.
 //
 //   merge:   weff[i, j] = w[i, j] + s Σ_k B[rowStart + i, k] A[k, j]

@@ -1,4 +1,4 @@
-// The WKV-7 recurrence (SPEC §2), sequential over T, for one window of tokens (the host splits
+// The WKV-7 recurrence (docs/MATH.md §3), sequential over T, for one window of tokens (the host splits
 // long inputs into windows that fit a 64 KiB uniform binding). One workgroup per (b, h), one
 // invocation per value row i holding row i of S in registers, so the update is thread-local:
 //   sa_i = Σ_j S_ij α_j;  S_ij = S_ij d_j + sa_i β_j + v_i k_j;  y_i = Σ_j S_ij r_j

@@ -1,4 +1,4 @@
-// Backward of the WKV-7 recurrence (SPEC §2) down to dL/dS0, in three barrier-free passes. Each
+// Backward of the WKV-7 recurrence (docs/MATH.md §3) down to dL/dS0, in three barrier-free passes. Each
 // pass runs over windows of tokens (one dispatch each) whose per-token vectors the host copies
 // into 64 KiB uniform windows `u*` (see shaders/wkv7.wgsl for why: on llvmpipe storage and
 // workgroup loads are scalar loops over the SIMD lanes and barriers are coroutine switches).

@@ -1,4 +1,4 @@
-// The chunked WKV-7 (SPEC §2; lib/ref/wkv_chunked.ts is the living definition): chunks of 16
+// The chunked WKV-7 (docs/MATH.md §3; lib/ref/wkv_chunked.ts is the living definition): chunks of 16
 // tokens, intra-chunk matrices computed in parallel over chunks, the state passed between chunks
 // by one workgroup of 256 invocations per (sequence, head), S kept in the storage scratch.
 //

@@ -11,7 +11,7 @@
  *   (float64) on the tiny fixture and on a seeded random model (which also checks its port of
  *   randomWeights' generator), its fixture logits match the expected-logits file, and a timing
  *   run returns its rows. Tolerances: loss relative 1e-5, dS0 max |Δ| ≤ 1e-4·max|dS0| (fp32 vs
- *   float64 over a dozen layers), logits max |Δ| ≤ 1e-5 (SPEC §8).
+ *   float64 over a dozen layers), logits max |Δ| ≤ 1e-5 (docs/ARCHITECTURE.md "Tests and tolerances").
  */
 import { assert, assertEquals } from "@std/assert";
 import { loadModel } from "../lib/model/load.ts";

@@ -1,5 +1,5 @@
 /**
- * Decorrelated backpropagation (SPEC §6) and the set-up of the lifted state: the R update drives
+ * Decorrelated backpropagation (docs/MATH.md §6) and the set-up of the lifted state: the R update drives
  * the decorrelation loss down and, with κ = 1, diag(C) to 1; support selection, the median
  * heuristic, the Jacobi eigendecomposition and Nyström whitening; option validation.
  *

@@ -1,5 +1,5 @@
 /**
- * The evaluation protocol (SPEC §7) without a GPU: rendered prompts character for character,
+ * The evaluation protocol (docs/MATH.md §9) without a GPU: rendered prompts character for character,
  * acc_norm, WinoGrande's partial scoring, GSM8K answer extraction, the CSV parser, loaders and
  * their errors, statistics.
  */

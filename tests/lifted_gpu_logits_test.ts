@@ -1,5 +1,5 @@
 /**
- * The lifted branch (SPEC §6 v2) in the whole GPU model, at the logits (N = 64, the only head
+ * The lifted branch (docs/MATH.md §5) in the whole GPU model, at the logits (N = 64, the only head
  * size of the WKV kernel): Ŝ0 = 0 (memory) and g = 0 (writes) leave the logits bit for bit;
  * the identity limit equals plain state tuning with S0 + Ŝ0 (logits and dŜ0 vs dS0, 1e-5).
  * Branch level and the lifted.safetensors files: lifted_gpu_test.ts.

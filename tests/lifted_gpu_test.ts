@@ -1,5 +1,5 @@
 /**
- * The lifted branch (SPEC §6 v2) on the GPU against the CPU reference `lib/ref/lifted.ts`, and
+ * The lifted branch (docs/MATH.md §5) on the GPU against the CPU reference `lib/ref/lifted.ts`, and
  * the design pins on the GPU path.
  *
  * Branch level (random seeded kk, r, d, a, k, v, Ŝ0, g, R, support vectors; B = 2, H = 2): y,

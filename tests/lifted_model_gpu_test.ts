@@ -1,5 +1,5 @@
 /**
- * The lifted branch (SPEC §6 v2) threaded through the whole GPU backward, against the CPU
+ * The lifted branch (docs/MATH.md §5) threaded through the whole GPU backward, against the CPU
  * reference `refBatchLossAndGrad` with the same lifted layers: loss, dL/dS0, dL/dŜ0 and dL/dg
  * (batch sums), for memory mode (normalised read) and writes mode. This checks the threading
  * of the written k and v and of their gradients into the layer backward, beyond the branch-level

@@ -1,5 +1,5 @@
 /**
- * Kernel-upscaled ("lifted") state, CPU reference (SPEC §6): the branch's backward against
+ * Kernel-upscaled ("lifted") state, CPU reference (docs/MATH.md §5): the branch's backward against
  * finite differences (op level and whole model), Ŝ0 = 0 is the untuned model, the identity limit
  * is plain state tuning with S0 + Ŝ0, and the edit is a contraction.
  *

@@ -1,5 +1,5 @@
 /**
- * LoRA (SPEC §6) on the GPU, on a seeded random multi-head model (L2, C128, H2, N64, V97):
+ * LoRA (docs/MATH.md §7) on the GPU, on a seeded random multi-head model (L2, C128, H2, N64, V97):
  *
  * - `shaders/lora.wgsl` merge and dA/dB against `lib/ref/lora.ts` on odd shapes (r = 5, 37 × 20,
  *   several row chunks), overwrite and accumulate: errRatio ≤ 1e-5 (f32 sums of ≤ 37 terms);

@@ -1,5 +1,5 @@
 /**
- * LoRA (SPEC §6) on the CPU: the float64 reference (merge, dA/dB from dW) against central finite
+ * LoRA (docs/MATH.md §7) on the CPU: the float64 reference (merge, dA/dB from dW) against central finite
  * differences, of a bilinear test function and of the whole model's loss through every target
  * of every layer (seeded random multi-head model, r = 3, B ≠ 0 so both gradients matter);
  * options, the CLI spec, counts and "equal parameters"; files (safetensors, .pth, shape errors)

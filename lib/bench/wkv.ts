@@ -1,6 +1,6 @@
 /**
  * The two WKV forward forms side by side for `deno task gpu-check` (sequential kernel and the
- * chunked form of SPEC §2), per head count and T, so a GPU run can set the chunked form's
+ * chunked form of docs/MATH.md §3), per head count and T, so a GPU run can set the chunked form's
  * threshold (`wkvForm: { auto: { minT, maxBHN } }`, lib/kernels/wkv_form.ts) from numbers.
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * Prompt rendering, exactly as lm-evaluation-harness builds it (SPEC §7). Every multiple-choice
+ * Prompt rendering, exactly as lm-evaluation-harness builds it (docs/MATH.md §9). Every multiple-choice
  * task becomes a {@link LoglikRequest}: a few-shot prefix shared by all items (its state is
  * cached), one context per row and one continuation per row; only continuation tokens are
  * scored. Generation tasks (GSM8K) become a {@link GenerationRequest}.

@@ -1,6 +1,6 @@
 /**
  * Harness versions of the synthetic skills (lib/train/synthetic.ts), which the embedded
- * default model can actually do, scored by the protocol of SPEC §7:
+ * default model can actually do, scored by the protocol of docs/MATH.md §9:
  *
  * - `skill_choice`: multiple choice. Context `{input}=` (without the skill's instruction line
  *   unless `instruction`), four continuations `{candidate}\n`: the answer and three distractors

@@ -1,5 +1,5 @@
 /**
- * Running a shard of a grid and merging shards (SPEC §9 "Fan-out"). A shard folder holds
+ * Running a shard of a grid and merging shards (docs/MATH.md §10 "Fan-out"). A shard folder holds
  * `rows.jsonl` (one {@link CellRow} a line, appended as each cell finishes, so a killed shard
  * keeps its rows and `resume` skips them) and `manifest.json` ({@link Manifest}). Every output,
  * merged ones included, keeps its manifest.

@@ -1,5 +1,5 @@
 /**
- * The ablation grid as a list of independent cells (SPEC §9 "Fan-out"): testbed × its sweep
+ * The ablation grid as a list of independent cells (docs/MATH.md §10 "Fan-out"): testbed × its sweep
  * (e.g. K facts) × seed × variant × the variant's sweep (e.g. M features), in one fixed order.
  * `--shard i/n` runs every n-th cell from i and writes its rows (`rows.jsonl`) and a manifest;
  * {@link mergeShards} joins shard folders into the table the unsharded run writes, so a Slurm

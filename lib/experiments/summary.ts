@@ -1,5 +1,5 @@
 /**
- * The table of a grid (SPEC §9): per testbed, testbed sweep value and variant the mean of a
+ * The table of a grid (docs/MATH.md §10): per testbed, testbed sweep value and variant the mean of a
  * metric over seeds with its 95% interval, and against the baseline variant (plain state
  * tuning) the paired difference (same testbed, sweep value and seed) with its interval and
  * p-value — paired t over seeds, or for one seed a bootstrap over items with McNemar's p —

@@ -1,9 +1,9 @@
 /**
- * The testbeds of SPEC §9, each a pure function of a seed returning training and held-out
+ * The testbeds of docs/MATH.md §10, each a pure function of a seed returning training and held-out
  * examples and a GPU scorer: `skill` (a synthetic skill without its instruction line), `facts`
  * (K random `key=value` facts recalled from the state alone), `add` (the default model's weak
  * instructed addition), `jsonl` (any `{"prompt","response"}` data with a held-out split, plus an
- * optional harness task of SPEC §7 for real checkpoints). They work with any checkpoint whose
+ * optional harness task of docs/MATH.md §9 for real checkpoints). They work with any checkpoint whose
  * tokenizer encodes their text (byte-level for the embedded model).
  *
  * Scoring is teacher-forced and batched: one forward per batch of held-out items with logits at
@@ -282,11 +282,11 @@ export async function instructedSkills(
   return out;
 }
 
-/** A harness task (SPEC §7) run after tuning, for real checkpoints. */
+/** A harness task (docs/MATH.md §9) run after tuning, for real checkpoints. */
 export type HarnessRun = (model: GpuModel, state?: RwkvState) => Promise<Record<string, number>>;
 
 /**
- * A task of the evaluation harness (SPEC §7) as a {@link HarnessRun}: prepared once, scored from
+ * A task of the evaluation harness (docs/MATH.md §9) as a {@link HarnessRun}: prepared once, scored from
  * the tuned state; metrics named `<task>.<metric>` (e.g. `arc_easy.acc_norm`).
  *
  * @example

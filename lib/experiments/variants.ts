@@ -1,5 +1,5 @@
 /**
- * The variant kinds of the decisive ablation (SPEC §9; docs/EXPERIMENTS.md): how a cell tunes.
+ * The variant kinds of the decisive ablation (docs/MATH.md §10; docs/EXPERIMENTS.md): how a cell tunes.
  * Every kind runs on either engine with the same maths — `cpu` (`cpuTune` and the parts of
  * `cpu_parts.ts`, float64, for small models) or `gpu` (`tune` with `StatePart`, `LiftedPart`,
  * `LoraPart`) — and hands back what the scorer needs: the tuned S0, the lifted layers, or the
@@ -56,7 +56,7 @@ export type CellOptions = z.output<typeof CellOptionsSchema>;
 export const LiftedVariantSchema = z.object({
   /** features per head; the cell's `M` sweep value wins; default N */
   M: z.number().int().positive().optional(),
-  /** Ŝ0's learning rate relative to S0's (SPEC §9: 0.3) */
+  /** Ŝ0's learning rate relative to S0's (docs/MATH.md §10: 0.3) */
   lrScale: z.number().positive().default(0.3),
   /** dbp kind: build the branch in writes mode */
   writes: z.boolean().default(false),
@@ -73,7 +73,7 @@ export const LoraVariantSchema = z.object({
   M: z.number().int().positive().optional(),
   /** a fixed rank instead of equalTo */
   r: z.number().int().positive().optional(),
-  /** LoRA's learning rate relative to the schedule (SPEC §9: 1e-2) */
+  /** LoRA's learning rate relative to the schedule (docs/MATH.md §10: 1e-2) */
   lrScale: z.number().positive().default(1e-2),
 }).strict();
 

@@ -21,7 +21,7 @@ export interface Block {
   off?: number;
 }
 
-/** Hyper-parameters of one Adam step (defaults: SPEC §5's recipe). */
+/** Hyper-parameters of one Adam step (defaults: the recipe of docs/MATH.md §4). */
 export interface AdamStepOptions {
   lr: number;
   /** 1-based step count, for the bias corrections */

@@ -1,5 +1,5 @@
 /**
- * Host wrapper of `shaders/dbp.wgsl`: decorrelated backpropagation (SPEC §6) on the GPU. After
+ * Host wrapper of `shaders/dbp.wgsl`: decorrelated backpropagation (docs/MATH.md §6) on the GPU. After
  * an optimiser step, per lifted layer and head: C = E[z zᵀ] over the step's kk, r (and k in
  * writes mode) vectors (z = R φ(û), read from the forward's features), R ← R − η_R [(1 − κ) offdiag(C) +
  * κ diag(C − I)] R, and the decorrelation and correlation losses of C.

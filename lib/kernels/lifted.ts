@@ -1,6 +1,6 @@
 /**
  * Host wrapper of `shaders/lifted.wgsl`: the forward of the kernel-upscaled ("lifted") state
- * branch (SPEC §6 v2), in two dispatches per layer: `features` (token-parallel: φ, R-mixing, e,
+ * branch (docs/MATH.md §5), in two dispatches per layer: `features` (token-parallel: φ, R-mixing, e,
  * q, u, head means) and `scan` (sequential over T: Ŝ ← Ŝ(d̄ I − ā e eᵀ) [+ v uᵀ], y += g Ŝ q).
  *
  * Letters: rows = B·T, `H` heads, `N` head size, `M` features per head. Storage buffers per

@@ -1,5 +1,5 @@
 /**
- * Host wrapper of `shaders/lifted_backward.wgsl`: the backward of the lifted branch (SPEC §6
+ * Host wrapper of `shaders/lifted_backward.wgsl`: the backward of the lifted branch (docs/MATH.md §5
  * v2) down to dL/dŜ0 and dL/dg, and into the gradients of kk, r, d, a (and the written k, v in
  * writes mode), added to what the WKV backward wrote; plus the batch sums of dŜ0 and dg.
  *

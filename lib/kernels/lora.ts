@@ -1,5 +1,5 @@
 /**
- * Host wrapper of `shaders/lora.wgsl` (SPEC §6, LoRA): the merge `W_eff = W + s B A` and the
+ * Host wrapper of `shaders/lora.wgsl` (docs/MATH.md §7, LoRA): the merge `W_eff = W + s B A` and the
  * adapter's gradients from the weight gradient, `dB = s dW Aᵀ`, `dA = s Bᵀ dW`, over every row
  * chunk of a {@link GpuMatrix}. The float64 definition is `lib/ref/lora.ts`.
  *

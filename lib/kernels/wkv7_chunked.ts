@@ -1,5 +1,5 @@
 /**
- * Host wrapper of `shaders/wkv7_chunked.wgsl`: the chunked WKV-7 forward (SPEC §2, chunks of 16
+ * Host wrapper of `shaders/wkv7_chunked.wgsl`: the chunked WKV-7 forward (docs/MATH.md §3, chunks of 16
  * tokens; `lib/ref/wkv7_chunked.ts` is the reference), with the same `record` arguments as the
  * sequential `Wkv7Kernel`. The backward is `wkv7_chunked_backward.ts`, the choice between
  * the forms `wkv_form.ts`, what both chunked wrappers share `wkv7_chunked_common.ts`.

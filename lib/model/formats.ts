@@ -20,13 +20,7 @@ export {
 } from "./safetensors.ts";
 export { pickleStateDict, type PickleTensorEntry } from "./pickle_write.ts";
 export { parsePth, parsePthAsync, PthError, type PthWriteOptions, serializePth } from "./pth.ts";
-export {
-  PickleError,
-  type PyValue,
-  TorchStorage,
-  TorchTensor,
-  unpickle,
-} from "./pickle.ts";
+export { PickleError, type PyValue, TorchStorage, TorchTensor, unpickle } from "./pickle.ts";
 export {
   writeZip,
   ZipArchive,

@@ -46,7 +46,7 @@ export interface LossAndGradArgs {
    */
   accumulateWeightGrads?: boolean;
   /**
-   * kernel-upscaled state (SPEC §6): the branches of `set`, every sequence starting from the
+   * kernel-upscaled state (docs/MATH.md §5): the branches of `set`, every sequence starting from the
    * set's Ŝ0 (shared by the batch, whatever `init` is); {@link GradBuffers.dLifted} gets
    * dL/dŜ0. With `dbp`, each lifted layer's DBP covariance of the listed vectors is recorded.
    */

@@ -104,7 +104,7 @@ export interface LayerBackwardIo {
   /** incoming shift states (·, B, C) at element `off` (read for the x_m gradients); omitted = 0 */
   shift0?: { att: GPUBuffer; ffn: GPUBuffer; off: number };
   /**
-   * the lifted branch (SPEC §6) of layers of `set` that have one, from the set's shared Ŝ0:
+   * the lifted branch (docs/MATH.md §5) of layers of `set` that have one, from the set's shared Ŝ0:
    * its gradients join dr, dd, dkk, da and dL/dŜ0 (batch sum) goes to `dLifted` (the layout of
    * `set.s0`). The layer's lifted features must be the ones of the recomputed forward.
    */

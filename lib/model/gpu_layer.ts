@@ -22,7 +22,7 @@
  * | `vHidden` | (R, Dv)         | mix_v · v1 (layers ≥ 1)                                    |
  * | `vGate`   | (R, C)          | σ(v0 + vHidden · v2) (layers ≥ 1)                          |
  * | `kk`      | (R, C)          | per-head normalised k0 ⊙ k_k                               |
- * | `y`       | (R, C)          | WKV output (plus the lifted branch's, SPEC §6, when given) |
+ * | `y`       | (R, C)          | WKV output (plus the lifted branch's, docs/MATH.md §5, when given) |
  * | `o`, `og` | (R, C)          | GroupNorm(y) + bonus; o ⊙ g                                |
  * | `xMid`    | (R, C)          | residual after the time mix: x + Wo · og                   |
  * | `ffnU`    | (R, C)          | ln2 output                                                 |
@@ -112,7 +112,7 @@ export function destroyLayerWorkspace(ws: LayerWorkspace): void {
 export interface LayerContext {
   kernels: Kernels;
   weights: GpuWeights;
-  /** the chunked WKV (SPEC §2), recorded where `wkvForm` picks it; omitted: sequential */
+  /** the chunked WKV (docs/MATH.md §3), recorded where `wkvForm` picks it; omitted: sequential */
   wkvChunked?: Wkv7ChunkedKernel;
   /** "auto" (default: chooseWkvForm, sequential on software adapters) or a forced form */
   wkvForm?: WkvFormOption;
@@ -131,7 +131,7 @@ export interface LayerIo {
   /** carried state, updated in place */
   state: GpuState;
   /**
-   * kernel-upscaled state (SPEC §6): layers of `set` that have a branch add it to the WKV
+   * kernel-upscaled state (docs/MATH.md §5): layers of `set` that have a branch add it to the WKV
    * output; `state` (B sequences) is advanced in place. Omitted: no branch.
    */
   lifted?: { set: GpuLifted; state: GpuLiftedState };

@@ -1,5 +1,5 @@
 /**
- * The kernel-upscaled ("lifted") state of SPEC §6 on the GPU: the buffers of a
+ * The kernel-upscaled ("lifted") state of docs/MATH.md §5 on the GPU: the buffers of a
  * {@link LiftedLayers} set (Ŝ0 of every lifted layer in one trainable buffer, the per-head gates
  * in another, per layer one arena of R, support vectors and γ), the kernels that run the branch
  * forward and backward and DBP, the running lifted state of B sequences, and (re-exported from

@@ -1,5 +1,5 @@
 /**
- * The running lifted state (SPEC §6) of B sequences on the GPU: (B, H, N, M) per lifted layer at
+ * The running lifted state (docs/MATH.md §5) of B sequences on the GPU: (B, H, N, M) per lifted layer at
  * element `B · s0Off`, each sequence starting from its set's Ŝ0.
  *
  * @module

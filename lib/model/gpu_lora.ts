@@ -1,5 +1,5 @@
 /**
- * A LoRA adapter on the GPU (SPEC §6): the factors A, B of every adapted Linear, their gradient
+ * A LoRA adapter on the GPU (docs/MATH.md §7): the factors A, B of every adapted Linear, their gradient
  * buffers, and a merged weight set {@link GpuLora.weights} in which each adapted Linear is
  * `W_eff = W + (α/r) B A` in buffers of its own while every other matrix and vector is the
  * model's. The frozen W is never written: forwards and backwards run through the merged set

@@ -79,7 +79,7 @@ export class GpuModel {
    * @param options.weightDtype f32 (default) or f16 storage of the weight matrices
    * @param options.textures texture copies of the weights for the texture matmul kernels
    *   ("auto": on software adapters)
-   * @param options.wkvForm the WKV recurrence in the sequential or the chunked form (SPEC §2);
+   * @param options.wkvForm the WKV recurrence in the sequential or the chunked form (docs/MATH.md §3);
    *   "auto" (default) picks per shape (`chooseWkvForm`: sequential on software adapters)
    * @example
    * ```ts ignore
@@ -117,7 +117,7 @@ export class GpuModel {
   }
 
   /**
-   * Attach a kernel-upscaled state (SPEC §6) to every later forward, or detach it (undefined).
+   * Attach a kernel-upscaled state (docs/MATH.md §5) to every later forward, or detach it (undefined).
    * Each {@link GpuState} then carries a lifted state too, starting from the set's Ŝ0 at its
    * first forward ({@link GpuState.liftedFor}; `reset` puts it back to Ŝ0, `destroy` frees
    * it). The set stays the caller's to destroy.

@@ -33,7 +33,7 @@ export interface RecordForwardArgs {
   out?: GPUBuffer;
   outOff?: number;
   /**
-   * the lifted state (SPEC §6) to advance with `state` when the model has a lifted set
+   * the lifted state (docs/MATH.md §5) to advance with `state` when the model has a lifted set
    * (`GpuModel.setLifted`); default: the one `state` carries (`GpuState.liftedFor`)
    */
   liftedState?: GpuLiftedState;

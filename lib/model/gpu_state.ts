@@ -2,7 +2,7 @@
  * The recurrent state of B sequences on the GPU, all layers in three buffers:
  * `att` (L, B, C) time-mix shift, `wkv` (L, B, H, N value, N key) f32, `ffn` (L, B, C)
  * channel-mix shift; with a kernel-upscaled set attached to the model, also the lifted state
- * (SPEC §6) of the same B sequences, created from Ŝ0 at the first forward that uses the set.
+ * (docs/MATH.md §5) of the same B sequences, created from Ŝ0 at the first forward that uses the set.
  *
  * @module
  */

@@ -54,6 +54,8 @@ export {
   WEBGPU_DEFAULT_LIMITS,
 } from "../gpu/limits.ts";
 export { isSoftwareAdapter, softwareReason } from "../gpu/software.ts";
+export { splitGroups } from "../gpu/groups.ts";
+export { liveBuffers } from "../gpu/tracking.ts";
 
 // the kernel wrappers
 export { Kernels } from "../kernels/kernels.ts";

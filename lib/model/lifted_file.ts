@@ -1,5 +1,5 @@
 /**
- * The lifted-state file (SPEC §6): safetensors with, per lifted layer l,
+ * The lifted-state file (docs/MATH.md §5): safetensors with, per lifted layer l,
  * `blocks.{l}.att.lifted_state` (H, N, M), `…lifted_R` (H, M, M), `…lifted_support` (H, M, N)
  * and `…lifted_gamma` (H) (Gaussian map only), `…lifted_gate` (H) (writes mode), and the
  * switches in the `lifted` metadata entry (JSON: `nLayer`, and per layer `M`, `featureMap`,

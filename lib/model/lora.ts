@@ -1,5 +1,5 @@
 /**
- * LoRA adapters (SPEC §6, the baseline users would pick instead of state tuning): options,
+ * LoRA adapters (docs/MATH.md §7, the baseline users would pick instead of state tuning): options,
  * the host-side adapter, its seeded initialisation, trainable counts and shape checks. Files
  * and the merged-checkpoint export are in `lora_file.ts`, the GPU set in `gpu_lora.ts`, the
  * maths in `lib/ref/lora.ts`.
@@ -54,7 +54,7 @@ export interface LoraConfig {
   /**
    * Learning-rate factor of the LoRA part relative to the tuning schedule, whose lr (≈ 1) is
    * made for the state: Adam moves every A and B entry by about lr · lrScale a step.
-   * Default 1e-2: SPEC §9's calibration trained LoRA at lr 1e-2 beside the state's 1.0.
+   * Default 1e-2: docs/MATH.md §10's calibration trained LoRA at lr 1e-2 beside the state's 1.0.
    */
   lrScale: number;
 }
@@ -74,7 +74,7 @@ const positive = (name: string) =>
   });
 
 /**
- * LoRA options (SPEC §6); defaults in {@link DEFAULT_LORA}.
+ * LoRA options (docs/MATH.md §7); defaults in {@link DEFAULT_LORA}.
  *
  * @example
  * ```ts
@@ -225,7 +225,7 @@ function perRankCount(cfg: RwkvConfig, c: LoraConfig): number {
 }
 
 /**
- * "Equal parameters" (SPEC §6): the rank r ≥ 1 whose trainable count (targets and layers of
+ * "Equal parameters" (docs/MATH.md §7): the rank r ≥ 1 whose trainable count (targets and layers of
  * `lora`) is nearest `count` (ties go to the smaller r).
  *
  * @param count the other variant's trainable count

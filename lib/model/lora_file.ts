@@ -1,5 +1,5 @@
 /**
- * LoRA files (SPEC §6): safetensors with `blocks.{l}.{att|ffn}.{name}.lora_A` (r, in) and
+ * LoRA files (docs/MATH.md §7): safetensors with `blocks.{l}.{att|ffn}.{name}.lora_A` (r, in) and
  * `.lora_B` (out, r) and `r`, `alpha` in the metadata; a `.pth` export with the same keys (a
  * PyTorch state dict has no metadata, so α is given when loading one); and the merged-checkpoint
  * export `W + (α/r) B A` into a full model file that `loadModel` reads.

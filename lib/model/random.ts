@@ -29,7 +29,7 @@ function preset(
  * Shapes of the released RWKV-7 World models (N = 64, V = 65536, F = 4C).
  *
  * L and C of every size, and the low-rank widths (Dw/Da/Dv/Dg) of 0.1B and 1.5B, are given by
- * SPEC §3. The low-rank widths of 0.4B (64/64/32/128), 2.9B (96/96/64/320) and 7.2B
+ * docs/MATH.md §12. The low-rank widths of 0.4B (64/64/32/128), 2.9B (96/96/64/320) and 7.2B
  * (128/128/96/480) are the official values as known to the project, not checked against a file.
  */
 export const OFFICIAL_SHAPES: Readonly<

@@ -1,6 +1,6 @@
 /**
  * Option schemas of the kernel-upscaled state and of decorrelated backpropagation (DBP),
- * SPEC §6 (docs/MATH.md): how a lifted branch is built (support vectors, γ, R) and how DBP
+ * docs/MATH.md §5 and §6: how a lifted branch is built (support vectors, γ, R) and how DBP
  * moves R.
  *
  * @module
@@ -41,11 +41,11 @@ export interface LiftedConfig {
   /** Seed of support selection and pair sampling. Default 0. */
   seed: number;
   /**
-   * The read (SPEC §6 v2): "normalised" `q = ‖r‖ R φ(r/‖r‖)` (default), or version 1's "raw"
+   * The read (docs/MATH.md §5): "normalised" `q = ‖r‖ R φ(r/‖r‖)` (default), or version 1's "raw"
    * `R φ(r)`, kept only for that comparison.
    */
   read: LiftedRead;
-  /** Writes mode (SPEC §6 v2): v and k also write `v uᵀ` into Ŝ, a per-head gate (init 0) is trained. Default false (memory mode). */
+  /** Writes mode (docs/MATH.md §5): v and k also write `v uᵀ` into Ŝ, a per-head gate (init 0) is trained. Default false (memory mode). */
   writes: boolean;
 }
 
@@ -56,7 +56,7 @@ const int = (name: string, min: number) =>
   ranged(name, `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
 
 /**
- * Lifted-state options (SPEC §6, "Kernel-upscaled state"); defaults in {@link DEFAULT_LIFTED}.
+ * Lifted-state options (docs/MATH.md §5, "Kernel-upscaled state"); defaults in {@link DEFAULT_LIFTED}.
  *
  * @example
  * ```ts
@@ -106,7 +106,7 @@ export interface DbpConfig {
 export type DbpConfigInput = Partial<DbpConfig>;
 
 /**
- * DBP options (SPEC §6, "Decorrelated backpropagation"); defaults in {@link DEFAULT_DBP}.
+ * DBP options (docs/MATH.md §6, "Decorrelated backpropagation"); defaults in {@link DEFAULT_DBP}.
  *
  * @example
  * ```ts

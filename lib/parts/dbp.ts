@@ -1,5 +1,5 @@
 /**
- * Decorrelated backpropagation (SPEC §6), CPU reference in float64: after each optimiser step
+ * Decorrelated backpropagation (docs/MATH.md §6), CPU reference in float64: after each optimiser step
  * every head's feature-mixing matrix R moves by
  *
  *     C = E[z zᵀ],  z = R φ(û)   over the step's kk, r (and k in writes mode) vectors (all,

@@ -1,5 +1,5 @@
 /**
- * The kernel-upscaled ("lifted") state of SPEC §6 as a {@link TrainablePart} for `tune`: kind
+ * The kernel-upscaled ("lifted") state of docs/MATH.md §5 as a {@link TrainablePart} for `tune`: kind
  * `lifted`, tensor `s0` (every lifted layer's Ŝ0, the layout of {@link GpuLifted.s0}), trained by
  * the loop's Adam with its own learning-rate scale; R moves only by DBP after each step.
  *

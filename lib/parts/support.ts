@@ -1,5 +1,5 @@
 /**
- * Setting up the kernel-upscaled state (SPEC §6): support vectors from calibration keys
+ * Setting up the kernel-upscaled state (docs/MATH.md §5): support vectors from calibration keys
  * (k-means++ or a random sample), γ by the median heuristic, R's initial value (identity or
  * Nyström whitening), and the collection of kk vectors per layer and head from the reference
  * forward. Float64 throughout.

@@ -158,7 +158,7 @@ export interface RefLossOptions {
   weightGrads?: boolean;
   /** add the L2Wrap term to the logit gradient (see `crossEntropy`); the loss is unchanged */
   l2wrap?: boolean;
-  /** per layer a kernel-upscaled state (SPEC §6) or undefined: adds the lifted branches */
+  /** per layer a kernel-upscaled state (docs/MATH.md §5) or undefined: adds the lifted branches */
   lifted?: LiftedLayers;
   /** called with each sequence's forward cache (e.g. DBP reads the step's kk, r and k) */
   onForward?: (cache: RefModelCache, index: number) => void;

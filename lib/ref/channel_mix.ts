@@ -1,5 +1,5 @@
 /**
- * Reference RWKV-7 channel mix (the feed-forward block, SPEC §1) and its backward, for one
+ * Reference RWKV-7 channel mix (the feed-forward block, docs/MATH.md §2) and its backward, for one
  * sequence:
  *
  *     u = LN(x; ln2);  mix = u + (uPrev − u) ⊙ x_k;  out = ffn.value · relu(ffn.key · mix)²

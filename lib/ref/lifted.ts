@@ -1,5 +1,5 @@
 /**
- * Reference kernel-upscaled ("lifted") state branch of one layer (SPEC §6, version 2), the
+ * Reference kernel-upscaled ("lifted") state branch of one layer (docs/MATH.md §5, version 2), the
  * reference of `shaders/lifted.wgsl`; its backward (described below) is `lifted_backward.ts`.
  * Float64 throughout.
  *

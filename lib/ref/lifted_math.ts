@@ -1,5 +1,5 @@
 /**
- * Building blocks of the reference lifted branch (SPEC §6; lib/ref/lifted.ts): the feature map
+ * Building blocks of the reference lifted branch (docs/MATH.md §5; lib/ref/lifted.ts): the feature map
  * φ and its backward, the mixing by R, one edit step, and the "scaled feature" map shared by
  * the edit direction, the read and the write key:
  *

@@ -1,5 +1,5 @@
 /**
- * Types of the kernel-upscaled ("lifted") state (SPEC §6; docs/MATH.md): what one layer's
+ * Types of the kernel-upscaled ("lifted") state (docs/MATH.md §5; docs/MATH.md): what one layer's
  * branch holds, shared by the CPU reference, the GPU set and the trainable part.
  *
  * Letters: `H` heads, `N` head size, `M` lifted features per head (default 4N). Layouts, all
@@ -38,13 +38,13 @@ export interface LiftedState {
   /** γ per head, (H); gaussian map only */
   gamma?: ArrayLike<number>;
   /**
-   * The read (SPEC §6 v2): `"normalised"` (default when absent) reads `q = ‖r‖ · R φ(r / ‖r‖)`,
+   * The read (docs/MATH.md §5): `"normalised"` (default when absent) reads `q = ‖r‖ · R φ(r / ‖r‖)`,
    * so φ sees r on the unit sphere where the support vectors (from unit kk) live; `"raw"` is
    * version 1's `q = R φ(r)`, kept only for that comparison. Equal for the identity map.
    */
   read?: LiftedRead;
   /**
-   * Writes mode (SPEC §6 v2; absent = false, memory mode): the frozen v and k also write
+   * Writes mode (docs/MATH.md §5; absent = false, memory mode): the frozen v and k also write
    * `v uᵀ` with `u = ‖k‖ · normalise(R φ(k / ‖k‖))`, and the read-out is scaled by {@link gate}.
    */
   writes?: boolean;

@@ -1,5 +1,5 @@
 /**
- * LoRA (SPEC §6) reference maths in float64: the merged weight of one targeted Linear and the
+ * LoRA (docs/MATH.md §7) reference maths in float64: the merged weight of one targeted Linear and the
  * adapter's gradients from the weight gradient.
  *
  *     W_eff = W + s · B A,   s = α / r,   W (out, in), A (r, in), B (out, r)

@@ -75,7 +75,7 @@ export interface RefForwardResult {
  * @param state L layer states (float32 or float64)
  * @param options.lastOnly compute logits for the last token only
  * @param options.keepCache return every intermediate (needed by `refBackward`)
- * @param options.lifted per layer a kernel-upscaled state (SPEC §6) or undefined; length L
+ * @param options.lifted per layer a kernel-upscaled state (docs/MATH.md §5) or undefined; length L
  * @example
  * ```ts ignore
  * const { logits, state } = refForward(weights, [34, 105, 110]);

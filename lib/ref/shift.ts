@@ -1,5 +1,5 @@
 /**
- * Reference token shift and the shift-mix used by the time mix and the channel mix (SPEC §1):
+ * Reference token shift and the shift-mix used by the time mix and the channel mix (docs/MATH.md §2):
  *
  *     uPrev_t = u_{t-1}  (uPrev_0 = the carried shift state)
  *     mix     = u + (uPrev − u) ⊙ x_m

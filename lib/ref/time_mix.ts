@@ -1,5 +1,5 @@
 /**
- * Reference RWKV-7 time mix (the attention block of one layer, SPEC §1) and its backward, for
+ * Reference RWKV-7 time mix (the attention block of one layer, docs/MATH.md §2) and its backward, for
  * one sequence.
  *
  * @module
@@ -85,7 +85,7 @@ export interface TimeMixCache {
   beta: Float64Array;
   /** GroupNorm input: the WKV output, plus the lifted branch's increment when present */
   y: Float64Array;
-  /** the lifted branch's intermediates (SPEC §6), when the layer has one */
+  /** the lifted branch's intermediates (docs/MATH.md §5), when the layer has one */
   lifted?: LiftedCache;
   /** GroupNorm output plus the bonus term, before the gate */
   o: Float64Array;
@@ -98,7 +98,7 @@ export interface TimeMixCache {
  * @param shift ln1 output of the token before this sequence (C)
  * @param s0 wkv state (H·N·N)
  * @param vFirst layer 0's v (T, C), or undefined when this is layer 0
- * @param lifted this layer's kernel-upscaled state (SPEC §6), absent for none: its output
+ * @param lifted this layer's kernel-upscaled state (docs/MATH.md §5), absent for none: its output
  *   `Ŝ_t q_t` is added to the WKV output before GroupNorm
  * @returns the residual increment `Wo·(o ⊙ g)` (T, C), layer-0 v, new shift (C) and wkv state
  *   (H·N·N, float64), the final lifted state Ŝ_T (H·N·M) when `lifted`, cache
@@ -182,7 +182,7 @@ export interface TimeMixGrads {
 }
 
 /**
- * Backward of {@link timeMixForward} through every path of SPEC §1.
+ * Backward of {@link timeMixForward} through every path of docs/MATH.md §2.
  *
  * @param cache the forward's cache
  * @param dOut gradient of the residual increment (T, C)

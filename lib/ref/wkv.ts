@@ -1,5 +1,5 @@
 /**
- * Reference WKV-7 recurrence and its backward (SPEC §2).
+ * Reference WKV-7 recurrence and its backward (docs/MATH.md §3).
  *
  * Per head, S is N×N with row i = value index and column j = key index (memory [h][i][j]):
  *
@@ -104,7 +104,7 @@ export function zeroWkvGrads(T: number, H: number, N: number): WkvGrads {
 }
 
 /**
- * Backward of {@link wkvForward}, exactly SPEC §2: per head, rebuild S_0 … S_T by running
+ * Backward of {@link wkvForward}, exactly docs/MATH.md §3: per head, rebuild S_0 … S_T by running
  * forward from `s0` (memory (T+1)·N·N for one head at a time), then walk t = T−1 … 0:
  *
  *     dr_t = S_tᵀ dy_t;  dS += dy_t r_tᵀ

@@ -1,5 +1,5 @@
 /**
- * Reference chunked WKV-7 (SPEC §2): the same recurrence as {@link wkvForward}, computed in
+ * Reference chunked WKV-7 (docs/MATH.md §3): the same recurrence as {@link wkvForward}, computed in
  * chunks of {@link WKV_CHUNK} tokens with intra-chunk matrices and inter-chunk state passing
  * (flash-linear-attention's generalized delta rule in WY form), in float64 with the input and
  * output types of `lib/ref/wkv.ts`: the reference of `shaders/wkv7_chunked.wgsl`. The backward is
@@ -30,7 +30,7 @@
  */
 import type { WkvInputs } from "./wkv.ts";
 
-/** Tokens per chunk of the chunked form (SPEC §2). */
+/** Tokens per chunk of the chunked form (docs/MATH.md §3). */
 export const WKV_CHUNK = 16;
 
 /** The per-chunk quantities of one head: vectors [t][x] (L×N), matrices [s][t] (L×L). */

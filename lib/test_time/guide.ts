@@ -1,5 +1,5 @@
 /**
- * The guide of guided test-time scaling (SPEC §6): anything that, given a prompt, writes a
+ * The guide of guided test-time scaling (docs/MATH.md §5): anything that, given a prompt, writes a
  * reasoning continuation and says what it cost. Two implementations: a local RWKV-7 checkpoint
  * ({@link LocalGuide} in `local_guide.ts`) and an OpenAI-compatible HTTP endpoint
  * ({@link HttpGuide} in `http_guide.ts`).

@@ -2,7 +2,7 @@
  * A local RWKV-7 checkpoint as the guide: it continues the prompt on the GPU (greedy, or
  * sampled with a temperature) and keeps, for each generated token, the top-k of the
  * distribution it was drawn from, so a student with the same vocabulary can be aligned to it
- * by KL (SPEC §6).
+ * by KL (docs/MATH.md §5).
  *
  * @module
  */

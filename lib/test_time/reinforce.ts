@@ -1,5 +1,5 @@
 /**
- * REINFORCE at test time (SPEC §6), after the alignment steps: sample answers from the student,
+ * REINFORCE at test time (docs/MATH.md §5), after the alignment steps: sample answers from the student,
  * reward each (agreement with the guide's final answer, or the gold label for the `"oracle"`
  * upper bound), and step on `−mean_b (r_b − r̄) log π(y_b)` with a mean-reward baseline.
  *

@@ -1,5 +1,5 @@
 /**
- * Test-time-scaling curves: accuracy of guided test-time scaling (SPEC §6) against K (the
+ * Test-time-scaling curves: accuracy of guided test-time scaling (docs/MATH.md §5) against K (the
  * optimiser steps per item) and against the guide's cost (tokens it writes per item), each
  * point with a 95% Wilson interval over the items, and the figures of both.
  *

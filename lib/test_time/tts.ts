@@ -1,8 +1,8 @@
 /**
- * Guided test-time scaling (SPEC §6): for each test item a guide continues the item's prompt;
+ * Guided test-time scaling (docs/MATH.md §5): for each test item a guide continues the item's prompt;
  * the student's initial state takes K optimiser steps on that continuation, and the student
  * answers from the tuned state through the evaluation harness's per-item `initialState` hook,
- * so scoring is exactly the harness protocol (SPEC §7).
+ * so scoring is exactly the harness protocol (docs/MATH.md §9).
  *
  * Alignment objectives:
  * - `"ce"`: teacher-forced cross-entropy on the guide's tokens (a one-example dataset through

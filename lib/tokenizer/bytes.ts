@@ -1,6 +1,6 @@
 /**
  * The byte-level tokenizer: token = byte value of the UTF-8 text, V = 256 (the tiny fixture
- * model, SPEC §4). There is no end-of-text token: byte 0 is an ordinary token here.
+ * model, docs/MATH.md §13). There is no end-of-text token: byte 0 is an ordinary token here.
  *
  * @module
  */

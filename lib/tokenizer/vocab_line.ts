@@ -1,5 +1,5 @@
 /**
- * One line of the World vocabulary file (SPEC §4): `<id> <Python str or bytes literal> <byte
+ * One line of the World vocabulary file (docs/MATH.md §13): `<id> <Python str or bytes literal> <byte
  * length>`, and the Python literal decoder it rests on. Inside a str literal `\xNN` is the code
  * point U+00NN (UTF-8 encoded, so two bytes when ≥ 0x80); inside a `b'…'` literal it is one raw
  * byte.

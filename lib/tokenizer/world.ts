@@ -1,5 +1,5 @@
 /**
- * The RWKV World tokenizer (SPEC §4): a vocabulary of Python str/bytes literals, encoded by
+ * The RWKV World tokenizer (docs/MATH.md §13): a vocabulary of Python str/bytes literals, encoded by
  * greedy longest match over the UTF-8 bytes of the text with a byte trie.
  *
  * Vocabulary line format: `<id> <Python str or bytes literal> <byte length>`. Inside a str

@@ -1,5 +1,5 @@
 /**
- * Tuned-state files other tools read (SPEC §5).
+ * Tuned-state files other tools read (docs/MATH.md §11).
  *
  * - RWKV-PEFT / RWKV-Runner: a PyTorch `.pth` with `blocks.{l}.att.time_state`, shape
  *   `[H, N, N]`, layout `[h][value][key]` (the same as our wkv state), bf16 or fp32.

@@ -25,7 +25,7 @@ import { StepRunner } from "./tune_step.ts";
 import type { HistoryRow } from "./history.ts";
 export type { HistoryRow } from "./history.ts";
 
-/** Options of {@link tune} (defaults: the established recipe of SPEC §5). */
+/** Options of {@link tune} (defaults: the established recipe of docs/MATH.md §11). */
 export const TuneOptionsSchema = z.object({
   lrInit: z.number().positive().default(1),
   lrFinal: z.number().positive().default(0.01),

@@ -1,5 +1,5 @@
 /**
- * The statistics of evaluations and ablations (SPEC §9), in one place: Student's t
+ * The statistics of evaluations and ablations (docs/MATH.md §10), in one place: Student's t
  * distribution (CDF and quantile, implemented here), the mean with a t interval over seeds,
  * the bootstrap over items, the paired difference against a baseline (interval and paired-t
  * p-value), McNemar's exact test for one seed, and the convergence measures of a loss curve
