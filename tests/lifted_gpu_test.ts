@@ -20,7 +20,6 @@ import { createStorage, readF32, uploadStorage } from "../lib/gpu/buffers.ts";
 import { Recorder } from "../lib/gpu/recorder.ts";
 import { GpuLifted, GpuLiftedState, loadLifted, saveLifted } from "../lib/model/gpu_lifted.ts";
 import { readSafetensors, serializeSafetensors } from "../lib/model/safetensors.ts";
-import type { LiftedState } from "../lib/ref/lifted_types.ts";
 import { liftedForward } from "../lib/ref/lifted.ts";
 import { liftedBackward } from "../lib/ref/lifted_backward.ts";
 import type { RwkvConfig } from "../lib/model/types.ts";
