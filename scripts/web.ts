@@ -47,6 +47,27 @@ export interface WebBuild {
 }
 
 /**
+ * Bundle a module of this repository (`entry`, relative to the root) for a browser page with
+ * `deno bundle --platform browser`.
+ *
+ * @throws Error with deno bundle's output when bundling fails
+ */
+export async function bundleForBrowser(entry: string, outFile: string): Promise<void> {
+  const bundle = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "browser", "-o", outFile, `${ROOT}${entry}`],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!bundle.success) {
+    const dec = new TextDecoder();
+    throw new Error(
+      `deno bundle of ${entry} failed:\n${dec.decode(bundle.stderr)}${dec.decode(bundle.stdout)}`,
+    );
+  }
+}
+
+/**
  * Build the page into `out`.
  *
  * @throws Error with deno bundle's output when bundling fails
@@ -58,28 +79,7 @@ export async function buildWeb(
   const dir = out.replace(/\/$/, "");
   await Deno.mkdir(`${dir}/shaders`, { recursive: true });
   await Deno.mkdir(`${dir}/models`, { recursive: true });
-  const bundle = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform",
-      "browser",
-      "-o",
-      `${dir}/main.js`,
-      `${ROOT}web/main.ts`,
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!bundle.success) {
-    const dec = new TextDecoder();
-    throw new Error(
-      `deno bundle of web/main.ts failed:\n${dec.decode(bundle.stderr)}${
-        dec.decode(bundle.stdout)
-      }`,
-    );
-  }
+  await bundleForBrowser("web/main.ts", `${dir}/main.js`);
   const files = ["index.html", "main.js"];
   await Deno.copyFile(`${ROOT}web/index.html`, `${dir}/index.html`);
   await writePlotlyJs(dir);

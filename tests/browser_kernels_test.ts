@@ -8,7 +8,7 @@
  * and served on loopback. Skipped with a message when Chromium is absent.
  */
 import { assert, assertEquals } from "@std/assert";
-import { serveDir } from "../scripts/web.ts";
+import { bundleForBrowser, serveDir } from "../scripts/web.ts";
 import { chromiumSkip, hasChromium, launch, offlinePage } from "./_browser.ts";
 import type { PageReport } from "./browser/kernel_page.ts";
 
@@ -17,21 +17,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 /** Bundle the page module and write it with an index.html into a fresh folder. */
 async function buildPage(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "rwkv-kernel-page-" });
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform",
-      "browser",
-      "-o",
-      `${dir}/main.js`,
-      "tests/browser/kernel_page.ts",
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) throw new Error(`deno bundle failed:\n${new TextDecoder().decode(out.stderr)}`);
+  await bundleForBrowser("tests/browser/kernel_page.ts", `${dir}/main.js`);
   await Deno.writeTextFile(
     `${dir}/index.html`,
     '<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">' +
