@@ -19,7 +19,13 @@ import { Wkv7ChunkedBackwardKernel } from "../kernels/wkv7_chunked_backward.ts";
 import type { WkvFormOption } from "../kernels/wkv_form.ts";
 import type { GpuLifted } from "./gpu_lifted.ts";
 import type { GpuMatrix } from "../kernels/matmul.ts";
-import { allBuffers, type GpuLayerWeights, type GpuWeights } from "./gpu_weights.ts";
+import {
+  allBuffers,
+  type GpuLayerWeights,
+  type GpuWeights,
+  type LayerVec,
+  layerVec,
+} from "./gpu_weights.ts";
 import type { RwkvConfig } from "./types.ts";
 
 /** The compiled backward kernels. */
@@ -134,6 +140,77 @@ export function wgrad(k: BackwardKernels, g: GradWorkspace, io: LayerBackwardIo)
     throw new RangeError("layer backward: weight gradients need the dw kernel and wScratch");
   }
   return { dw: k.dw, dW: io.dW, scratch: g.wScratch };
+}
+
+/** One half of a layer as {@link recordShiftNormBackward} closes it. */
+export interface ShiftNormHalf {
+  /** the token-shift mixes: 6 from `x_r` for the time mix, 1 (`ffn_x_k`) for the channel mix */
+  nMix: number;
+  mixVec: LayerVec;
+  /** the mixes' saved shifted input */
+  u: GPUBuffer;
+  /** where dL/d(shift state) goes, and which initial shift state the weight gradient reads */
+  dshift: GPUBuffer;
+  shift: "att" | "ffn";
+  /** the LayerNorm before the mixes and its input */
+  ln: "ln1" | "ln2";
+  x: GPUBuffer;
+  /** the residual path's gradient, copied into `dx` before the norm adds its own */
+  residual: GPUBuffer;
+  dx: GPUBuffer;
+}
+
+/**
+ * dmix (in `g.dmix`) back through the token-shift mixes (and the shift state) to `g.du`, then
+ * through the half's LayerNorm into `dx` = residual gradient + norm gradient; with weight
+ * gradients also the mixes' and the norm's vectors.
+ */
+export function recordShiftNormBackward(
+  k: BackwardKernels,
+  rec: Recorder,
+  l: number,
+  lw: GpuLayerWeights,
+  g: GradWorkspace,
+  io: LayerBackwardIo,
+  C: number,
+  h: ShiftNormHalf,
+): void {
+  const rows = g.rows, wg = wgrad(k, g, io);
+  const shift = { B: g.B, T: g.T, C, nMix: h.nMix, dmix: g.dmix };
+  const xOff = layerVec(h.mixVec, C);
+  k.shift.record(rec, {
+    ...shift,
+    vecs: lw.vecs,
+    xOff,
+    du: g.du,
+    dshift: h.dshift,
+    shiftOff: l * g.B * C,
+  });
+  const s0 = io.shift0;
+  if (wg) {
+    k.shift.mixWeights(rec, {
+      ...shift,
+      u: h.u,
+      ...(s0 ? { shift: s0[h.shift], shiftOff: s0.off } : {}),
+      out: wg.dW.vecs,
+      outOff: xOff,
+    });
+  }
+  rec.copy(h.residual, 0, h.dx, 0, rows * C * 4);
+  const [wOff, bOff] = [layerVec(`${h.ln}_w`, C), layerVec(`${h.ln}_b`, C)];
+  k.norm.record(rec, {
+    rows,
+    G: 1,
+    S: C,
+    x: h.x,
+    dy: g.du,
+    vecs: lw.vecs,
+    wOff,
+    dx: h.dx,
+    accumulate: true,
+    xhat: wg?.scratch,
+  });
+  if (wg) recordNormAffine(wg.dw, rec, rows, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
 }
 
 /**

@@ -20,12 +20,12 @@
  */
 import type { Recorder } from "../gpu/recorder.ts";
 import type { LayerWorkspace } from "./gpu_layer.ts";
-import { type GpuWeights, layerVec } from "./gpu_weights.ts";
+import type { GpuWeights } from "./gpu_weights.ts";
 import {
   type BackwardKernels,
   type GradWorkspace,
   type LayerBackwardIo,
-  recordNormAffine,
+  recordShiftNormBackward,
   wgrad,
 } from "./gpu_grad_workspace.ts";
 import { timeMixInputBackward, timeMixOutputBackward } from "./gpu_time_mix_backward.ts";
@@ -67,46 +67,21 @@ function channelMixBackward(
   io: LayerBackwardIo,
 ): void {
   const { nEmbd: C, dimFfn: F } = w.config;
-  const lw = w.layers[l], rows = g.rows, { B, T } = g, wg = wgrad(k, g, io);
+  const lw = w.layers[l], rows = g.rows, wg = wgrad(k, g, io);
   k.matmul.lowrankMatrix(rec, lw.ffn_value, { rows, x: io.dx, y: g.dF });
   wg?.dw.matrix(rec, rows, wg.dW.ffn_value, { buffer: io.dx }, { buffer: ws.ffnAct });
   k.channelMix.reluSq(rec, rows * F, ws.ffnPre, g.dF);
   wg?.dw.matrix(rec, rows, wg.dW.ffn_key, { buffer: g.dF }, { buffer: ws.ffnMix });
   k.matmul.lowrankMatrix(rec, lw.ffn_key, { rows, x: g.dF, y: g.dmix });
-  const shift = { B, T, C, nMix: 1, dmix: g.dmix };
-  k.shift.record(rec, {
-    ...shift,
-    vecs: lw.vecs,
-    xOff: layerVec("ffn_x_k", C),
-    du: g.du,
+  recordShiftNormBackward(k, rec, l, lw, g, io, C, {
+    nMix: 1,
+    mixVec: "ffn_x_k",
+    u: ws.ffnU,
     dshift: io.dShiftFfn,
-    shiftOff: l * B * C,
-  });
-  if (wg) {
-    const s0 = io.shift0;
-    k.shift.mixWeights(rec, {
-      ...shift,
-      u: ws.ffnU,
-      ...(s0 ? { shift: s0.ffn, shiftOff: s0.off } : {}),
-      out: wg.dW.vecs,
-      outOff: layerVec("ffn_x_k", C),
-    });
-  }
-  rec.copy(io.dx, 0, g.dxMid, 0, rows * C * 4);
-  k.norm.record(rec, {
-    rows,
-    G: 1,
-    S: C,
+    shift: "ffn",
+    ln: "ln2",
     x: ws.xMid,
-    dy: g.du,
-    vecs: lw.vecs,
-    wOff: layerVec("ln2_w", C),
+    residual: io.dx,
     dx: g.dxMid,
-    accumulate: true,
-    xhat: wg?.scratch,
   });
-  if (wg) {
-    const [wOff, bOff] = [layerVec("ln2_w", C), layerVec("ln2_b", C)];
-    recordNormAffine(wg.dw, rec, rows, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
-  }
 }

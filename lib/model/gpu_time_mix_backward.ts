@@ -19,6 +19,7 @@ import {
   type GradWorkspace,
   type LayerBackwardIo,
   recordNormAffine,
+  recordShiftNormBackward,
   wgrad,
 } from "./gpu_grad_workspace.ts";
 
@@ -214,41 +215,15 @@ const valueAndProjectionsBackward: Stage = (k, w, rec, l, ws, g, io) => {
 
 /** dmix through the six token-shift mixes (and the shift state), then ln1 into dx. */
 const mixAndNormBackward: Stage = (k, w, rec, l, ws, g, io) => {
-  const { C, lw, rows, n, wg } = inputScope(k, w, rec, l, ws, g, io);
-  const shift = { B: g.B, T: g.T, C, nMix: 6, dmix: g.dmix };
-  k.shift.record(rec, {
-    ...shift,
-    vecs: lw.vecs,
-    xOff: layerVec("x_r", C),
-    du: g.du,
+  recordShiftNormBackward(k, rec, l, w.layers[l], g, io, w.config.nEmbd, {
+    nMix: 6,
+    mixVec: "x_r",
+    u: ws.u,
     dshift: io.dShiftAtt,
-    shiftOff: l * g.B * C,
-  });
-  if (wg) {
-    const s0 = io.shift0;
-    k.shift.mixWeights(rec, {
-      ...shift,
-      u: ws.u,
-      ...(s0 ? { shift: s0.att, shiftOff: s0.off } : {}),
-      out: wg.dW.vecs,
-      outOff: layerVec("x_r", C),
-    });
-  }
-  rec.copy(g.dxMid, 0, io.dx, 0, n * 4);
-  k.norm.record(rec, {
-    rows,
-    G: 1,
-    S: C,
+    shift: "att",
+    ln: "ln1",
     x: io.xIn,
-    dy: g.du,
-    vecs: lw.vecs,
-    wOff: layerVec("ln1_w", C),
+    residual: g.dxMid,
     dx: io.dx,
-    accumulate: true,
-    xhat: wg?.scratch,
   });
-  if (wg) {
-    const [wOff, bOff] = [layerVec("ln1_w", C), layerVec("ln1_b", C)];
-    recordNormAffine(wg.dw, rec, rows, C, g.du, wg.scratch, wg.dW.vecs, wOff, bOff);
-  }
 };
