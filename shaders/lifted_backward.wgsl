@@ -18,6 +18,9 @@
 // scatter  one invocation per (row, head, j): adds the vector block into dkk, dr, dk, dd, da,
 //   dv (the model's gradient buffers).
 // (The batch sums of dŜ0 and dg are shaders/sum_batch.wgsl.)
+// This file is over 400 lines on purpose: its three entry points share the bindings, the flag
+// helpers and the feature-record accessors below, and WGSL has no imports, so splitting it would
+// copy those or route one shader through lib/kernels/codegen.ts's compose step for no gain.
 //
 // dfeat record of one (row, head) at pair·DF, DF = 5M + 6N:
 //   dq, deS, db, dD, du (M each), then dkk, dr, dk, dd, da, dv (N each).
