@@ -41,7 +41,7 @@ type Mode = MemoryPlan["mode"];
  * creates them only in the first step on its device.
  */
 const SHARED =
-  /^(norm_backward\.noxhat|time_mix_backward\.unused(Read|Write)|wkv7_backward\.stage|adam\.noclip)$/;
+  /^(norm_backward\.noxhat|gates_backward\.unused(Read|Write)|wkv7_backward\.stage|adam\.noclip)$/;
 const SHARED_BYTES = 4 * 16 + 9 * WKV_WINDOW_BYTES;
 
 /** The plan category of a real buffer, from its label; "transient" for per-submit buffers. */
