@@ -67,6 +67,32 @@ const post = (url: string, body: unknown, init: RequestInit = {}) =>
 const get = (url: string, headers: Record<string, string> = {}) =>
   fetch(url, { headers, signal: AbortSignal.timeout(LIMIT) });
 
+/**
+ * The long request is in prefill now: the server must still answer `/v1/models`, `/health` and
+ * reject an oversized prompt. Returns how many tokens the prefill had fed by then.
+ */
+async function checkAnswersDuringPrefill(url: string, events: string[], trace: Trace) {
+  // the long request is in prefill now: the server must still answer
+  const [models, health, over] = await Promise.all([
+    get(`${url}/v1/models`).then((r) => r.json()),
+    get(`${url}/health`).then((r) => r.json()),
+    post(`${url}/v1/completions`, { prompt: "y".repeat(50_001) }).then(async (r) => ({
+      status: r.status,
+      body: await r.json(),
+    })),
+  ]);
+  events.push("models answered");
+  const fedWhenAnswered = trace.fed;
+  assertEquals(models.data.map((m: { id: string }) => m.id), ["m"]);
+  assertEquals(health.status, "ok");
+  assert(health.pending >= 1, JSON.stringify(health));
+  assertEquals(over.status, 400);
+  assertEquals(over.body.error.code, "context_length_exceeded");
+  assertEquals(over.body.error.param, "prompt");
+  assertMatch(over.body.error.message, /50001 tokens, over the server's limit of 50000/);
+  return fedWhenAnswered;
+}
+
 Deno.test("bad input 8: load test — /v1/models and /health answer while a long prompt runs", async () => {
   const s = standIn(2);
   const LONG = 40_000; // 40 000 tokens in 128-token slices: ~313 blocking feeds
@@ -96,24 +122,7 @@ Deno.test("bad input 8: load test — /v1/models and /health answer while a long
           .then(async (r) => ({ status: r.status, body: await r.json() })),
     );
     const trace = await started;
-    // the long request is in prefill now: the server must still answer
-    const [models, health, over] = await Promise.all([
-      get(`${url}/v1/models`).then((r) => r.json()),
-      get(`${url}/health`).then((r) => r.json()),
-      post(`${url}/v1/completions`, { prompt: "y".repeat(50_001) }).then(async (r) => ({
-        status: r.status,
-        body: await r.json(),
-      })),
-    ]);
-    events.push("models answered");
-    const fedWhenAnswered = trace.fed;
-    assertEquals(models.data.map((m: { id: string }) => m.id), ["m"]);
-    assertEquals(health.status, "ok");
-    assert(health.pending >= 1, JSON.stringify(health));
-    assertEquals(over.status, 400);
-    assertEquals(over.body.error.code, "context_length_exceeded");
-    assertEquals(over.body.error.param, "prompt");
-    assertMatch(over.body.error.message, /50001 tokens, over the server's limit of 50000/);
+    const fedWhenAnswered = await checkAnswersDuringPrefill(url, events, trace);
 
     const l = await long;
     const done = await Promise.all(clients);
@@ -305,74 +314,95 @@ Deno.test("bad input 10: an unknown model is a 404 model_not_found; named states
   }
 });
 
+/** Two state files in dir, a.pth and b.pth, every wkv value −20 and +20 respectively. */
+async function writeStateFiles(dir: string): Promise<string[]> {
+  const { loadModel } = await import("../lib/model/load.ts");
+  const { serializeState } = await import("../lib/train/state_file.ts");
+  const path = new URL("../models/default.safetensors", import.meta.url).pathname;
+  const cfg = (await loadModel(path)).weights.config;
+  const files = ["a", "b"].map((n) => `${dir}/${n}.pth`);
+  for (const [i, f] of files.entries()) {
+    const s = Array.from(
+      { length: cfg.nLayer },
+      () => new Float32Array(cfg.nHead * cfg.headSize ** 2).fill(20 * (2 * i - 1)),
+    );
+    await Deno.writeFile(f, serializeState(s, cfg, "peft", "f32"));
+  }
+  return files;
+}
+
+/** `deno run scripts/serve.ts` on port 0 with the API key and the states as `one` and `two`. */
+function spawnServe(key: string, files: string[]) {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "scripts/serve.ts",
+      "--port",
+      "0",
+      "--api-key",
+      key,
+      "--state",
+      `one=${files[0]}`,
+      "--state",
+      `two=${files[1]}`,
+    ],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** The port from the server's first stderr line, which must not show the key. */
+async function readPort(lines: ReadableStreamDefaultReader<string>, key: string) {
+  let first = "";
+  while (!first.includes("\n")) {
+    const { done, value } = await lines.read();
+    if (done) break;
+    first += value;
+  }
+  assert(!first.includes(key), "the API key was logged");
+  const port = Number(/127\.0\.0\.1:(\d+)\/v1/.exec(first)?.[1]);
+  assert(port > 0, first);
+  return port;
+}
+
+/** The three models are listed and each state gives its own logits. */
+async function checkNamedStates(port: number, key: string) {
+  const auth = { authorization: `Bearer ${key}` };
+  const url = `http://127.0.0.1:${port}/v1`;
+  const models = await (await get(`${url}/models`, auth)).json();
+  assertEquals(models.data.map((m: { id: string }) => m.id), ["default", "one", "two"]);
+  const texts: string[] = [];
+  for (const model of ["default", "one", "two"]) {
+    const r = await post(`${url}/completions`, {
+      model,
+      prompt: "T",
+      max_tokens: 1,
+      temperature: 0,
+      logprobs: 1,
+    }, { headers: auth });
+    assertEquals(r.status, 200, model);
+    const j = await r.json();
+    assertEquals(j.model, model);
+    texts.push(JSON.stringify(j.choices[0].logprobs.top_logprobs[0]));
+  }
+  // each state gives its own logits (the same state gives bit-identical ones)
+  assertEquals(new Set(texts).size, 3, texts.join(" "));
+}
+
 Deno.test({
   name: "bad input 9–10: `deno task serve` with --api-key and two named --state files",
   ignore: !(await hasAdapter()),
   async fn() {
-    const { loadModel } = await import("../lib/model/load.ts");
-    const { serializeState } = await import("../lib/train/state_file.ts");
-    const path = new URL("../models/default.safetensors", import.meta.url).pathname;
-    const cfg = (await loadModel(path)).weights.config;
     const dir = await Deno.makeTempDir();
-    const files = ["a", "b"].map((n) => `${dir}/${n}.pth`);
-    for (const [i, f] of files.entries()) {
-      const s = Array.from(
-        { length: cfg.nLayer },
-        () => new Float32Array(cfg.nHead * cfg.headSize ** 2).fill(20 * (2 * i - 1)),
-      );
-      await Deno.writeFile(f, serializeState(s, cfg, "peft", "f32"));
-    }
+    const files = await writeStateFiles(dir);
     const key = "test-key-0123456789";
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "scripts/serve.ts",
-        "--port",
-        "0",
-        "--api-key",
-        key,
-        "--state",
-        `one=${files[0]}`,
-        "--state",
-        `two=${files[1]}`,
-      ],
-      cwd: new URL("..", import.meta.url).pathname,
-      env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp" },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnServe(key, files);
     const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
     try {
-      let first = "";
-      while (!first.includes("\n")) {
-        const { done, value } = await lines.read();
-        if (done) break;
-        first += value;
-      }
-      assert(!first.includes(key), "the API key was logged");
-      const port = Number(/127\.0\.0\.1:(\d+)\/v1/.exec(first)?.[1]);
-      assert(port > 0, first);
-      const auth = { authorization: `Bearer ${key}` };
-      const url = `http://127.0.0.1:${port}/v1`;
-      const models = await (await get(`${url}/models`, auth)).json();
-      assertEquals(models.data.map((m: { id: string }) => m.id), ["default", "one", "two"]);
-      const texts: string[] = [];
-      for (const model of ["default", "one", "two"]) {
-        const r = await post(`${url}/completions`, {
-          model,
-          prompt: "T",
-          max_tokens: 1,
-          temperature: 0,
-          logprobs: 1,
-        }, { headers: auth });
-        assertEquals(r.status, 200, model);
-        const j = await r.json();
-        assertEquals(j.model, model);
-        texts.push(JSON.stringify(j.choices[0].logprobs.top_logprobs[0]));
-      }
-      // each state gives its own logits (the same state gives bit-identical ones)
-      assertEquals(new Set(texts).size, 3, texts.join(" "));
+      await checkNamedStates(await readPort(lines, key), key);
     } finally {
       child.kill("SIGINT");
       await lines.cancel();

@@ -25,6 +25,32 @@ function randomS0(rng: Rng, weights: RwkvWeights, scale: number): RwkvState {
   return st;
 }
 
+type Batch = ReturnType<typeof makeBatch>;
+
+/** Shift-state gradient check: att of sequence 0 vs a one-sequence reference (scaled to the batch denominator). */
+async function shiftAttErr(
+  weights: RwkvWeights,
+  batch: Batch,
+  s0: RwkvState,
+  l2wrap: boolean,
+  dShiftAtt: GPUBuffer,
+  refCount: number,
+): Promise<number> {
+  const g = gpu!;
+  const cfg = weights.config;
+  // per-sequence shift-state gradients: att/ffn of sequence b vs a one-sequence reference
+  const dAtt = await readF32(g, dShiftAtt, cfg.nLayer * batch.B * cfg.nEmbd);
+  const ref0 = refBatchLossAndGrad(weights, [batch.seqs[0]], s0, { l2wrap });
+  const C = cfg.nEmbd;
+  const scale = ref0.count / refCount; // sequence 0's gradient under the batch denominator
+  return Math.max(...ref0.dState.map((d, l) =>
+    errRatio(
+      dAtt.subarray(l * batch.B * C, l * batch.B * C + C),
+      d.att.map((x) => x * scale),
+    )
+  ));
+}
+
 async function check(weights: RwkvWeights, lengths: number[], seed: number, l2wrap: boolean) {
   const g = gpu!;
   const rng = new Rng(seed);
@@ -53,17 +79,7 @@ async function check(weights: RwkvWeights, lengths: number[], seed: number, l2wr
   assertStrictEquals(got.count, ref.count);
   const NN = s0[0].wkv.length;
   const errs = ref.dState.map((d, l) => errRatio(got.dS0Sum.subarray(l * NN, (l + 1) * NN), d.wkv));
-  // per-sequence shift-state gradients: att/ffn of sequence b vs a one-sequence reference
-  const dAtt = await readF32(g, got.bufs.dShiftAtt, cfg.nLayer * batch.B * cfg.nEmbd);
-  const ref0 = refBatchLossAndGrad(weights, [batch.seqs[0]], s0, { l2wrap });
-  const C = cfg.nEmbd;
-  const scale = ref0.count / ref.count; // sequence 0's gradient under the batch denominator
-  const shiftErr = Math.max(...ref0.dState.map((d, l) =>
-    errRatio(
-      dAtt.subarray(l * batch.B * C, l * batch.B * C + C),
-      d.att.map((x) => x * scale),
-    )
-  ));
+  const shiftErr = await shiftAttErr(weights, batch, s0, l2wrap, got.bufs.dShiftAtt, ref.count);
   console.log(
     `  L${cfg.nLayer} C${cfg.nEmbd} H${cfg.nHead} T${batch.T} B${batch.B}: loss ${
       got.loss.toFixed(6)

@@ -60,6 +60,29 @@ function named(g: object, prefix = ""): Map<string, ArrayLike<number>> {
   return out;
 }
 
+/** Every reference gradient tensor vs the GPU's (errRatio ≤ TOL); returns the per-tensor errors. */
+function compareTensors(
+  mine: Map<string, ArrayLike<number>>,
+  theirs: Map<string, ArrayLike<number>>,
+): { errs: string[]; worst: number } {
+  const errs: string[] = [];
+  let worst = 0;
+  for (const [name, r] of theirs) {
+    const x = mine.get(name);
+    if (!x) {
+      // layer 0's v0/v1/v2 are unused: the reference returns zeros
+      assert(Array.from(r).every((e) => e === 0), `${name}: missing on the GPU`);
+      continue;
+    }
+    const e = errRatio(x, r);
+    worst = Math.max(worst, e);
+    errs.push(`${name} ${e.toExponential(1)}`);
+    assert(e <= TOL, `${name}: rel err ${e} > ${TOL}`);
+  }
+  assertStrictEquals(mine.size, errs.length, "every GPU gradient has a reference");
+  return { errs, worst };
+}
+
 async function check(shared: boolean, maxChunkBytes?: number) {
   const g = gpu!;
   const weights = randomWeights(config(), 5);
@@ -91,22 +114,7 @@ async function check(shared: boolean, maxChunkBytes?: number) {
   const ref = refBatchLossAndGrad(weights, batch.seqs, s0, { weightGrads: true });
   const cpuMs = performance.now() - t1;
   assert(Math.abs(got.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${got.loss} vs ${ref.loss}`);
-  const mine = named(dW), theirs = named(ref.dWeights!);
-  const errs: string[] = [];
-  let worst = 0;
-  for (const [name, r] of theirs) {
-    const x = mine.get(name);
-    if (!x) {
-      // layer 0's v0/v1/v2 are unused: the reference returns zeros
-      assert(Array.from(r).every((e) => e === 0), `${name}: missing on the GPU`);
-      continue;
-    }
-    const e = errRatio(x, r);
-    worst = Math.max(worst, e);
-    errs.push(`${name} ${e.toExponential(1)}`);
-    assert(e <= TOL, `${name}: rel err ${e} > ${TOL}`);
-  }
-  assertStrictEquals(mine.size, errs.length, "every GPU gradient has a reference");
+  const { errs, worst } = compareTensors(named(dW), named(ref.dWeights!));
   if (shared) {
     // accumulateWeightGrads adds a second batch's gradients instead of replacing them
     await bwd.lossAndGrad({ ...args, accumulateWeightGrads: true });

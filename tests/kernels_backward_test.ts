@@ -53,11 +53,19 @@ function wkvInputs(rng: Rng, B: number, T: number, H: number, N: number) {
   };
 }
 
-async function checkWkv(g: Gpu, B: number, T: number, H: number, N: number, shared: boolean) {
-  const rng = new Rng(1000 + B * 97 + T * 13 + H * 7 + N);
+type WkvInputs = ReturnType<typeof wkvInputs>;
+type WkvShape = { B: number; T: number; H: number; N: number };
+
+/** Record and run the WKV backward (plus the batch sum of dS0) on the GPU and read every output. */
+async function runWkvBackward(
+  g: Gpu,
+  sh: WkvShape,
+  x: WkvInputs,
+  s0: Float32Array,
+  shared: boolean,
+) {
+  const { B, T, H, N } = sh;
   const C = H * N, NN = H * N * N, n = B * T * C;
-  const x = wkvInputs(rng, B, T, H, N);
-  const s0 = rng.f32((shared ? 1 : B) * NN, -0.5, 0.5);
   const kern = await Wkv7BackwardKernel.create(g, [N]);
   const bufs = Object.fromEntries(
     Object.entries(x).map(([k, v]) => [k, up(g, k, v)]),
@@ -82,7 +90,7 @@ async function checkWkv(g: Gpu, B: number, T: number, H: number, N: number, shar
   const dsum = createStorage(g, "dsum", NN * 4);
   kern.sumBatch(rec, { B, n: NN, src: ds0, dst: dsum });
   rec.submit();
-  const got = {
+  return {
     dr: await readF32(g, o.dr, n),
     dd: await readF32(g, o.dd, n),
     dk: await readF32(g, o.dk, n),
@@ -92,35 +100,59 @@ async function checkWkv(g: Gpu, B: number, T: number, H: number, N: number, shar
     ds0: await readF32(g, ds0, B * NN),
     dsum: await readF32(g, dsum, NN),
   };
+}
+
+/** Sequence b of the GPU outputs vs wkvBackward; returns the reference dS0 of that sequence. */
+function checkWkvSequence(
+  sh: WkvShape,
+  b: number,
+  x: WkvInputs,
+  s0: Float32Array,
+  shared: boolean,
+  got: Awaited<ReturnType<typeof runWkvBackward>>,
+): ArrayLike<number> {
+  const { B, T, H, N } = sh;
+  const C = H * N, NN = H * N * N;
+  const sl = (a: ArrayLike<number>) => seq(a, b, T, C);
+  const kk = sl(x.kk), a = sl(x.a);
+  const ref = wkvBackward(
+    {
+      r: sl(x.r),
+      d: sl(x.d),
+      k: sl(x.k),
+      v: sl(x.v),
+      alpha: kk.map((q) => -q),
+      beta: kk.map((q, i) => q * a[i]),
+    },
+    seq(s0, shared ? 0 : b, 1, NN),
+    sl(x.dy),
+    T,
+    H,
+    N,
+  );
+  const dkk = ref.dalpha.map((q, i) => -q + ref.dbeta[i] * a[i]);
+  const daRef = ref.dbeta.map((q, i) => q * kk[i]);
+  const what = (s: string) => `wkv B${B} T${T} H${H} N${N} b${b} ${s}`;
+  for (const key of ["dr", "dd", "dk", "dv"] as const) {
+    assertClose(seq(got[key], b, T, C), ref[key], TOL, what(key));
+  }
+  assertClose(seq(got.dkk, b, T, C), dkk, TOL, what("dkk"));
+  assertClose(seq(got.da, b, T, C), daRef, TOL, what("da"));
+  assertClose(seq(got.ds0, b, 1, NN), ref.dS0, TOL, what("dS0"));
+  return ref.dS0;
+}
+
+async function checkWkv(g: Gpu, B: number, T: number, H: number, N: number, shared: boolean) {
+  const rng = new Rng(1000 + B * 97 + T * 13 + H * 7 + N);
+  const NN = H * N * N;
+  const x = wkvInputs(rng, B, T, H, N);
+  const s0 = rng.f32((shared ? 1 : B) * NN, -0.5, 0.5);
+  const sh = { B, T, H, N };
+  const got = await runWkvBackward(g, sh, x, s0, shared);
   const refSum = new Float64Array(NN);
   for (let b = 0; b < B; b++) {
-    const sl = (a: ArrayLike<number>) => seq(a, b, T, C);
-    const kk = sl(x.kk), a = sl(x.a);
-    const ref = wkvBackward(
-      {
-        r: sl(x.r),
-        d: sl(x.d),
-        k: sl(x.k),
-        v: sl(x.v),
-        alpha: kk.map((q) => -q),
-        beta: kk.map((q, i) => q * a[i]),
-      },
-      seq(s0, shared ? 0 : b, 1, NN),
-      sl(x.dy),
-      T,
-      H,
-      N,
-    );
-    const dkk = ref.dalpha.map((q, i) => -q + ref.dbeta[i] * a[i]);
-    const daRef = ref.dbeta.map((q, i) => q * kk[i]);
-    const what = (s: string) => `wkv B${B} T${T} H${H} N${N} b${b} ${s}`;
-    for (const key of ["dr", "dd", "dk", "dv"] as const) {
-      assertClose(seq(got[key], b, T, C), ref[key], TOL, what(key));
-    }
-    assertClose(seq(got.dkk, b, T, C), dkk, TOL, what("dkk"));
-    assertClose(seq(got.da, b, T, C), daRef, TOL, what("da"));
-    assertClose(seq(got.ds0, b, 1, NN), ref.dS0, TOL, what("dS0"));
-    for (let e = 0; e < NN; e++) refSum[e] += ref.dS0[e];
+    const dS0 = checkWkvSequence(sh, b, x, s0, shared, got);
+    for (let e = 0; e < NN; e++) refSum[e] += dS0[e];
   }
   assertClose(got.dsum, refSum, TOL, "wkv dS0 summed over the batch");
   return errRatio(got.dsum, refSum);

@@ -212,9 +212,10 @@ const CACHE_FIELDS = [
   "o",
 ] as const;
 
-async function checkLayer(g: Gpu, l: number, B: number, T: number): Promise<void> {
+/** Record layer l on the GPU over random input and states; read every intermediate back. */
+async function runLayer(g: Gpu, l: number, B: number, T: number) {
   const cfg = tinyConfig({ nEmbd: 192, headSize: 64, nLayer: 2, vocabSize: 50 });
-  const { nEmbd: C, nHead: H, headSize: N, dimFfn: F } = cfg;
+  const { nEmbd: C, headSize: N, dimFfn: F } = cfg;
   const weights = randomWeights(cfg, 7 + l);
   const gw = uploadWeights(g, weights);
   const kernels = await Kernels.create(g, N);
@@ -249,44 +250,60 @@ async function checkLayer(g: Gpu, l: number, B: number, T: number): Promise<void
   got.vFirst = await read(g, io.vFirst, M * C);
   got.xOut = await read(g, io.xOut, M * C);
   const newStates = await state.read();
+  return { cfg, weights, x, vFirst, states, got, newStates };
+}
+
+/** Sequence b of a layer run vs timeMixForward + channelMixForward. */
+function compareLayer(
+  r: Awaited<ReturnType<typeof runLayer>>,
+  l: number,
+  B: number,
+  T: number,
+  b: number,
+) {
+  const { cfg, weights, x, vFirst, states, got, newStates } = r;
+  const { nEmbd: C, nHead: H, headSize: N, dimFfn: F } = cfg;
   const dims = { T, H, N, dimW: cfg.dimW, dimA: cfg.dimA, dimV: cfg.dimV, dimG: cfg.dimG };
-  for (let b = 0; b < B; b++) {
-    const rows = (a: Float32Array, w = C) => a.subarray(b * T * w, (b + 1) * T * w);
-    const w = weights.blocks[l];
-    const vf = l === 0 ? undefined : Float64Array.from(rows(vFirst));
-    const st = states[b][l];
-    const att = timeMixForward(w, rows(x), st.att, st.wkv, vf, dims);
-    const at = `layer ${l} B ${B} T ${T} b ${b}`;
-    for (const f of CACHE_FIELDS) {
-      const wd = f === "wHidden"
-        ? cfg.dimW
-        : f === "aHidden"
-        ? cfg.dimA
-        : f === "gHidden"
-        ? cfg.dimG
-        : C;
-      assertClose(rows(got[f], wd), att.cache[f], { rel: REL }, `${at}: ${f}`);
-    }
-    if (l > 0) {
-      assertClose(rows(got.vGate), att.cache.vGate!, { rel: REL }, `${at}: vGate`);
-      assertClose(rows(got.vHidden, cfg.dimV), att.cache.vHidden!, { rel: REL }, `${at}: vHidden`);
-    } else {
-      assertClose(rows(got.vFirst), att.vFirst, { rel: REL }, `${at}: vFirst`);
-    }
-    const xMid = att.out.map((o, i) => o + rows(x)[i]);
-    assertClose(rows(got.xMid), xMid, { rel: REL }, `${at}: xMid`);
-    const ffn = channelMixForward(w, xMid, st.ffn, T, C, F);
-    assertClose(rows(got.ffnPre, F), ffn.cache.pre, { rel: REL }, `${at}: ffn pre`);
-    assertClose(rows(got.ffnAct, F), ffn.cache.act, { rel: REL }, `${at}: ffn act`);
-    assertClose(rows(got.xOut), xMid.map((m, i) => m + ffn.out[i]), { rel: REL }, `${at}: xOut`);
-    const ns = newStates[b][l];
-    assertClose(ns.att, att.shift, { rel: REL }, `${at}: att shift`);
-    assertClose(ns.wkv, att.state, { rel: REL }, `${at}: wkv state`);
-    assertClose(ns.ffn, ffn.shift, { rel: REL }, `${at}: ffn shift`);
-    const other = newStates[b][1 - l];
-    assertClose(other.wkv, states[b][1 - l].wkv, { maxAbs: 0 }, `${at}: other layer untouched`);
+  const rows = (a: Float32Array, w = C) => a.subarray(b * T * w, (b + 1) * T * w);
+  const w = weights.blocks[l];
+  const vf = l === 0 ? undefined : Float64Array.from(rows(vFirst));
+  const st = states[b][l];
+  const att = timeMixForward(w, rows(x), st.att, st.wkv, vf, dims);
+  const at = `layer ${l} B ${B} T ${T} b ${b}`;
+  for (const f of CACHE_FIELDS) {
+    const wd = f === "wHidden"
+      ? cfg.dimW
+      : f === "aHidden"
+      ? cfg.dimA
+      : f === "gHidden"
+      ? cfg.dimG
+      : C;
+    assertClose(rows(got[f], wd), att.cache[f], { rel: REL }, `${at}: ${f}`);
   }
-  assertEquals(layerVec("ln1_w", C), 0);
+  if (l > 0) {
+    assertClose(rows(got.vGate), att.cache.vGate!, { rel: REL }, `${at}: vGate`);
+    assertClose(rows(got.vHidden, cfg.dimV), att.cache.vHidden!, { rel: REL }, `${at}: vHidden`);
+  } else {
+    assertClose(rows(got.vFirst), att.vFirst, { rel: REL }, `${at}: vFirst`);
+  }
+  const xMid = att.out.map((o, i) => o + rows(x)[i]);
+  assertClose(rows(got.xMid), xMid, { rel: REL }, `${at}: xMid`);
+  const ffn = channelMixForward(w, xMid, st.ffn, T, C, F);
+  assertClose(rows(got.ffnPre, F), ffn.cache.pre, { rel: REL }, `${at}: ffn pre`);
+  assertClose(rows(got.ffnAct, F), ffn.cache.act, { rel: REL }, `${at}: ffn act`);
+  assertClose(rows(got.xOut), xMid.map((m, i) => m + ffn.out[i]), { rel: REL }, `${at}: xOut`);
+  const ns = newStates[b][l];
+  assertClose(ns.att, att.shift, { rel: REL }, `${at}: att shift`);
+  assertClose(ns.wkv, att.state, { rel: REL }, `${at}: wkv state`);
+  assertClose(ns.ffn, ffn.shift, { rel: REL }, `${at}: ffn shift`);
+  const other = newStates[b][1 - l];
+  assertClose(other.wkv, states[b][1 - l].wkv, { maxAbs: 0 }, `${at}: other layer untouched`);
+}
+
+async function checkLayer(g: Gpu, l: number, B: number, T: number): Promise<void> {
+  const r = await runLayer(g, l, B, T);
+  for (let b = 0; b < B; b++) compareLayer(r, l, B, T, b);
+  assertEquals(layerVec("ln1_w", r.cfg.nEmbd), 0);
 }
 
 for (const [B, T] of [[2, 19], [1, 1], [2, 1]]) {

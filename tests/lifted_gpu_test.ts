@@ -47,23 +47,29 @@ function inputs(rng: Rng, B: number, T: number, H: number, N: number) {
 const seq = (x: Float32Array, b: number, T: number, C: number) =>
   x.subarray(b * T * C, (b + 1) * T * C);
 
-async function checkBranch(c: Case, seed: number) {
-  const g = gpu!, rng = new Rng(seed);
+const NAMES = ["dkk", "dr", "dd", "da", "dk", "dv"] as const;
+
+/** One branch case: its shape, the random lifted part, inputs and dy (drawn in that order). */
+function branchCase(c: Case, seed: number) {
+  const rng = new Rng(seed);
   const B = 2, H = 2, { T, N } = c, C = H * N, rows = B * T;
-  const cfg = { nLayer: 1, nHead: H, headSize: N, nEmbd: C } as RwkvConfig;
   const s = randomLifted(rng, c, H);
   const x = inputs(rng, B, T, H, N);
   const dy = rng.f32(rows * C);
-  const set = await GpuLifted.create(g, cfg, [s]);
-  const state = new GpuLiftedState(set, B);
+  return { c, B, H, T, N, C, rows, s, x, dy };
+}
+type BranchCase = ReturnType<typeof branchCase>;
+
+/** Record the branch forward and backward on the GPU and read y, Ŝ_T and every gradient. */
+async function runBranch(set: GpuLifted, state: GpuLiftedState, bc: BranchCase) {
+  const g = gpu!, { B, T, C, rows, x, dy } = bc;
   const up = (n: string, a: Float32Array | Uint32Array) => uploadStorage(g, `test.${n}`, a);
   const v = {
     ...{ B, T, kk: up("kk", x.kk), r: up("r", x.r), d: up("d", x.d), a: up("a", x.a) },
     ...{ k: up("k", x.k), v: up("v", x.v) },
   };
   const y = createStorage(g, "test.y", rows * C * 4);
-  const names = ["dkk", "dr", "dd", "da", "dk", "dv"] as const;
-  const grads = names.map((n) => createStorage(g, `test.${n}`, rows * C * 4));
+  const grads = NAMES.map((n) => createStorage(g, `test.${n}`, rows * C * 4));
   const dLifted = createStorage(g, "test.dLifted", set.size * 4);
   const dLiftedGate = createStorage(g, "test.dLiftedGate", set.gateSize * 4);
   const rec = new Recorder(g, "test.lifted");
@@ -88,8 +94,20 @@ async function checkBranch(c: Case, seed: number) {
   const gotG = await Promise.all(grads.map((b) => readF32(g, b, rows * C)));
   const gotD = await readF32(g, dLifted, set.size);
   const gotDg = await readF32(g, dLiftedGate, set.gateSize);
-  const refG = Object.fromEntries(names.map((k) => [k, [] as number[]]));
-  const refY: number[] = [], dS0 = new Float64Array(set.size), dg = new Float64Array(H);
+  const buffers = [
+    y,
+    dLifted,
+    dLiftedGate,
+    ...grads,
+    ...Object.values(v).filter((z) => z instanceof GPUBuffer),
+  ] as GPUBuffer[];
+  return { gotY, gotS, gotG, gotD, gotDg, ms, buffers };
+}
+
+/** The CPU reference over the batch: y, final state, gradients and the batch sums dŜ0, dg. */
+function refBranch({ B, H, T, N, C, s, x, dy }: BranchCase, size: number) {
+  const refG = Object.fromEntries(NAMES.map((k) => [k, [] as number[]]));
+  const refY: number[] = [], dS0 = new Float64Array(size), dg = new Float64Array(H);
   let refS: Float64Array | undefined;
   for (let b = 0; b < B; b++) {
     const inp = {
@@ -104,28 +122,43 @@ async function checkBranch(c: Case, seed: number) {
     refY.push(...f.y);
     refS = f.state;
     const bw = liftedBackward(f.cache, seq(dy, b, T, C), T, H, N);
-    for (const k of names) refG[k].push(...bw[k]);
+    for (const k of NAMES) refG[k].push(...bw[k]);
     bw.dS0.forEach((vv, i) => (dS0[i] += vv));
     bw.dGate.forEach((vv, i) => (dg[i] += vv));
   }
+  return { refG, refY, refS, dS0, dg };
+}
+
+/** GPU branch outputs vs the reference (errRatio ≤ TOL); memory mode leaves dg, dk, dv at zero. */
+function compareBranch(
+  bc: BranchCase,
+  got: Awaited<ReturnType<typeof runBranch>>,
+  ref: ReturnType<typeof refBranch>,
+  label: string,
+) {
+  const { c, H } = bc;
   const errs: Record<string, number> = {
-    y: errRatio(gotY, refY),
-    state: errRatio(gotS[0]!, refS!),
-    dS0: errRatio(gotD, dS0),
+    y: errRatio(got.gotY, ref.refY),
+    state: errRatio(got.gotS[0]!, ref.refS!),
+    dS0: errRatio(got.gotD, ref.dS0),
   };
-  if (c.writes) errs.dg = errRatio(gotDg, dg);
-  else assertEquals(Array.from(gotDg), new Array(H).fill(0), "memory mode: dL/dg = 0");
-  names.forEach((k, i) => {
-    if (c.writes || (k !== "dk" && k !== "dv")) errs[k] = errRatio(gotG[i], refG[k]);
-    else assert(gotG[i].every((z) => z === 0), `memory mode: ${k} untouched`);
+  if (c.writes) errs.dg = errRatio(got.gotDg, ref.dg);
+  else assertEquals(Array.from(got.gotDg), new Array(H).fill(0), "memory mode: dL/dg = 0");
+  NAMES.forEach((k, i) => {
+    if (c.writes || (k !== "dk" && k !== "dv")) errs[k] = errRatio(got.gotG[i], ref.refG[k]);
+    else assert(got.gotG[i].every((z) => z === 0), `memory mode: ${k} untouched`);
   });
-  const label = `${c.featureMap} ${c.headMeans ? "head means" : "per channel"} ` +
-    `${c.read ?? "normalised"} read${c.writes ? " writes" : ""} T=${T} N=${N} M=${c.M}`;
   console.log(
     `${label}: ` + Object.entries(errs).map(([k, e]) => `${k} ${e.toExponential(1)}`).join(", ") +
-      ` (${ms.toFixed(0)} ms fwd+bwd)`,
+      ` (${got.ms.toFixed(0)} ms fwd+bwd)`,
   );
   for (const [k, e] of Object.entries(errs)) assert(e <= TOL, `${label}: ${k} errRatio ${e}`);
+}
+
+/** DBP over every kk and r (and, in writes mode, k) vector of the batch vs dbpLayerStep. */
+async function checkDbp(set: GpuLifted, bc: BranchCase, label: string) {
+  const g = gpu!, { c, H, T, N, C, rows, s, x } = bc;
+  const up = (n: string, a: Float32Array | Uint32Array) => uploadStorage(g, `test.${n}`, a);
   // DBP over every kk and r vector of the batch vs dbpLayerStep
   const stride = c.writes ? 3 : 2;
   const idx = Uint32Array.from({ length: stride * rows }, (_, k) => k);
@@ -150,17 +183,21 @@ async function checkBranch(c: Case, seed: number) {
       Object.entries(dbpErr).map(([k, e]) => `${k} ${e.toExponential(1)}`).join(", "),
   );
   for (const [k, e] of Object.entries(dbpErr)) assert(e <= TOL, `${label}: DBP ${k} err ${e}`);
-  for (
-    const b of [
-      y,
-      dLifted,
-      dLiftedGate,
-      ...grads,
-      ...Object.values(v).filter((z) => z instanceof GPUBuffer),
-    ]
-  ) {
-    (b as GPUBuffer).destroy();
-  }
+}
+
+async function checkBranch(c: Case, seed: number) {
+  const g = gpu!, bc = branchCase(c, seed);
+  const { B, H, T, N, C } = bc;
+  const cfg = { nLayer: 1, nHead: H, headSize: N, nEmbd: C } as RwkvConfig;
+  const set = await GpuLifted.create(g, cfg, [bc.s]);
+  const state = new GpuLiftedState(set, B);
+  const got = await runBranch(set, state, bc);
+  const ref = refBranch(bc, set.size);
+  const label = `${c.featureMap} ${c.headMeans ? "head means" : "per channel"} ` +
+    `${c.read ?? "normalised"} read${c.writes ? " writes" : ""} T=${T} N=${N} M=${c.M}`;
+  compareBranch(bc, got, ref, label);
+  await checkDbp(set, bc, label);
+  for (const b of got.buffers) b.destroy();
   state.destroy();
   set.destroy();
 }

@@ -143,6 +143,72 @@ async function checkOffline(browser: Browser, file: string, shot?: string): Prom
 const missing = await missingJupyter();
 if (missing) console.warn(`SKIP report end-to-end test: ${missing.split("\n")[0]}`);
 
+/** `deno task report` on the plot smoke notebook with n = 7 into dir; it must succeed. */
+async function runReport(dir: string) {
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      ROOT + "scripts/report.ts",
+      "--notebooks",
+      ROOT + "tests/data/plot_smoke.ipynb",
+      "-p",
+      "n=7",
+      "--out",
+      dir,
+      "--quiet",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(run.stderr);
+  assert(run.success, `report failed (exit ${run.code}):\n${err}`);
+}
+
+/** The report folder: its files, the web/ copy, the inlined HTML, the notebook, the index. */
+async function checkReportFiles(dir: string) {
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  assertEquals(files, [
+    "index.html",
+    "plot_smoke.html",
+    "plot_smoke.ipynb",
+    "plotly.min.js",
+    "report.json",
+    "web",
+  ]);
+  for (const f of ["index.html", "main.js", "plotly.min.js", "shaders/index.json"]) {
+    assert(Deno.statSync(`${dir}/web/${f}`).isFile, `web/${f} in the report`);
+  }
+  const html = await Deno.readTextFile(`${dir}/plot_smoke.html`);
+  assert(html.includes("<svg") && html.includes("data:image/png;base64"), "figures inline");
+  assert(!html.includes('src="file://'), "no local script references");
+  assertMatch(html, /<title>Plot smoke test<\/title>/);
+  const nb = await Deno.readTextFile(`${dir}/plot_smoke.ipynb`);
+  assertMatch(nb, /n = 7/, "the parameter reached the notebook");
+  const index = await Deno.readTextFile(`${dir}/index.html`);
+  assertMatch(index, /href="plot_smoke\.html"/);
+  assertMatch(index, /href="web\/index\.html"[^>]*>.*Rerun this here/, "rerun link");
+}
+
+/** The index and the notebook page offline in Chromium (skipped, with a message, without it). */
+async function checkReportOffline(dir: string) {
+  if (!hasChromium) console.warn(`SKIP the offline Chromium check: ${chromiumSkip}`);
+  else {
+    const browser = await launch();
+    try {
+      await Deno.mkdir(`${ROOT}results/report-test`, { recursive: true });
+      await checkOffline(browser, `${dir}/index.html`, `${ROOT}results/report-test/index.png`);
+      await checkOffline(
+        browser,
+        `${dir}/plot_smoke.html`,
+        `${ROOT}results/report-test/page.png`,
+      );
+    } finally {
+      await browser.close();
+    }
+  }
+}
+
 Deno.test({
   name:
     "deno task report on the plot smoke notebook: .ipynb, HTML, index, web/; offline in Chromium",
@@ -152,60 +218,9 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir();
     try {
-      const run = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          ROOT + "scripts/report.ts",
-          "--notebooks",
-          ROOT + "tests/data/plot_smoke.ipynb",
-          "-p",
-          "n=7",
-          "--out",
-          dir,
-          "--quiet",
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const err = new TextDecoder().decode(run.stderr);
-      assert(run.success, `report failed (exit ${run.code}):\n${err}`);
-      const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-      assertEquals(files, [
-        "index.html",
-        "plot_smoke.html",
-        "plot_smoke.ipynb",
-        "plotly.min.js",
-        "report.json",
-        "web",
-      ]);
-      for (const f of ["index.html", "main.js", "plotly.min.js", "shaders/index.json"]) {
-        assert(Deno.statSync(`${dir}/web/${f}`).isFile, `web/${f} in the report`);
-      }
-      const html = await Deno.readTextFile(`${dir}/plot_smoke.html`);
-      assert(html.includes("<svg") && html.includes("data:image/png;base64"), "figures inline");
-      assert(!html.includes('src="file://'), "no local script references");
-      assertMatch(html, /<title>Plot smoke test<\/title>/);
-      const nb = await Deno.readTextFile(`${dir}/plot_smoke.ipynb`);
-      assertMatch(nb, /n = 7/, "the parameter reached the notebook");
-      const index = await Deno.readTextFile(`${dir}/index.html`);
-      assertMatch(index, /href="plot_smoke\.html"/);
-      assertMatch(index, /href="web\/index\.html"[^>]*>.*Rerun this here/, "rerun link");
-      if (!hasChromium) console.warn(`SKIP the offline Chromium check: ${chromiumSkip}`);
-      else {
-        const browser = await launch();
-        try {
-          await Deno.mkdir(`${ROOT}results/report-test`, { recursive: true });
-          await checkOffline(browser, `${dir}/index.html`, `${ROOT}results/report-test/index.png`);
-          await checkOffline(
-            browser,
-            `${dir}/plot_smoke.html`,
-            `${ROOT}results/report-test/page.png`,
-          );
-        } finally {
-          await browser.close();
-        }
-      }
+      await runReport(dir);
+      await checkReportFiles(dir);
+      await checkReportOffline(dir);
       const summary = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
       assertEquals(summary.notebooks[0].ok, true);
       assertEquals(summary.params, { n: 7 });

@@ -82,11 +82,10 @@ const KEY = "sk-test-0123456789abcdef";
 const okBody = (text: string) =>
   Response.json({ choices: [{ text, logprobs: null }], usage: { completion_tokens: 3 } });
 
-Deno.test("HttpGuide: errors name the endpoint and the problem; key sent, never shown", async () => {
-  Deno.env.set("TTS_TEST_KEY", KEY);
-  const hang = new AbortController();
+/** A scripted guide server that misbehaves per `?mode=` (500, 429, garbage, shape, 400, flaky, hang). */
+function misbehavingServer(hang: AbortController) {
   let flaky = 0;
-  const srv = scripted((req) => {
+  return scripted((req) => {
     const mode = new URL(req.url).searchParams.get("mode");
     if (mode === "500") {
       return new Response(JSON.stringify({ error: { message: "boom" } }), { status: 500 });
@@ -107,6 +106,76 @@ Deno.test("HttpGuide: errors name the endpoint and the problem; key sent, never 
     }
     return okBody(" fine");
   });
+}
+type GuideServer = ReturnType<typeof scripted>;
+type MakeGuide = (mode: string, extra?: object) => HttpGuide;
+
+/** A guide call that must fail with a GuideError naming the endpoint and `parts`, without the key. */
+async function expectError(srv: GuideServer, guide: MakeGuide, mode: string, ...parts: string[]) {
+  const e = await assertRejects(() => guide(mode).continue("Q"), GuideError);
+  assertStringIncludes(e.message, `guide ${srv.url()}?mode=${mode} `);
+  for (const p of parts) assertStringIncludes(e.message, p);
+  assert(!e.message.includes(KEY), `the key leaked into: ${e.message}`);
+  return e.message;
+}
+
+/** A good answer (key as a Bearer header, max_tokens sent) and a retried 503. */
+async function checkGuideAnswers(srv: GuideServer, guide: MakeGuide) {
+  const ok = await guide("ok").continue("Question: 1+1?\nAnswer:", {
+    maxTokens: 5,
+    stop: ["\n"],
+  });
+  assertEquals(ok.text, " fine");
+  assertEquals([ok.cost.tokens, ok.cost.requests], [3, 1]);
+  assertEquals(srv.seen.at(-1)!.auth, `Bearer ${KEY}`);
+  assertEquals(srv.seen.at(-1)!.body.max_tokens, 5);
+  const flaky = guide("flaky");
+  assertEquals((await flaky.continue("Q")).text, " ok");
+  assertEquals(flaky.cost.requests, 2);
+}
+
+/** Each misbehaviour gives its own message; a 400 is not retried. */
+async function checkGuideErrors(srv: GuideServer, guide: MakeGuide) {
+  await expectError(srv, guide, "500", "returned HTTP 500: boom", "gave up after 2 attempts");
+  const m429 = await expectError(
+    srv,
+    guide,
+    "429",
+    "rate-limiting (HTTP 429)",
+    "gave up after 2 attempts",
+  );
+  assertStringIncludes(m429, "***"); // the server echoed the key: masked
+  await expectError(srv, guide, "garbage", "returned malformed JSON");
+  await expectError(srv, guide, "shape", "returned an unexpected response: choices.0.text");
+  const n400 = srv.seen.length;
+  await expectError(srv, guide, "400", "returned HTTP 400: bad max_tokens");
+  assertEquals(srv.seen.length, n400 + 1, "a 400 is not retried");
+  await expectError(srv, guide, "hang", "timed out after 300 ms", "gave up after 2 attempts");
+}
+
+/** An unreachable guide, and a guide whose key variable is not set. */
+async function checkDeadAndKeyless(guide: MakeGuide) {
+  const dead = new HttpGuide({ url: "http://127.0.0.1:9/v1/completions", retries: 0 });
+  const e = await assertRejects(() => dead.continue("Q"), GuideError);
+  assertStringIncludes(e.message, "guide http://127.0.0.1:9/v1/completions is unreachable");
+  Deno.env.delete("TTS_TEST_KEY");
+  assertStringIncludes(
+    (() => {
+      try {
+        guide("ok");
+        return "";
+      } catch (e) {
+        return (e as Error).message;
+      }
+    })(),
+    "needs an API key in $TTS_TEST_KEY, which is not set",
+  );
+}
+
+Deno.test("HttpGuide: errors name the endpoint and the problem; key sent, never shown", async () => {
+  Deno.env.set("TTS_TEST_KEY", KEY);
+  const hang = new AbortController();
+  const srv = misbehavingServer(hang);
   await srv.ready;
   const logs: string[] = [];
   const saved = { log: console.log, error: console.error, warn: console.warn };
@@ -120,49 +189,10 @@ Deno.test("HttpGuide: errors name the endpoint and the problem; key sent, never 
       timeoutMs: 300,
       ...extra,
     });
-  const expectError = async (mode: string, ...parts: string[]) => {
-    const e = await assertRejects(() => guide(mode).continue("Q"), GuideError);
-    assertStringIncludes(e.message, `guide ${srv.url()}?mode=${mode} `);
-    for (const p of parts) assertStringIncludes(e.message, p);
-    assert(!e.message.includes(KEY), `the key leaked into: ${e.message}`);
-    return e.message;
-  };
   try {
-    const ok = await guide("ok").continue("Question: 1+1?\nAnswer:", {
-      maxTokens: 5,
-      stop: ["\n"],
-    });
-    assertEquals(ok.text, " fine");
-    assertEquals([ok.cost.tokens, ok.cost.requests], [3, 1]);
-    assertEquals(srv.seen.at(-1)!.auth, `Bearer ${KEY}`);
-    assertEquals(srv.seen.at(-1)!.body.max_tokens, 5);
-    const flaky = guide("flaky");
-    assertEquals((await flaky.continue("Q")).text, " ok");
-    assertEquals(flaky.cost.requests, 2);
-    await expectError("500", "returned HTTP 500: boom", "gave up after 2 attempts");
-    const m429 = await expectError("429", "rate-limiting (HTTP 429)", "gave up after 2 attempts");
-    assertStringIncludes(m429, "***"); // the server echoed the key: masked
-    await expectError("garbage", "returned malformed JSON");
-    await expectError("shape", "returned an unexpected response: choices.0.text");
-    const n400 = srv.seen.length;
-    await expectError("400", "returned HTTP 400: bad max_tokens");
-    assertEquals(srv.seen.length, n400 + 1, "a 400 is not retried");
-    await expectError("hang", "timed out after 300 ms", "gave up after 2 attempts");
-    const dead = new HttpGuide({ url: "http://127.0.0.1:9/v1/completions", retries: 0 });
-    const e = await assertRejects(() => dead.continue("Q"), GuideError);
-    assertStringIncludes(e.message, "guide http://127.0.0.1:9/v1/completions is unreachable");
-    Deno.env.delete("TTS_TEST_KEY");
-    assertStringIncludes(
-      (() => {
-        try {
-          guide("ok");
-          return "";
-        } catch (e) {
-          return (e as Error).message;
-        }
-      })(),
-      "needs an API key in $TTS_TEST_KEY, which is not set",
-    );
+    await checkGuideAnswers(srv, guide);
+    await checkGuideErrors(srv, guide);
+    await checkDeadAndKeyless(guide);
   } finally {
     Object.assign(console, saved);
     hang.abort();

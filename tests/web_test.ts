@@ -23,6 +23,8 @@ import {
 } from "@std/assert";
 import { buildWeb, serveDir } from "../scripts/web.ts";
 import { chromiumSkip, hasChromium, launch, offlinePage } from "./_browser.ts";
+import type { PageLog } from "./_browser.ts";
+import type { Page } from "puppeteer-core";
 import { decodePng, imageStats } from "../lib/plot/png_decode.ts";
 import { demoQuery, parseDemoParams } from "../web/params.ts";
 import { runDemo } from "../web/demo.ts";
@@ -98,6 +100,67 @@ Deno.test({
   },
 });
 
+/** A full-page screenshot to results/web-test/web.png that must not be blank. */
+async function checkScreenshot(page: Page) {
+  await Deno.mkdir(OUT, { recursive: true });
+  const shot = await page.screenshot({ path: `${OUT}/web.png`, fullPage: true });
+  const stats = imageStats(await decodePng(new Uint8Array(shot)));
+  console.log(
+    `screenshot ${OUT}/web.png: variance ${stats.variance.toFixed(0)}, ` +
+      `inked ${(100 * stats.inked).toFixed(1)}%`,
+  );
+  assert(
+    stats.variance > 200 && stats.inked > 0.02,
+    `blank screenshot: ${JSON.stringify(stats)}`,
+  );
+}
+
+/** The page reported an error: passes only for the known storage-buffer limit (issue 12). */
+async function checkKnownLimit(page: Page, log: PageLog, text: string) {
+  const msg = await page.evaluate(() => (globalThis as unknown as { demoError: string }).demoError);
+  if (LIMIT_RE.test(msg)) {
+    console.warn(
+      `KNOWN LIMIT (issue 12): training cannot run in this browser: ${msg}\n` +
+        "The page loaded the model, scored before tuning and reported the error; the " +
+        "accuracy-after and download checks wait for the backward to fit 8–10 storage buffers.",
+    );
+    const others = log.errors.filter((e) => !LIMIT_RE.test(e) && !e.startsWith("demo failed"));
+    assertEquals(others, [], "no console errors besides the known limit");
+    return;
+  }
+  fail(`the page failed: ${msg}\n${text}`);
+}
+
+/** The page tuned: after > before, every step ran, the live plot and both downloads. */
+async function checkTunedPage(page: Page, log: PageLog) {
+  assertEquals(log.errors, [], "no console errors");
+  const r = await page.evaluate(() =>
+    (globalThis as unknown as { demoResult: Record<string, number> }).demoResult
+  );
+  console.log(
+    `in-page demo: accuracy ${r.accuracyBefore} → ${r.accuracyAfter} ` +
+      `(instructed ${r.accuracyWithInstruction}), loss ${r.lossFirst.toFixed(3)} → ${
+        r.lossLast.toFixed(3)
+      }, ${r.seconds} s`,
+  );
+  assert(
+    r.accuracyAfter > r.accuracyBefore,
+    `accuracy after ${r.accuracyAfter} ≤ before ${r.accuracyBefore}`,
+  );
+  assertStrictEquals(r.steps, TEST_PARAMS.steps);
+  const plotted = await page.$$eval("#plot .main-svg", (e) => e.length);
+  assert(plotted > 0, "the live plotly loss curve rendered");
+  for (const id of ["dl-peft", "dl-webrwkv"]) {
+    const href = await page.$eval(`#${id}`, (a) => (a as HTMLAnchorElement).href);
+    assertMatch(href, /^blob:/, `${id} offers a download`);
+  }
+  const peftSize = await page.$eval(
+    "#dl-peft",
+    async (a) => (await (await fetch((a as HTMLAnchorElement).href)).arrayBuffer()).byteLength,
+  );
+  assert(peftSize > 2 * 64 * 64 * 4, `PEFT state is ${peftSize} bytes`);
+}
+
 Deno.test({
   name: `web page: tunes a state in headless Chromium${hasChromium ? "" : ` (${chromiumSkip})`}`,
   ignore: !hasChromium,
@@ -121,64 +184,15 @@ Deno.test({
       const state = await page.evaluate(() => document.body.dataset.state);
       const text = await page.evaluate(() => document.body.innerText);
       console.log(`page finished (${state}) in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-      await Deno.mkdir(OUT, { recursive: true });
-      const shot = await page.screenshot({ path: `${OUT}/web.png`, fullPage: true });
-      const stats = imageStats(await decodePng(new Uint8Array(shot)));
-      console.log(
-        `screenshot ${OUT}/web.png: variance ${stats.variance.toFixed(0)}, ` +
-          `inked ${(100 * stats.inked).toFixed(1)}%`,
-      );
-      assert(
-        stats.variance > 200 && stats.inked > 0.02,
-        `blank screenshot: ${JSON.stringify(stats)}`,
-      );
+      await checkScreenshot(page);
       assertEquals(log.blocked, [], "the page must not reach outside its folder");
       const before = await page.$eval("#acc-before", (e) => e.textContent);
       assertMatch(before ?? "", /%$/, "accuracy before tuning shown");
       if (state === "error") {
-        const msg = await page.evaluate(() =>
-          (globalThis as unknown as { demoError: string }).demoError
-        );
-        if (LIMIT_RE.test(msg)) {
-          console.warn(
-            `KNOWN LIMIT (issue 12): training cannot run in this browser: ${msg}\n` +
-              "The page loaded the model, scored before tuning and reported the error; the " +
-              "accuracy-after and download checks wait for the backward to fit 8–10 storage buffers.",
-          );
-          const others = log.errors.filter((e) =>
-            !LIMIT_RE.test(e) && !e.startsWith("demo failed")
-          );
-          assertEquals(others, [], "no console errors besides the known limit");
-          return;
-        }
-        fail(`the page failed: ${msg}\n${text}`);
+        await checkKnownLimit(page, log, text);
+        return;
       }
-      assertEquals(log.errors, [], "no console errors");
-      const r = await page.evaluate(() =>
-        (globalThis as unknown as { demoResult: Record<string, number> }).demoResult
-      );
-      console.log(
-        `in-page demo: accuracy ${r.accuracyBefore} → ${r.accuracyAfter} ` +
-          `(instructed ${r.accuracyWithInstruction}), loss ${r.lossFirst.toFixed(3)} → ${
-            r.lossLast.toFixed(3)
-          }, ${r.seconds} s`,
-      );
-      assert(
-        r.accuracyAfter > r.accuracyBefore,
-        `accuracy after ${r.accuracyAfter} ≤ before ${r.accuracyBefore}`,
-      );
-      assertStrictEquals(r.steps, TEST_PARAMS.steps);
-      const plotted = await page.$$eval("#plot .main-svg", (e) => e.length);
-      assert(plotted > 0, "the live plotly loss curve rendered");
-      for (const id of ["dl-peft", "dl-webrwkv"]) {
-        const href = await page.$eval(`#${id}`, (a) => (a as HTMLAnchorElement).href);
-        assertMatch(href, /^blob:/, `${id} offers a download`);
-      }
-      const peftSize = await page.$eval(
-        "#dl-peft",
-        async (a) => (await (await fetch((a as HTMLAnchorElement).href)).arrayBuffer()).byteLength,
-      );
-      assert(peftSize > 2 * 64 * 64 * 4, `PEFT state is ${peftSize} bytes`);
+      await checkTunedPage(page, log);
     } finally {
       await browser.close();
       await server.shutdown();

@@ -196,9 +196,12 @@ async function forwardBoth(g: Gpu, c: GpuShape) {
   return Math.max(...errs);
 }
 
-async function backwardBoth(g: Gpu, c: GpuShape) {
+type Case = ReturnType<typeof gpuCase>;
+type FormOutputs = Record<string, Record<string, Float32Array>>;
+
+/** Run the sequential and the chunked backward (accumulating onto prior) and read their outputs. */
+async function runBackwardForms(g: Gpu, c: GpuShape, f32: Case["f32"], prior: Float32Array) {
   const { B, T, H, N, shared } = c;
-  const { f32, refs } = gpuCase(B, T, H, N, 200 + T + N, c.zLo);
   const up = (l: string, a: Float32Array) => uploadStorage(g, l, a);
   const n = B * T * H * N, NN = H * N * N;
   const s0 = shared ? f32.s0.subarray(0, NN) : f32.s0;
@@ -207,8 +210,7 @@ async function backwardBoth(g: Gpu, c: GpuShape) {
     ...{ kk: up("kk", f32.kk), a: up("a", f32.a), dy: up("dy", f32.dy) },
     s0: up("s0", Float32Array.from([0, 0, 0, 0, ...s0])),
   };
-  const prior = new Rng(5).f32(n);
-  const got: Record<string, Record<string, Float32Array>> = {};
+  const got: FormOutputs = {};
   for (
     const [form, kern] of [
       ["sequential", await Wkv7BackwardKernel.create(g, [N])],
@@ -237,38 +239,60 @@ async function backwardBoth(g: Gpu, c: GpuShape) {
     got[form] = { ds0: (await readF32(g, ds0, 4 + B * NN)).subarray(4) };
     for (const [key, buf] of Object.entries(o)) got[form][key] = await readF32(g, buf, n);
   }
+  return got;
+}
+
+/** Sequence b of both forms vs wkvBackward and vs each other; returns the worst error. */
+function compareBackwardForms(
+  c: GpuShape,
+  b: number,
+  { f32, refs }: Case,
+  prior: Float32Array,
+  got: FormOutputs,
+): number {
+  const { B, T, H, N, shared } = c;
+  const NN = H * N * N;
   let worst = 0;
-  for (let b = 0; b < B; b++) {
-    const r = refs[b];
-    const ref = wkvBackward(r.inp, shared ? refs[0].s0 : r.s0, r.dy, T, H, N);
-    const sl = (x: ArrayLike<number>, w: number) => Array.from(x).slice(b * w, (b + 1) * w);
-    const a = sl(f32.a, T * H * N), kk = sl(f32.kk, T * H * N), p = sl(prior, T * H * N);
-    const want: Record<string, ArrayLike<number>> = {
-      dr: ref.dr.map((x, i) => x + p[i]),
-      dk: ref.dk.map((x, i) => x + p[i]),
-      dv: ref.dv.map((x, i) => x + p[i]),
-      dd: ref.dd,
-      dkk: ref.dalpha.map((x, i) => -x + ref.dbeta[i] * a[i]),
-      da: ref.dbeta.map((x, i) => x * kk[i]),
-      ds0: ref.dS0,
-    };
-    for (const [key, w] of Object.entries(want)) {
-      const width = key === "ds0" ? NN : T * H * N;
-      const at = `backward B${B} T${T} H${H} N${N} b${b}${shared ? " shared" : ""} ${key}`;
-      for (const form of ["sequential", "chunked"]) {
-        worst = Math.max(
-          worst,
-          expectClose(sl(got[form][key], width), w, GPU_TOL, `${at} ${form}`),
-        );
-      }
-      expectClose(
-        sl(got.chunked[key], width),
-        sl(got.sequential[key], width),
-        GPU_TOL,
-        `${at} GPU`,
+  const r = refs[b];
+  const ref = wkvBackward(r.inp, shared ? refs[0].s0 : r.s0, r.dy, T, H, N);
+  const sl = (x: ArrayLike<number>, w: number) => Array.from(x).slice(b * w, (b + 1) * w);
+  const a = sl(f32.a, T * H * N), kk = sl(f32.kk, T * H * N), p = sl(prior, T * H * N);
+  const want: Record<string, ArrayLike<number>> = {
+    dr: ref.dr.map((x, i) => x + p[i]),
+    dk: ref.dk.map((x, i) => x + p[i]),
+    dv: ref.dv.map((x, i) => x + p[i]),
+    dd: ref.dd,
+    dkk: ref.dalpha.map((x, i) => -x + ref.dbeta[i] * a[i]),
+    da: ref.dbeta.map((x, i) => x * kk[i]),
+    ds0: ref.dS0,
+  };
+  for (const [key, w] of Object.entries(want)) {
+    const width = key === "ds0" ? NN : T * H * N;
+    const at = `backward B${B} T${T} H${H} N${N} b${b}${shared ? " shared" : ""} ${key}`;
+    for (const form of ["sequential", "chunked"]) {
+      worst = Math.max(
+        worst,
+        expectClose(sl(got[form][key], width), w, GPU_TOL, `${at} ${form}`),
       );
     }
+    expectClose(
+      sl(got.chunked[key], width),
+      sl(got.sequential[key], width),
+      GPU_TOL,
+      `${at} GPU`,
+    );
   }
+  return worst;
+}
+
+async function backwardBoth(g: Gpu, c: GpuShape) {
+  const { B, T, H, N } = c;
+  const cs = gpuCase(B, T, H, N, 200 + T + N, c.zLo);
+  const n = B * T * H * N;
+  const prior = new Rng(5).f32(n);
+  const got = await runBackwardForms(g, c, cs.f32, prior);
+  let worst = 0;
+  for (let b = 0; b < B; b++) worst = Math.max(worst, compareBackwardForms(c, b, cs, prior, got));
   return worst;
 }
 

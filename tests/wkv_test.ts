@@ -95,7 +95,17 @@ async function checkForward(g: Gpu, s: Shape) {
   assertClose(sG.subarray(0, B * NN), initial.subarray(0, B * NN), { maxAbs: 0 }, "layer 0 kept");
 }
 
-async function checkBackward(g: Gpu, s: Shape, shared: boolean, accumulate: boolean) {
+interface BackwardRun {
+  x: Inputs;
+  /** what accumulate adds to */
+  prior: Float32Array;
+  s0: Float32Array;
+  got: Record<string, Float32Array>;
+  gotS0: Float32Array;
+}
+
+/** Record the backward (offset S0/dS0 buffers, optional accumulate) and read every output. */
+async function runBackward(g: Gpu, s: Shape, shared: boolean, accumulate: boolean) {
   const { B, T, H, N } = s;
   const x = inputs(s, 101 + B * 7 + T * 3 + H + N);
   const C = H * N, n = B * T * C, NN = H * N * N;
@@ -140,33 +150,50 @@ async function checkBackward(g: Gpu, s: Shape, shared: boolean, accumulate: bool
   const got: Record<string, Float32Array> = {};
   for (const [key, buf] of Object.entries(o)) got[key] = await readF32(g, buf, n);
   const gotS0 = (await readF32(g, ds0, 4 + B * NN)).subarray(4);
-  for (let b = 0; b < B; b++) {
-    const inp = refInputs(x, b, T * C);
-    const s0b = shared ? s0 : s0.subarray(b * NN, (b + 1) * NN);
-    const ref = wkvBackward(inp, s0b, x.dy.subarray(b * T * C, (b + 1) * T * C), T, H, N);
-    const a = x.a.subarray(b * T * C, (b + 1) * T * C);
-    const kk = x.kk.subarray(b * T * C, (b + 1) * T * C);
-    const p = prior.subarray(b * T * C, (b + 1) * T * C);
-    const plus = (r: Float64Array) => accumulate ? r.map((q, i) => q + p[i]) : r;
-    const want: Record<string, ArrayLike<number>> = {
-      dr: plus(ref.dr),
-      dk: plus(ref.dk),
-      dv: plus(ref.dv),
-      dd: ref.dd,
-      dkk: ref.dalpha.map((q, i) => -q + ref.dbeta[i] * a[i]),
-      da: ref.dbeta.map((q, i) => q * kk[i]),
-    };
-    const at = `wkv7_backward B${B} T${T} H${H} N${N} b${b}${shared ? " shared" : ""}`;
-    for (const key of Object.keys(want)) {
-      assertClose(
-        got[key].subarray(b * T * C, (b + 1) * T * C),
-        want[key],
-        BWD_TOL,
-        `${at} ${key}`,
-      );
-    }
-    assertClose(gotS0.subarray(b * NN, (b + 1) * NN), ref.dS0, BWD_TOL, `${at} dS0`);
+  return { x, prior, s0, got, gotS0 } satisfies BackwardRun;
+}
+
+/** Sequence b of a backward run vs wkvBackward. */
+function compareBackward(
+  s: Shape,
+  b: number,
+  r: BackwardRun,
+  shared: boolean,
+  accumulate: boolean,
+) {
+  const { B, T, H, N } = s;
+  const { x, prior, s0, got, gotS0 } = r;
+  const C = H * N, NN = H * N * N;
+  const inp = refInputs(x, b, T * C);
+  const s0b = shared ? s0 : s0.subarray(b * NN, (b + 1) * NN);
+  const ref = wkvBackward(inp, s0b, x.dy.subarray(b * T * C, (b + 1) * T * C), T, H, N);
+  const a = x.a.subarray(b * T * C, (b + 1) * T * C);
+  const kk = x.kk.subarray(b * T * C, (b + 1) * T * C);
+  const p = prior.subarray(b * T * C, (b + 1) * T * C);
+  const plus = (r: Float64Array) => accumulate ? r.map((q, i) => q + p[i]) : r;
+  const want: Record<string, ArrayLike<number>> = {
+    dr: plus(ref.dr),
+    dk: plus(ref.dk),
+    dv: plus(ref.dv),
+    dd: ref.dd,
+    dkk: ref.dalpha.map((q, i) => -q + ref.dbeta[i] * a[i]),
+    da: ref.dbeta.map((q, i) => q * kk[i]),
+  };
+  const at = `wkv7_backward B${B} T${T} H${H} N${N} b${b}${shared ? " shared" : ""}`;
+  for (const key of Object.keys(want)) {
+    assertClose(
+      got[key].subarray(b * T * C, (b + 1) * T * C),
+      want[key],
+      BWD_TOL,
+      `${at} ${key}`,
+    );
   }
+  assertClose(gotS0.subarray(b * NN, (b + 1) * NN), ref.dS0, BWD_TOL, `${at} dS0`);
+}
+
+async function checkBackward(g: Gpu, s: Shape, shared: boolean, accumulate: boolean) {
+  const r = await runBackward(g, s, shared, accumulate);
+  for (let b = 0; b < s.B; b++) compareBackward(s, b, r, shared, accumulate);
 }
 
 Deno.test("planWkvWindows: whole sequences per window, or K-aligned token ranges", () => {
