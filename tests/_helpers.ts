@@ -6,9 +6,9 @@
  */
 import { describeGpu, tryGetGpu } from "../lib/gpu/device.ts";
 import type { Gpu, LimitsMode } from "../lib/gpu/device.ts";
-import { Rng as LibRng } from "../lib/util/rng.ts";
 import { uploadStorage } from "../lib/gpu/buffers.ts";
 import type { Example } from "../lib/train/data.ts";
+import { Rng } from "./_numeric.ts";
 
 /** Absolute path of `../shared/fixtures` beside the project. */
 export const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
@@ -71,65 +71,7 @@ function printedAdapter(): boolean {
   return was;
 }
 
-/** The library's seeded PRNG plus a helper for random test vectors. */
-export class Rng extends LibRng {
-  /** A Float32Array of `n` values uniform in [lo, hi). */
-  f32(n: number, lo = -1, hi = 1): Float32Array {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
-    return a;
-  }
-}
-
-/** max |a − b| over all elements. */
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new RangeError(`length ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
-/** rms(a − b) / rms(b): the relative error used for kernel-vs-reference tests. */
-export function errRatio(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new RangeError(`length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  if (den === 0) return num === 0 ? 0 : Infinity;
-  return Math.sqrt(num / den);
-}
-
-/**
- * Assert `a` ≈ `b` within `maxAbs` (max |Δ|) and optionally `rel` (errRatio), printing the
- * first mismatches on failure.
- */
-export function assertClose(
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  tol: { maxAbs?: number; rel?: number },
-  what = "values",
-): void {
-  const m = maxAbsDiff(a, b);
-  const r = errRatio(a, b);
-  const bad = (tol.maxAbs !== undefined && !(m <= tol.maxAbs)) ||
-    (tol.rel !== undefined && !(r <= tol.rel));
-  if (bad) {
-    const first: string[] = [];
-    for (let i = 0; i < a.length && first.length < 5; i++) {
-      const lim = tol.maxAbs ?? 0;
-      if (!(Math.abs(a[i] - b[i]) <= lim)) first.push(`[${i}] ${a[i]} vs ${b[i]}`);
-    }
-    throw new Error(
-      `${what}: max|Δ| ${m.toExponential(3)} (tol ${tol.maxAbs}), rel ${r.toExponential(3)} ` +
-        `(tol ${tol.rel}); first mismatches: ${first.join("; ")}`,
-    );
-  }
-}
+export { assertClose, errRatio, maxAbsDiff, Rng } from "./_numeric.ts";
 
 /**
  * B random sequences of the given lengths over a vocabulary of V, right-padded to the longest,
@@ -196,7 +138,7 @@ export const DEFAULT_MODEL_PATH =
 
 /** `key=value\n` facts over a–h (4–8 letters each), the loss on the value and the newline. */
 export function factExamples(n: number, seed: number): Example[] {
-  const rng = new LibRng(seed), enc = new TextEncoder();
+  const rng = new Rng(seed), enc = new TextEncoder();
   const s = () => Array.from({ length: 4 + rng.int(5) }, () => "abcdefgh"[rng.int(8)]).join("");
   return Array.from({ length: n }, (_, line) => {
     const k = s(), ids = [...enc.encode(`${k}=${s()}\n`)];

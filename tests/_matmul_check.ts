@@ -10,7 +10,7 @@ import { Recorder } from "../lib/gpu/recorder.ts";
 import { type HardwareMatmulOptions, MatmulKernel } from "../lib/kernels/matmul.ts";
 import { uploadMatrix } from "../lib/model/gpu_weights.ts";
 import { linear, matmul } from "../lib/ref/linear.ts";
-import { Rng } from "../lib/util/rng.ts";
+import { errRatio, Rng } from "./_numeric.ts";
 
 /** One product's outcome. */
 export interface ProductCheck {
@@ -31,18 +31,6 @@ export interface MatmulCheck {
   ran: string[];
 }
 
-/** ‖a − b‖ / ‖b‖ (0 when both are zero). */
-export function errRatioOf(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new RangeError(`length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return den === 0 ? (num === 0 ? 0 : Infinity) : Math.sqrt(num / den);
-}
-
-const f32 = (rng: Rng, n: number) => Float32Array.from({ length: n }, () => rng.uniform(-1, 1));
 const roundF16 = (a: Float32Array) => Float32Array.from(new Float16Array(a));
 
 /** Run both products for every `[rows, K, N]` shape; the caller asserts on the result. */
@@ -58,7 +46,7 @@ export async function checkHardwareMatmul(
   const rng = new Rng(seed);
   const out: MatmulCheck = { products: [], worst: 0, ran: [] };
   for (const [M, K, N] of shapes) {
-    const x = f32(rng, M * K), W = f32(rng, N * K), Mx = f32(rng, K * N), res = f32(rng, M * N);
+    const x = rng.f32(M * K), W = rng.f32(N * K), Mx = rng.f32(K * N), res = rng.f32(M * N);
     const xb = uploadStorage(g, "x", x), rb = uploadStorage(g, "res", res);
     const wm = uploadMatrix(g, "W", W, N, K, undefined, dtype);
     const mx = uploadMatrix(g, "M", Mx, K, N, undefined, dtype);
@@ -78,8 +66,8 @@ export async function checkHardwareMatmul(
       const exact = linear(x, W, M, K, N);
       f16Gap = Math.max(...got1.map((v, i) => Math.abs(v - exact[i])));
     }
-    out.products.push({ tag: `linear ${tag}`, errRatio: errRatioOf(got1, ref1), f16Gap });
-    out.products.push({ tag: `lowrank ${tag}`, errRatio: errRatioOf(got2, ref2) });
+    out.products.push({ tag: `linear ${tag}`, errRatio: errRatio(got1, ref1), f16Gap });
+    out.products.push({ tag: `lowrank ${tag}`, errRatio: errRatio(got2, ref2) });
     for (const b of [xb, rb, y1, y2, ...wm.chunks.map((c) => c.buffer)]) b.destroy();
     for (const c of mx.chunks) c.buffer.destroy();
   }

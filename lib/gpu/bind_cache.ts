@@ -48,8 +48,6 @@ export class BindCache {
   /** Keys of the entries that bind each buffer. */
   #byBuffer = new Map<GPUBuffer, Set<string>>();
   #params?: GPUBuffer;
-  hits = 0;
-  misses = 0;
 
   private constructor(readonly gpu: Gpu) {}
 
@@ -93,21 +91,22 @@ export class BindCache {
     bindings: readonly Binding[],
     label: string,
   ): GPUBindGroup {
+    const resources = bindings.map(resourceOf);
     let key = `${idOf(pipeline)}|${idOf(params)}:${offset}:${paramBytes}`;
-    for (const b of bindings) {
-      if (b instanceof GPUBuffer || b instanceof GPUTextureView) key += `|${idOf(b)}`;
-      else key += `|${idOf(b.buffer)}:${b.offset ?? 0}:${b.size ?? "-"}`;
+    for (const r of resources) {
+      key += r instanceof GPUTextureView
+        ? `|${idOf(r)}`
+        : `|${idOf(r.buffer)}:${r.offset}:${r.size ?? "-"}`;
     }
     const hit = this.#groups.get(key);
     if (hit) {
-      this.hits++;
       this.#groups.delete(key); // re-insert: most recently used last
       this.#groups.set(key, hit);
       return hit.group;
     }
-    this.misses++;
-    const group = this.#create(pipeline, params, offset, paramBytes, bindings, label);
-    const buffers = [params, ...bindings.flatMap(bufferOf)];
+    const group = this.#create(pipeline, params, offset, paramBytes, resources, label);
+    const buffers = [params];
+    for (const r of resources) if (!(r instanceof GPUTextureView)) buffers.push(r.buffer);
     this.#groups.set(key, { group, buffers });
     for (const b of buffers) {
       let keys = this.#byBuffer.get(b);
@@ -143,19 +142,14 @@ export class BindCache {
     params: GPUBuffer,
     offset: number,
     paramBytes: number,
-    bindings: readonly Binding[],
+    resources: readonly Resource[],
     label: string,
   ): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = [{
       binding: 0,
       resource: { buffer: params, offset, size: paramBytes },
     }];
-    bindings.forEach((b, i) => {
-      const resource = b instanceof GPUBuffer || b instanceof GPUTextureView
-        ? b
-        : { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
-      entries.push({ binding: i + 1, resource });
-    });
+    resources.forEach((resource, i) => entries.push({ binding: i + 1, resource }));
     return this.gpu.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
@@ -164,8 +158,11 @@ export class BindCache {
   }
 }
 
-function bufferOf(b: Binding): GPUBuffer[] {
-  if (b instanceof GPUBuffer) return [b];
-  if (b instanceof GPUTextureView) return [];
-  return [b.buffer];
+/** A binding as a bind-group resource: a texture view, or a buffer range (whole by default). */
+type Resource = GPUTextureView | { buffer: GPUBuffer; offset: number; size?: number };
+
+function resourceOf(b: Binding): Resource {
+  if (b instanceof GPUTextureView) return b;
+  if (b instanceof GPUBuffer) return { buffer: b, offset: 0 };
+  return { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
 }

@@ -144,9 +144,9 @@ export function recordWkvBackward(
 ): WkvForm {
   const form = pick(rec.gpu, f, a, "Wkv7ChunkedBackwardKernel");
   if (form === "sequential") f.wkv.record(rec, a);
-  else {f.wkvChunked!.record(rec, {
-      ...a,
-      scratch: f.wkvChunked!.ensureScratch(a.B, a.T, a.H, a.N),
-    });}
+  else {
+    const scratch = f.wkvChunked!.ensureScratch(a.B, a.T, a.H, a.N);
+    f.wkvChunked!.record(rec, { ...a, scratch });
+  }
   return form;
 }

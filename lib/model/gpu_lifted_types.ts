@@ -6,7 +6,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { DbpKernel } from "../kernels/dbp.ts";
-import type { LiftedKernel, LiftedParams } from "../kernels/lifted.ts";
+import type { LiftedForwardArgs, LiftedKernel, LiftedParams } from "../kernels/lifted.ts";
 import type { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
 import type { RwkvConfig } from "./types.ts";
 
@@ -22,18 +22,11 @@ export interface GpuLiftedLayer extends LiftedParams {
   dbp: DbpKernel;
 }
 
-/** Vectors of one layer's lifted forward / backward; all (B·T, H·N). */
-export interface LiftedVectors {
-  B: number;
-  T: number;
-  kk: GPUBuffer;
-  r: GPUBuffer;
-  d: GPUBuffer;
-  a: GPUBuffer;
-  /** the key and value that write into S (after the k_a modification and the v-first mix) */
-  k: GPUBuffer;
-  v: GPUBuffer;
-}
+/**
+ * Vectors of one layer's lifted forward / backward, all (B·T, H·N): the kernels' own fields
+ * (`k`, `v`: the key and value that write into S, after the k_a modification and the v-first mix).
+ */
+export type LiftedVectors = Pick<LiftedForwardArgs, "B" | "T" | "kk" | "r" | "d" | "a" | "k" | "v">;
 
 /**
  * The step's vectors DBP measures: `n` entries `row·stride + kind` in `idx` (kind 0 kk, 1 r,
