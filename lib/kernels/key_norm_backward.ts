@@ -9,19 +9,12 @@ import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipeline.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { needElems, recordRowsHeads } from "./common.ts";
+import type { KeyNormArgs } from "./key_norm.ts";
 
 /** Buffers of {@link KeyNormBackwardKernel.record}; all (rows, C). */
-export interface KeyNormBackwardArgs {
-  rows: number;
-  H: number;
-  N: number;
-  vecs: GPUBuffer;
-  kkOff: number;
-  kaOff: number;
+export interface KeyNormBackwardArgs
+  extends Pick<KeyNormArgs, "rows" | "H" | "N" | "vecs" | "kkOff" | "kaOff" | "k0" | "kk" | "a"> {
   dkk: GPUBuffer;
-  k0: GPUBuffer;
-  kk: GPUBuffer;
-  a: GPUBuffer;
   /** in dk, out dk0 */
   dk: GPUBuffer;
   /** in da (from the WKV backward), out dL/d(a0 + aHidden·a2) */

@@ -7,7 +7,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { DbpKernel } from "../kernels/dbp.ts";
 import type { LiftedForwardArgs, LiftedKernel, LiftedParams } from "../kernels/lifted.ts";
-import type { LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
+import type { LiftedBackwardArgs, LiftedBackwardKernel } from "../kernels/lifted_backward.ts";
 import type { RwkvConfig } from "./types.ts";
 
 /** One lifted layer on the GPU. */
@@ -51,17 +51,14 @@ export interface DbpLosses {
   perLayer: ([number, number] | undefined)[];
 }
 
-/** Gradient outputs of `GpuLifted.recordBackward`. */
-export interface LiftedGradOutputs {
+/**
+ * Gradient outputs of `GpuLifted.recordBackward`: `dkk` … `dv` (the kernel's outputs) are added
+ * to, the gradients of kk, r, d, a and of the written k, v.
+ */
+export interface LiftedGradOutputs
+  extends Pick<LiftedBackwardArgs, "dkk" | "dr" | "dd" | "da" | "dk" | "dv"> {
   /** gradient of the branch output (the GroupNorm input's gradient) (B·T, H·N) */
   dy: GPUBuffer;
-  /** added to: the gradients of kk, r, d, a and of the written k, v */
-  dkk: GPUBuffer;
-  dr: GPUBuffer;
-  dd: GPUBuffer;
-  da: GPUBuffer;
-  dk: GPUBuffer;
-  dv: GPUBuffer;
   /** batch-summed dL/dŜ0, written at the layer's `s0Off` (layout of `GpuLifted.s0`) */
   dLifted: GPUBuffer;
   /** batch-summed dL/dg, written at the layer's `gateOff` (0 in memory mode) */
