@@ -7,11 +7,8 @@
  * load the model, score, tune with a live plot, score again (after > before), offer both
  * state downloads, log no console errors, and its screenshot must not be blank. Skips with a
  * message without Chromium.
- *
- * Known limit: SwiftShader offers 10 storage buffers per shader stage and the state-tuning
- * backward's `time_mix_backward#gate_bonus` binds 12 (issue 12). While that stands, training
- * fails in the browser for that reason only; the test then prints the reason, checks
- * everything up to training, and passes.
+ * An error reported by the page fails the test (every pipeline fits WebGPU's default limits,
+ * so SwiftShader's 10 storage buffers per stage are enough for the state-tuning backward).
  */
 import {
   assert,
@@ -48,8 +45,6 @@ export const TEST_PARAMS = {
 };
 
 /** The storage-buffer limit error the backward hits on SwiftShader (issue 12). */
-const LIMIT_RE = /storage buffers?|maxStorageBuffersPerShaderStage/i;
-
 Deno.test("web params: defaults, URL values, errors naming the parameter", () => {
   const d = parseDemoParams("");
   assertEquals(d.steps, 60);
@@ -115,19 +110,13 @@ async function checkScreenshot(page: Page) {
   );
 }
 
-/** The page reported an error: passes only for the known storage-buffer limit (issue 12). */
-async function checkKnownLimit(page: Page, log: PageLog, text: string) {
+/**
+ * The page reported an error: always a failure. (Until issue 12 the backward exceeded the
+ * browser's storage-buffer limit and this passed with a warning; every pipeline now fits
+ * WebGPU's defaults, so such an error is a regression.)
+ */
+async function failWithPageError(page: Page, text: string): Promise<never> {
   const msg = await page.evaluate(() => (globalThis as unknown as { demoError: string }).demoError);
-  if (LIMIT_RE.test(msg)) {
-    console.warn(
-      `KNOWN LIMIT (issue 12): training cannot run in this browser: ${msg}\n` +
-        "The page loaded the model, scored before tuning and reported the error; the " +
-        "accuracy-after and download checks wait for the backward to fit 8–10 storage buffers.",
-    );
-    const others = log.errors.filter((e) => !LIMIT_RE.test(e) && !e.startsWith("demo failed"));
-    assertEquals(others, [], "no console errors besides the known limit");
-    return;
-  }
   fail(`the page failed: ${msg}\n${text}`);
 }
 
@@ -188,10 +177,7 @@ Deno.test({
       assertEquals(log.blocked, [], "the page must not reach outside its folder");
       const before = await page.$eval("#acc-before", (e) => e.textContent);
       assertMatch(before ?? "", /%$/, "accuracy before tuning shown");
-      if (state === "error") {
-        await checkKnownLimit(page, log, text);
-        return;
-      }
+      if (state === "error") await failWithPageError(page, text);
       await checkTunedPage(page, log);
     } finally {
       await browser.close();
